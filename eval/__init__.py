@@ -1,0 +1,1 @@
+"""DAVIS benchmarking with the official J&F semantics."""

@@ -1,0 +1,1 @@
+"""DINO self-distillation pretraining of ViT backbones for dinotrack."""
