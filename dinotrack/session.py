@@ -269,7 +269,7 @@ class Tracker:
                 input_size = self.input_size(*batch[0].shape[:2])
             _check_sizes(batch, batch[0].shape if session is None else session.state.frame_size)
             feats = self.extractor(np.stack(batch), input_size)
-            for frame, frame_feats in zip(batch, feats):
+            for frame, frame_feats in zip(batch, feats, strict=True):
                 if session is None:
                     mask = self._check_mask(first_mask, frame.shape[:2])
                     session = self.start(frame, mask, feats=frame_feats)
@@ -296,4 +296,3 @@ def _check_sizes(batch: list[np.ndarray], size: tuple[int, ...]) -> None:
                 f"frame of size {frame.shape[1]}x{frame.shape[0]} in a video of "
                 f"{size[1]}x{size[0]}: all frames must have the same size"
             )
-
