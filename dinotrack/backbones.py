@@ -1,0 +1,324 @@
+"""Registry of named ViT backbones and their weights.
+
+Every backbone is a timm ``VisionTransformer`` built with ``dynamic_img_size=True`` and no
+classifier. A :class:`BackboneSpec` names the timm architecture, the patch size, where its
+weights come from (an official URL downloaded into torch's hub cache, a file shipped under
+``weights/`` in this repository, or nothing for the random test backbones) and how images are
+normalised for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import urllib.error
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dinotrack.checkpoints import export_metadata, load_into, read_checkpoint
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The official DINO video-segmentation script normalises with std 0.228 for the red channel.
+DINO_EVAL_STD = (0.228, 0.224, 0.225)
+
+_DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
+_DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{0}/{0}_pretrain.pth"
+_REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Description of one named backbone.
+
+    Attributes:
+        name: Registry name, e.g. ``"dino_vits8"``.
+        timm_arch: timm model name the network is built from.
+        patch_size: Side of a square patch in pixels.
+        url: Official weights URL, downloaded into the torch hub cache on first use.
+        local_file: Weights file name under the repository's ``weights/`` folder.
+        mean: Per-channel RGB mean for normalisation (images scaled to [0, 1]).
+        std: Per-channel RGB standard deviation.
+        license: Licence of the weights.
+        pos_embed: How position embeddings are resampled to other grids: ``"dino"`` (the
+            official DINO rule) or ``"timm"``.
+        model_kwargs: Extra keyword arguments for ``timm.create_model``, as ``(key, value)``
+            pairs (e.g. a smaller depth for test backbones).
+        random_weights: True for test backbones that are random by design.
+        description: One line for listings.
+    """
+
+    name: str
+    timm_arch: str
+    patch_size: int
+    url: str | None = None
+    local_file: str | None = None
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    license: str = "unknown"
+    pos_embed: str = "timm"
+    model_kwargs: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    random_weights: bool = False
+    description: str = ""
+
+    @property
+    def weights_filename(self) -> str | None:
+        """File name of the downloaded weights in the hub cache."""
+        return self.url.rsplit("/", 1)[-1] if self.url else None
+
+
+_REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> BackboneSpec:
+    """Add ``spec`` to the registry and return it.
+
+    Raises:
+        ValueError: If the name is taken and ``overwrite`` is False.
+    """
+    if spec.name in _REGISTRY and not overwrite:
+        raise ValueError(f"backbone {spec.name!r} is already registered")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_backbones() -> list[str]:
+    """Names of all registered backbones, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """Return the spec registered under ``name``.
+
+    Raises:
+        ValueError: For an unknown name; the message lists the known names.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(list_backbones())
+        raise ValueError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def _dino(name: str, timm_arch: str, patch: int, release: str, what: str) -> BackboneSpec:
+    return BackboneSpec(
+        name=name,
+        timm_arch=timm_arch,
+        patch_size=patch,
+        url=_DINO_URL.format(release),
+        mean=IMAGENET_MEAN,
+        std=DINO_EVAL_STD,
+        license="Apache-2.0",
+        pos_embed="dino",
+        description=f"DINO {what}, official release weights (Caron et al. 2021)",
+    )
+
+
+for _spec in (
+    _dino("dino_vits16", "vit_small_patch16_224", 16, "dino_deitsmall16_pretrain", "ViT-S/16"),
+    _dino("dino_vits8", "vit_small_patch8_224", 8, "dino_deitsmall8_pretrain", "ViT-S/8"),
+    _dino("dino_vitb16", "vit_base_patch16_224", 16, "dino_vitbase16_pretrain", "ViT-B/16"),
+    _dino("dino_vitb8", "vit_base_patch8_224", 8, "dino_vitbase8_pretrain", "ViT-B/8"),
+    BackboneSpec(
+        name="dinov2_vits14",
+        timm_arch="vit_small_patch14_dinov2",
+        patch_size=14,
+        url=_DINOV2_URL.format("dinov2_vits14"),
+        license="Apache-2.0",
+        description="DINOv2 ViT-S/14, official release weights (Oquab et al. 2023)",
+    ),
+    BackboneSpec(
+        name="dinov2_vitb14",
+        timm_arch="vit_base_patch14_dinov2",
+        patch_size=14,
+        url=_DINOV2_URL.format("dinov2_vitb14"),
+        license="Apache-2.0",
+        description="DINOv2 ViT-B/14, official release weights (Oquab et al. 2023)",
+    ),
+    BackboneSpec(
+        name="test_vit_tiny",
+        timm_arch="vit_small_patch8_224",
+        patch_size=8,
+        model_kwargs=(("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0)),
+        random_weights=True,
+        pos_embed="dino",
+        license="Apache-2.0",
+        description="tiny random ViT/8 (2 blocks, 64 channels) for tests",
+    ),
+    BackboneSpec(
+        name="test_vit_tiny16",
+        timm_arch="vit_small_patch16_224",
+        patch_size=16,
+        model_kwargs=(("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0)),
+        random_weights=True,
+        pos_embed="dino",
+        license="Apache-2.0",
+        description="tiny random ViT/16 (2 blocks, 64 channels) for tests",
+    ),
+):
+    register_backbone(_spec)
+del _spec
+
+
+def create_model(spec: BackboneSpec, **overrides: Any) -> nn.Module:
+    """Build the network of ``spec`` with freshly initialised weights.
+
+    Args:
+        spec: The backbone description.
+        **overrides: Extra ``timm.create_model`` arguments (e.g. ``drop_path_rate``).
+
+    Returns:
+        A timm ``VisionTransformer`` without classifier head, accepting any image size that is
+        a multiple of the patch size.
+    """
+    import timm
+
+    kwargs: dict[str, Any] = dict(spec.model_kwargs)
+    kwargs.update(patch_size=spec.patch_size, num_classes=0, dynamic_img_size=True)
+    kwargs.update(overrides)
+    return timm.create_model(spec.timm_arch, pretrained=False, **kwargs)
+
+
+def hub_weights_path(spec: BackboneSpec) -> Path:
+    """Where the downloaded weights of ``spec`` live in torch's hub cache."""
+    if spec.weights_filename is None:
+        raise ValueError(f"backbone {spec.name!r} has no download URL")
+    return Path(torch.hub.get_dir()) / "checkpoints" / spec.weights_filename
+
+
+def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
+    """Return the local path of the official weights of ``spec``, downloading them if needed.
+
+    Raises:
+        RuntimeError: When the download fails (offline, blocked, bad URL); the message names
+            the URL, the cache path where the file can be placed by hand, and ``--weights``.
+    """
+    path = hub_weights_path(spec)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        torch.hub.download_url_to_file(spec.url, str(tmp), progress=progress)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"could not download the weights of {spec.name!r} from {spec.url} ({exc}). "
+            f"Download that file by hand and place it at {path}, or pass a local file with "
+            "--weights PATH (weights=PATH in Python)."
+        ) from exc
+    os.replace(tmp, path)
+    return path
+
+
+def spec_from_checkpoint(meta: dict[str, Any]) -> BackboneSpec:
+    """Rebuild a spec from the metadata stored in a dinotrack backbone export."""
+    name = meta.get("name", "exported")
+    base = _REGISTRY.get(name)
+    fields = {f.name for f in dataclasses.fields(BackboneSpec)}
+    values = {k: v for k, v in meta.items() if k in fields}
+    values["model_kwargs"] = tuple(sorted((k, v) for k, v in dict(meta["model_kwargs"]).items()))
+    for key in ("mean", "std"):
+        if key in values:
+            values[key] = tuple(float(x) for x in values[key])
+    if base is not None:
+        return dataclasses.replace(base, url=None, local_file=None, random_weights=False, **values)
+    return BackboneSpec(**values)
+
+
+def resolve_spec(
+    model: str | None, ckpt: dict[str, Any] | None = None, source: str = "the weights file"
+) -> BackboneSpec:
+    """Decide which architecture to build from a model name and/or a loaded checkpoint.
+
+    A dinotrack export (from ``pretrain/``) records its architecture; when ``model`` is None it
+    is taken from there, and a ``model`` that disagrees with it is an error. Otherwise the
+    default is ``dino_vits8``.
+    """
+    meta = export_metadata(ckpt) if ckpt is not None else None
+    if meta is None:
+        return get_backbone_spec(model or "dino_vits8")
+    spec = spec_from_checkpoint(meta)
+    if model is not None:
+        named = get_backbone_spec(model)
+        if (named.timm_arch, named.patch_size, dict(named.model_kwargs)) != (
+            spec.timm_arch,
+            spec.patch_size,
+            dict(spec.model_kwargs),
+        ):
+            raise ValueError(
+                f"{source} holds a {spec.name!r} backbone "
+                f"({spec.timm_arch}, patch {spec.patch_size}), which does not match "
+                f"--model {model}; leave out --model to use the file's architecture"
+            )
+    return spec
+
+
+def load_backbone(
+    model: str | None = None,
+    weights: str | os.PathLike | None = None,
+    *,
+    pretrained: bool = True,
+    progress: bool = True,
+    **overrides: Any,
+) -> tuple[nn.Module, BackboneSpec]:
+    """Build a backbone and load its weights.
+
+    Args:
+        model: Registry name; None means the architecture recorded in ``weights`` or, failing
+            that, ``dino_vits8``.
+        weights: Path of a checkpoint to load instead of the official weights. Official DINO
+            backbone files, official full DINO training checkpoints, timm state dicts and
+            dinotrack ``pretrain`` exports are recognised.
+        pretrained: If False, keep the random initialisation (explicit opt-in, for training
+            from scratch and benchmarks). Test backbones are always random.
+        progress: Show a download progress bar.
+        **overrides: Extra ``timm.create_model`` arguments.
+
+    Returns:
+        ``(network in eval mode on the CPU, spec)``.
+
+    Raises:
+        ValueError: Unknown model, or a checkpoint that does not fit the architecture.
+        FileNotFoundError: ``weights`` does not exist.
+        RuntimeError: The official weights could not be downloaded.
+    """
+    ckpt = read_checkpoint(weights) if weights is not None else None
+    spec = resolve_spec(model, ckpt, source=str(weights))
+    with torch.random.fork_rng(devices=[]):
+        if ckpt is None and spec.random_weights:
+            torch.manual_seed(0)  # test backbones are random, but the same on every run
+        net = create_model(spec, **overrides)
+    source: Path | None = None
+    if ckpt is not None:
+        load_into(net, ckpt, weights)
+    elif not pretrained or spec.random_weights:
+        pass
+    elif spec.local_file is not None:
+        source = _REPO_WEIGHTS / spec.local_file
+        if not source.is_file():
+            raise FileNotFoundError(
+                f"weights of {spec.name!r} are missing: expected {source} "
+                "(shipped with the dinotrack repository)"
+            )
+    elif spec.url is not None:
+        source = download_weights(spec, progress=progress)
+    else:
+        raise ValueError(f"backbone {spec.name!r} has no weights; pass weights=PATH")
+    if source is not None:
+        load_into(net, read_checkpoint(source), source)
+    return net.eval(), spec
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, for recording which weights produced a result."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

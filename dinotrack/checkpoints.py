@@ -1,0 +1,200 @@
+"""Reading, recognising and writing backbone checkpoints.
+
+Recognised families (each remapped to the keys of a timm ``VisionTransformer``):
+
+* official DINO backbone files (``dino_deitsmall8_pretrain.pth``): already timm's keys;
+* official DINO full training checkpoints: ``teacher``/``student`` entries whose keys carry
+  ``module.`` and ``backbone.`` prefixes, plus projection-head weights (ignored);
+* timm state dicts, bare or wrapped in ``state_dict``/``state_dict_ema``/``model``;
+* official DINOv2 backbone files (their ``mask_token`` is dropped);
+* dinotrack backbone exports written by :func:`save_backbone_export` (``pretrain/`` writes
+  these); they also record the architecture, so no model name is needed to load them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+EXPORT_FORMAT = "dinotrack.backbone"
+EXPORT_VERSION = 1
+
+_WRAPPER_KEYS = ("teacher", "state_dict_ema", "state_dict", "model", "student")
+_PREFIXES = ("module.", "_orig_mod.", "backbone.")
+_IGNORED_PREFIXES = ("head.", "head_drop.", "mask_token", "fc_norm.")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint file safely (``weights_only=True``) onto the CPU.
+
+    Official DINO training checkpoints pickle an ``argparse.Namespace``; that one class is
+    allowed, nothing else.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is not a readable PyTorch checkpoint holding a dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"cannot read weights file {path}: not a PyTorch checkpoint or corrupt ({reason})"
+        ) from exc
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"weights file {path} holds a {type(ckpt).__name__}, not a state dict")
+    return ckpt
+
+
+def export_metadata(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The architecture record of a dinotrack export, or None for other checkpoints."""
+    if ckpt.get("format") != EXPORT_FORMAT:
+        return None
+    return dict(ckpt["backbone"])
+
+
+def _strip_prefix(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+                changed = True
+    return key
+
+
+def _unwrap(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Find the backbone's tensors inside a (possibly wrapped) checkpoint."""
+    if ckpt.get("format") == EXPORT_FORMAT:
+        return ckpt["state_dict"]
+    for key in _WRAPPER_KEYS:  # the teacher wins over the student in DINO training checkpoints
+        inner = ckpt.get(key)
+        if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return ckpt
+
+
+def remap_state_dict(ckpt: dict[str, Any], net: nn.Module) -> dict[str, torch.Tensor]:
+    """Turn any recognised checkpoint into a state dict for the timm network ``net``.
+
+    Prefixes are stripped only where they begin a key; projection heads, DINOv2's mask token
+    and classifier weights are dropped; a position embedding trained at another image size is
+    resampled to ``net``'s grid.
+
+    Args:
+        ckpt: The loaded checkpoint dict.
+        net: The timm ``VisionTransformer`` that will receive the weights.
+
+    Returns:
+        A state dict whose keys are meant to match ``net.state_dict()`` exactly.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for key, value in _unwrap(ckpt).items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        key = _strip_prefix(key)
+        if key.startswith(_IGNORED_PREFIXES):
+            continue
+        state[key] = value
+    target = net.state_dict()
+    pos = state.get("pos_embed")
+    if pos is not None and "pos_embed" in target and pos.shape != target["pos_embed"].shape:
+        state["pos_embed"] = _resample_pos_embed(pos, net)
+    return state
+
+
+def _resample_pos_embed(pos: torch.Tensor, net: nn.Module) -> torch.Tensor:
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = 0 if getattr(net, "no_embed_class", False) else getattr(net, "num_prefix_tokens", 1)
+    grid = net.patch_embed.grid_size
+    return resample_abs_pos_embed(pos, new_size=list(grid), num_prefix_tokens=prefix)
+
+
+def load_into(net: nn.Module, ckpt: dict[str, Any], source: str | os.PathLike) -> None:
+    """Load ``ckpt`` into ``net`` strictly.
+
+    Raises:
+        ValueError: Missing, unexpected or mis-shaped keys; the message lists them.
+    """
+    state = remap_state_dict(ckpt, net)
+    target = net.state_dict()
+    missing = sorted(set(target) - set(state))
+    unexpected = sorted(set(state) - set(target))
+    mis_shaped = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(target[k].shape)}"
+        for k in set(state) & set(target)
+        if state[k].shape != target[k].shape
+    )
+    if missing or unexpected or mis_shaped:
+        parts = []
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("wrong shapes", mis_shaped),
+        ):
+            if keys:
+                more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+                parts.append(f"{label}: {', '.join(keys[:6])}{more}")
+        raise ValueError(f"weights {source} do not fit this backbone: " + "; ".join(parts))
+    net.load_state_dict(state, strict=True)
+
+
+def save_backbone_export(
+    path: str | os.PathLike,
+    net: nn.Module,
+    backbone: dict[str, Any],
+    info: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a backbone in the format ``dinotrack --weights`` loads, atomically.
+
+    Args:
+        path: Destination file.
+        net: The timm ``VisionTransformer`` (without DINO head).
+        backbone: Architecture record: ``name``, ``timm_arch``, ``patch_size``,
+            ``model_kwargs`` (dict), and optionally ``mean``, ``std``, ``pos_embed``. Plain
+            values only.
+        info: Plain-value provenance (data, steps, wall time, ...).
+        dtype: Store floating tensors in this dtype (e.g. ``torch.float16`` for shipping).
+
+    Returns:
+        The path written.
+    """
+    for key in ("name", "timm_arch", "patch_size", "model_kwargs"):
+        if key not in backbone:
+            raise ValueError(f"backbone record needs {key!r}")
+    state = {}
+    for key, value in net.state_dict().items():
+        value = value.detach().cpu()
+        if dtype is not None and value.is_floating_point():
+            value = value.to(dtype)
+        state[_strip_prefix(key)] = value.contiguous()
+    payload = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "backbone": dict(backbone),
+        "info": dict(info or {}),
+        "state_dict": state,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
