@@ -378,7 +378,8 @@ def auto_start_mask(
         seed: Seed of the k-means initialisation.
 
     Returns:
-        ``[H, W]`` uint8 object ids ``0..objects`` (0 = background), every object non-empty.
+        ``[H, W]`` uint8 object ids (0 = background): 1 alone, or ``1..objects`` (fewer
+        when k-means leaves a cluster empty), every id present.
 
     Raises:
         ValueError: Mismatched grids, a bad ``mass``, ``objects`` or ``box``, or fewer
@@ -395,6 +396,7 @@ def auto_start_mask(
     mean = normalize_attention(attn).mean(0).cpu()
     region = torch.ones(grid, dtype=torch.bool)
     if box is not None:
+        box = check_box(box, frame_size)
         region = torch.from_numpy(box_patches(box, frame_size, grid))
     foreground = mass_threshold(mean * region, mass) & region
     points = feats.detach().float().cpu().permute(1, 2, 0)  # [h, w, C]
