@@ -246,10 +246,10 @@ def label_frame_scores(
     height, width = true_labels.shape
     n = num_objects + 1
     # Joint histogram of (true id, predicted id); true ids above K are pooled into row K + 1.
-    if n * (n + 1) <= 256:
-        codes = np.minimum(true_labels, n).astype(np.uint8) * np.uint8(n) + pred_labels.astype(
-            np.uint8
-        )
+    if n * (n + 1) <= 256 and true_labels.dtype == pred_labels.dtype == np.uint8:
+        codes = np.minimum(true_labels, np.uint8(n))
+        codes *= np.uint8(n)
+        codes += pred_labels
     else:
         codes = np.minimum(true_labels, n).astype(np.intp) * n + pred_labels
     pair_counts = np.bincount(codes.reshape(-1), minlength=(n + 1) * n).reshape(n + 1, n)
