@@ -111,20 +111,27 @@ def _comma_list(text: str) -> list[str]:
     return names
 
 
-def _run_score(args: argparse.Namespace) -> int:
+def _open_dataset(args: argparse.Namespace, require_images: bool = False):
+    """The split named by the dataset flags (after checking ``--workers``)."""
     from eval.davis import open_davis
-    from eval.report import evaluation_record, print_table, write_csvs, write_json
-    from eval.scoring import score_results
 
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
-    dataset = open_davis(
+    return open_davis(
         args.root,
         args.split,
         sequences=args.sequences,
         year=args.year,
         resolution=args.resolution,
+        require_images=require_images,
     )
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from eval.report import evaluation_record, print_table, write_csvs, write_json
+    from eval.scoring import score_results
+
+    dataset = _open_dataset(args)
     results = Path(args.results)
     if not results.is_dir():
         raise FileNotFoundError(f"results folder {results} does not exist")
@@ -151,26 +158,14 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_davis(args: argparse.Namespace) -> int:
-    from dinotrack.cli import tracker_config_from_args
-    from dinotrack.session import Tracker
-    from eval.davis import open_davis
+    from dinotrack.cli import build_tracker
     from eval.report import print_table, write_json
     from eval.runner import run_davis
 
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
-    dataset = open_davis(
-        args.root,
-        args.split,
-        sequences=args.sequences,
-        year=args.year,
-        resolution=args.resolution,
-        require_images=True,
-    )
-    config = tracker_config_from_args(args)
+    dataset = _open_dataset(args, require_images=True)
     stderr = Console(stderr=True)
     t0 = time.perf_counter()
-    tracker = Tracker.from_pretrained(args.model, args.weights, device=args.device, config=config)
+    tracker = build_tracker(args)  # the tracker of `dinotrack segment`, from the same flags
     load_seconds = time.perf_counter() - t0
     with _progress(stderr) as progress:
         bar = _RichRunProgress(progress, len(dataset.sequences))
