@@ -14,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dinotrack.cli import add_tracker_arguments
+
 __all__ = ["register"]
 
 
@@ -45,8 +47,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_output_arguments(score)
     score.set_defaults(func=_run_score)
-
-    from dinotrack.cli import add_tracker_arguments
 
     davis = commands.add_parser(
         "davis",
