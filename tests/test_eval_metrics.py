@@ -226,6 +226,10 @@ def test_label_frame_scores_absent_objects():
     j, f = label_frame_scores(true, pred, 3)
     np.testing.assert_array_equal(j, [1.0, 1.0, 0.0])
     np.testing.assert_array_equal(f, [1.0, 1.0, 0.0])
+    pred[0:2, 0:2] = 2  # predicted where the truth has no object 2: J = 0, F = 0 (P=0, R=1)
+    j, f = label_frame_scores(true, pred, 3)
+    np.testing.assert_array_equal(j, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(f, [1.0, 0.0, 0.0])
 
 
 def test_label_frame_scores_rejects_ids_above_k():
