@@ -1,0 +1,246 @@
+"""The ``dinotrack`` command line.
+
+``dinotrack segment`` and ``dinotrack models`` live here; other packages (``eval``,
+``pretrain``) add sub-commands through the ``dinotrack.commands`` entry-point group, each a
+function ``register(subparsers)`` that adds a parser whose ``func(args) -> int`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from dinotrack import __version__
+from dinotrack.config import TrackerConfig
+from dinotrack.features import PRECISIONS, RESIZE_RULES
+
+# Errors that are the user's to fix: one line, exit status 2, no traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the backbone, device and propagation flags shared by every command that tracks."""
+    defaults = TrackerConfig()
+    group = parser.add_argument_group("backbone")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="backbone name (see `dinotrack models`); default: the architecture recorded in "
+        "--weights, else dino_vits8",
+    )
+    group.add_argument("--weights", default=None, help="checkpoint file to load instead")
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    group.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
+    group.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="frames per forward pass"
+    )
+    algo = parser.add_argument_group("propagation (defaults: the DINO paper's)")
+    algo.add_argument("--n-last-frames", type=int, default=defaults.n_last_frames)
+    algo.add_argument("--radius", type=int, default=defaults.radius, help="window, in patches")
+    algo.add_argument("--topk", type=int, default=defaults.topk)
+    algo.add_argument("--temperature", type=float, default=defaults.temperature)
+    algo.add_argument("--short-side", type=int, default=defaults.short_side, help="pixels")
+    algo.add_argument("--resize-rule", default=defaults.resize_rule, choices=RESIZE_RULES)
+    algo.add_argument("--pos-embed", default=None, choices=("dino", "timm"))
+
+
+def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
+    """The :class:`TrackerConfig` described by the flags of :func:`add_tracker_arguments`."""
+    return TrackerConfig(
+        n_last_frames=args.n_last_frames,
+        radius=args.radius,
+        topk=args.topk,
+        temperature=args.temperature,
+        short_side=args.short_side,
+        resize_rule=args.resize_rule,
+        pos_embed=args.pos_embed,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+
+
+def build_tracker(args: argparse.Namespace):
+    """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`."""
+    from dinotrack.session import Tracker
+
+    config = tracker_config_from_args(args)
+    return Tracker.from_pretrained(args.model, args.weights, device=args.device, config=config)
+
+
+def _segment_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "segment",
+        help="segment the objects of a first-frame mask in every frame of a video",
+        description="Propagate the objects of the first frame's mask through a video and "
+        "write one palette PNG per frame.",
+    )
+    p.add_argument("input", help="video file (mp4, mov, mkv, avi, webm) or directory of frames")
+    p.add_argument(
+        "--mask",
+        required=True,
+        help="first-frame mask: palette PNG (index = object id), 8-bit grayscale (0/255 = one "
+        "object; small integers = ids) or RGB (each colour an object, black = background)",
+    )
+    p.add_argument("--out", required=True, help="output directory for the per-frame PNGs")
+    p.add_argument("--overlay", default=None, help="also write an mp4 of the masks over frames")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    add_tracker_arguments(p)
+    p.set_defaults(func=run_segment)
+
+
+def _models_parser(subparsers) -> None:
+    p = subparsers.add_parser("models", help="list the known backbones")
+    p.set_defaults(func=run_models)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from dinotrack.backbones import get_backbone_spec, list_backbones
+
+    table = Table("name", "patch", "timm architecture", "weights", "description")
+    for name in list_backbones():
+        spec = get_backbone_spec(name)
+        source = "random (tests)" if spec.random_weights else (spec.local_file or "download")
+        table.add_row(name, str(spec.patch_size), spec.timm_arch, source, spec.description)
+    Console().print(table)
+    return 0
+
+
+class _OutputDir:
+    """Writes into a hidden temporary directory, published by renaming it to the target only
+    when everything succeeded (an existing target is replaced then, not before)."""
+
+    def __init__(self, target: Path) -> None:
+        if target.exists() and not target.is_dir():
+            raise NotADirectoryError(f"--out {target} exists and is not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.target = target
+        self.tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
+        self.tmp.mkdir()
+
+    def publish(self) -> None:
+        old = None
+        if self.target.exists():
+            old = self.target.with_name(f".{self.target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.target, old)
+        os.replace(self.tmp, self.target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from dinotrack.masks import davis_palette, read_mask, write_mask
+    from dinotrack.video_io import FrameReader, OverlayWriter
+
+    console = Console(stderr=True)
+    reader = FrameReader(args.input, stop=args.max_frames)  # checks the input exists first
+    info = reader.info
+    first = read_mask(args.mask)
+    tracker = build_tracker(args)
+    palette = first.palette if first.palette is not None else davis_palette()
+    out = _OutputDir(Path(args.out))
+    overlay = None
+    try:
+        if args.overlay:
+            overlay = OverlayWriter(args.overlay, info.fps, info.width, info.height, palette)
+        total = info.num_frames
+        if args.max_frames is not None:
+            total = min(total, args.max_frames)
+        start = time.perf_counter()
+        count = 0
+        columns = (
+            TextColumn("[bold]segment"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[fps]:.2f} fps"),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("frames", total=total, fps=0.0)
+            for index, mask, frame in tracker.track(reader, first.ids, with_frames=True):
+                names = info.frame_names
+                name = names[index] if index < len(names) else f"{index:05d}.png"
+                write_mask(out.tmp / name, mask, palette)
+                if overlay is not None:
+                    overlay.write(frame, mask)
+                count += 1
+                fps = count / max(time.perf_counter() - start, 1e-9)
+                progress.update(task, advance=1, fps=fps)
+        if overlay is not None:
+            overlay.close()
+        out.publish()
+    except BaseException:
+        out.discard()
+        if overlay is not None:
+            overlay.abort()
+        raise
+    finally:
+        reader.close()
+    elapsed = time.perf_counter() - start
+    objects = sorted(int(i) for i in set(first.ids.flat) if i)
+    console.print(
+        f"segmented {count} frames, {len(objects)} object(s) {objects}, "
+        f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} "
+        f"({tracker.spec.name}) -> {args.out}" + (f", overlay {args.overlay}" if overlay else "")
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dinotrack`` parser with every sub-command, plugins included."""
+    parser = argparse.ArgumentParser(
+        prog="dinotrack", description="Video object segmentation with DINO ViT features."
+    )
+    parser.add_argument("--version", action="version", version=f"dinotrack {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _segment_parser(subparsers)
+    _models_parser(subparsers)
+    for entry in sorted(
+        importlib.metadata.entry_points(group="dinotrack.commands"), key=lambda e: e.name
+    ):
+        try:
+            register = entry.load()
+        except ImportError as exc:  # a plugin that cannot import must not break the rest
+            warnings.warn(f"sub-command {entry.name!r} is unavailable: {exc}", stacklevel=2)
+            continue
+        register(subparsers)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"dinotrack: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 2 bad input or failure, 130 interrupted)."""
+    warnings.formatwarning = _one_line_warning
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        if os.environ.get("DINOTRACK_DEBUG"):
+            raise
+        print(f"dinotrack: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dinotrack: interrupted; no output was published", file=sys.stderr)
+        return 130

@@ -1,0 +1,354 @@
+"""Object-id masks: reading user masks, writing palette PNGs, resizing, and overlays.
+
+A mask is an integer array `[H, W]` of object ids, 0 = background. Ids are kept as the user
+gave them (palette index 3 stays 3). Masks are written as palette PNGs ("P" mode), the DAVIS
+convention, so that any image viewer shows each object in its own colour and the ids read back
+exactly.
+
+Reading accepts the formats users produce for a first-frame mask (see `read_mask`). JPEG masks
+are refused: compression smears object borders into new grey levels and colours, which would
+turn into spurious objects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dinotrack.atomic_files import atomic_output
+
+MAX_OBJECT_ID = 255
+"""Largest object id a palette PNG can hold."""
+
+_GRAY_MODES = ("L", "LA", "I;16", "I;16L", "I;16B", "I")
+
+
+def davis_palette() -> np.ndarray:
+    """Returns the DAVIS / PASCAL VOC colour palette.
+
+    Entry `i` spreads the bits of `i` over the three channels, most significant bit first:
+    bit 0 of `i` goes to red, bit 1 to green, bit 2 to blue, then the next three bits one
+    position lower, and so on. Index 1 is (128, 0, 0), 2 is (0, 128, 0), 3 is (128, 128, 0).
+    All 256 entries are distinct.
+
+    Returns:
+        A fresh `[256, 3]` uint8 array of RGB colours.
+    """
+    index = np.arange(256)
+    palette = np.zeros((256, 3), dtype=np.int64)
+    for level in range(8):
+        bits = index >> (3 * level)
+        for channel in range(3):
+            palette[:, channel] |= ((bits >> channel) & 1) << (7 - level)
+    return palette.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class LoadedMask:
+    """A mask read from an image file.
+
+    Attributes:
+        ids: `[H, W]` int64 object ids, 0 = background.
+        palette: `[256, 3]` uint8 RGB palette of the file when it was a palette image, else None.
+        format: How the file was interpreted: "palette", "gray", "gray-binary" or "rgb".
+    """
+
+    ids: np.ndarray
+    palette: np.ndarray | None
+    format: str
+
+
+def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
+    """Reads an object-id mask from an image file (PNG, or another lossless format PIL reads).
+
+    How pixel values become ids depends on the image mode:
+
+    - palette ("P"): the palette index is the id; the file's palette is returned too.
+    - grayscale ("L", "LA", "1", 16-bit "I;16", 32-bit "I"): if every value is 0 or the
+      format's maximum (255, or 65535 for 16-bit), the mask is binary and the maximum becomes
+      id 1 ("gray-binary"); otherwise each value is the id as it is ("gray").
+    - colour ("RGB", "RGBA"): black is background and each other colour is one object. If every
+      colour present is an entry of the DAVIS palette, its palette index is the id, so a
+      DAVIS-coloured RGB export keeps its ids; otherwise the colours are numbered 1..n in the
+      order they first appear in raster order (row by row, left to right).
+    - any alpha channel: fully transparent pixels (alpha 0) are background, whatever their
+      colour; other alpha values are ignored.
+
+    Args:
+        path: Image file.
+
+    Returns:
+        The ids, the file's palette (palette images only) and the interpretation used.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+        ValueError: If the file is not a readable image, is a JPEG, has an unsupported mode,
+            holds more than 255 colours, or holds ids above 255.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"mask file {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"mask path {path} is a directory; give an image file")
+    try:
+        with Image.open(path) as image:
+            if image.format in ("JPEG", "MPO"):
+                raise ValueError(
+                    f"mask {path} is a JPEG; JPEG compression adds colours at object borders "
+                    "that would become spurious objects. Save the mask as a PNG"
+                )
+            image.load()
+            return _image_to_mask(image, path)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"cannot read mask {path}: {error}") from error
+
+
+def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
+    mode = image.mode
+    if mode in ("P", "PA"):
+        ids = np.asarray(image.getchannel(0) if mode == "PA" else image, dtype=np.int64)
+        if mode == "PA":
+            ids = np.where(np.asarray(image.getchannel("A")) == 0, 0, ids)
+        raw = image.getpalette("RGB")
+        palette = None
+        if raw is not None:
+            palette = np.zeros((256, 3), dtype=np.uint8)
+            entries = np.asarray(raw, dtype=np.uint8).reshape(-1, 3)[:256]
+            palette[: len(entries)] = entries
+        return LoadedMask(ids=ids, palette=palette, format="palette")
+    if mode == "1":
+        return LoadedMask(ids=np.asarray(image, dtype=np.int64), palette=None, format="gray-binary")
+    if mode in _GRAY_MODES:
+        values = np.asarray(image.getchannel(0) if mode == "LA" else image).astype(np.int64)
+        if mode == "LA":
+            values[np.asarray(image.getchannel("A")) == 0] = 0
+        return _gray_to_mask(values, 65535 if mode.startswith("I;16") else 255, path)
+    if mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
+        alpha = np.asarray(image.getchannel("A")) if mode == "RGBA" else None
+        return _rgb_to_mask(rgb, alpha, path)
+    raise ValueError(
+        f"mask {path} has image mode {mode!r}; save it as a palette, grayscale or RGB PNG"
+    )
+
+
+def _gray_to_mask(values: np.ndarray, full: int, path: Path) -> LoadedMask:
+    present = np.unique(values)
+    if np.isin(present, [0, full]).all():
+        return LoadedMask(ids=(values == full).astype(np.int64), palette=None, format="gray-binary")
+    if present[0] < 0 or present[-1] > MAX_OBJECT_ID:
+        raise ValueError(
+            f"mask {path} holds gray values {present[0]}..{present[-1]}; object ids must be "
+            f"0..{MAX_OBJECT_ID} (0 = background), or the mask binary (0 and {full})"
+        )
+    return LoadedMask(ids=values, palette=None, format="gray")
+
+
+def _rgb_to_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> LoadedMask:
+    height, width = rgb.shape[:2]
+    packed = _pack_rgb(rgb).ravel()
+    if alpha is not None:
+        packed[alpha.ravel() == 0] = 0
+    colours, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    objects = colours != 0
+    if objects.sum() > MAX_OBJECT_ID:
+        raise ValueError(
+            f"mask {path} holds {objects.sum()} colours besides black; a mask may hold at most "
+            f"{MAX_OBJECT_ID} objects. Is it a photo rather than a mask?"
+        )
+    davis_index = {int(c): i for i, c in enumerate(_pack_rgb(davis_palette().astype(np.int64)))}
+    colour_ids = np.zeros(len(colours), dtype=np.int64)
+    if all(int(c) in davis_index for c in colours):
+        colour_ids[:] = [davis_index[int(c)] for c in colours]
+    else:
+        order = np.flatnonzero(objects)[np.argsort(first[objects], kind="stable")]
+        colour_ids[order] = np.arange(1, len(order) + 1)
+    ids = colour_ids[inverse.ravel()].reshape(height, width)
+    return LoadedMask(ids=ids, palette=None, format="rgb")
+
+
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _check_ids(ids: np.ndarray, name: str = "ids") -> np.ndarray:
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(ids).__name__}")
+    if ids.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D [H, W] array of object ids, got shape {ids.shape}")
+    if ids.dtype != np.bool_ and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer object ids, got dtype {ids.dtype}")
+    return ids.astype(np.int64, copy=False)
+
+
+def as_palette(palette: np.ndarray) -> np.ndarray:
+    """Checks a colour palette and returns it as uint8.
+
+    Args:
+        palette: `[N, 3]` integer RGB colours in 0..255, 1 <= N <= 256.
+
+    Returns:
+        The palette as a `[N, 3]` uint8 array (no copy when it already is one).
+
+    Raises:
+        ValueError: If the shape or the values are wrong.
+    """
+    palette = np.asarray(palette)
+    if palette.ndim != 2 or palette.shape[1] != 3 or not 1 <= palette.shape[0] <= 256:
+        raise ValueError(f"palette must have shape [N, 3] with N <= 256, got {palette.shape}")
+    if not np.issubdtype(palette.dtype, np.integer) or palette.min() < 0 or palette.max() > 255:
+        raise ValueError("palette must hold integer RGB values in 0..255")
+    return palette.astype(np.uint8, copy=False)
+
+
+def mask_to_image(ids: np.ndarray, palette: np.ndarray | None = None) -> Image.Image:
+    """Converts object ids to a palette ("P" mode) image.
+
+    Args:
+        ids: `[H, W]` integer object ids in 0..255.
+        palette: `[N, 3]` uint8 RGB colours (N <= 256, missing entries black), or None for the
+            DAVIS palette.
+
+    Returns:
+        A mode "P" PIL image whose pixel values are the ids.
+
+    Raises:
+        ValueError: If an id is outside 0..255 or the palette has the wrong shape.
+        TypeError: If `ids` is not an integer numpy array.
+    """
+    ids = _check_ids(ids)
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_OBJECT_ID):
+        raise ValueError(
+            f"object ids must be in 0..{MAX_OBJECT_ID} to be stored in a palette image, "
+            f"got {ids.min()}..{ids.max()}"
+        )
+    full = np.zeros((256, 3), dtype=np.uint8)
+    colours = davis_palette() if palette is None else as_palette(palette)
+    full[: len(colours)] = colours
+    image = Image.fromarray(ids.astype(np.uint8))
+    image.putpalette(full.tobytes(), rawmode="RGB")
+    return image
+
+
+def write_mask(
+    path: str | os.PathLike[str], ids: np.ndarray, palette: np.ndarray | None = None
+) -> None:
+    """Writes object ids as a palette PNG, atomically.
+
+    The image is written to a temporary file in the same directory and renamed to `path`, so
+    `path` never holds a partial file.
+
+    Args:
+        path: Output PNG path; its directory must exist.
+        ids: `[H, W]` integer object ids in 0..255.
+        palette: `[N, 3]` uint8 RGB colours, or None for the DAVIS palette.
+
+    Raises:
+        FileNotFoundError: If the output directory does not exist.
+        ValueError: If an id is outside 0..255 or the palette has the wrong shape.
+    """
+    image = mask_to_image(ids, palette)
+    with atomic_output(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def blend_overlay(
+    frame: np.ndarray,
+    ids: np.ndarray,
+    palette: np.ndarray,
+    alpha: float = 0.5,
+    boundary: bool = True,
+) -> np.ndarray:
+    """Draws object masks over a frame.
+
+    Object pixels become `(1 - alpha) * frame + alpha * colour` (rounded); background pixels
+    (id 0) are unchanged. With `boundary`, object pixels next to (4-neighbourhood) a pixel of
+    another id are painted in the plain object colour, outlining each object.
+
+    Args:
+        frame: `[H, W, 3]` uint8 RGB frame.
+        ids: `[H, W]` integer object ids, each a valid index into `palette`.
+        palette: `[N, 3]` uint8 RGB colours; `palette[k]` colours object `k`.
+        alpha: Opacity of the colour, in [0, 1].
+        boundary: Whether to outline objects.
+
+    Returns:
+        A new `[H, W, 3]` uint8 RGB frame.
+
+    Raises:
+        ValueError: If shapes disagree, an id has no palette entry, or alpha is out of range.
+        TypeError: If `frame` is not uint8 or `ids` not integer.
+    """
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        raise TypeError("frame must be a uint8 numpy array [H, W, 3]")
+    ids = _check_ids(ids)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[:2] != ids.shape:
+        raise ValueError(
+            f"frame must be [H, W, 3] and match the mask's [H, W] {ids.shape}, got {frame.shape}"
+        )
+    palette = as_palette(palette)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(palette)):
+        raise ValueError(
+            f"object ids {ids.min()}..{ids.max()} need palette entries, but the palette has "
+            f"{len(palette)}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    out = frame.copy()
+    objects = ids != 0
+    mixed = (1.0 - alpha) * frame[objects] + alpha * palette[ids[objects]].astype(np.float32)
+    out[objects] = np.rint(mixed).astype(np.uint8)
+    if boundary:
+        edge = np.zeros(ids.shape, dtype=bool)
+        vertical = ids[1:] != ids[:-1]
+        horizontal = ids[:, 1:] != ids[:, :-1]
+        edge[1:] |= vertical
+        edge[:-1] |= vertical
+        edge[:, 1:] |= horizontal
+        edge[:, :-1] |= horizontal
+        edge &= objects
+        out[edge] = palette[ids[edge]]
+    return out
+
+
+def resize_mask(ids: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes an id mask by nearest neighbour, matching PIL's `Image.NEAREST`.
+
+    Output pixel `(i, j)` takes the input pixel under its centre,
+    `ids[floor((i + 0.5) * H / height), floor((j + 0.5) * W / width)]`, computed with PIL's
+    floating-point arithmetic so that the result equals PIL's to the pixel, ties included.
+
+    Args:
+        ids: `[H, W]` integer object ids.
+        height: Output height, positive.
+        width: Output width, positive.
+
+    Returns:
+        `[height, width]` int64 ids, all taken from `ids`.
+
+    Raises:
+        ValueError: If the size is not positive or `ids` is empty.
+    """
+    ids = _check_ids(ids)
+    if height < 1 or width < 1:
+        raise ValueError(f"output size must be positive, got {height}x{width}")
+    if ids.size == 0:
+        raise ValueError(f"cannot resize an empty mask of shape {ids.shape}")
+    rows = _nearest_source(ids.shape[0], height)
+    cols = _nearest_source(ids.shape[1], width)
+    return ids[rows[:, None], cols[None, :]]
+
+
+def _nearest_source(size_in: int, size_out: int) -> np.ndarray:
+    # PIL walks the centres by repeated addition of the step rather than multiplying, which
+    # decides ties (a centre exactly on a source pixel border) differently from the exact
+    # product; a sequential cumulative sum reproduces its arithmetic bit for bit.
+    step = size_in / size_out
+    increments = np.full(size_out, step)
+    increments[0] = step * 0.5
+    centres = np.cumsum(increments)
+    return np.minimum(centres.astype(np.int64), size_in - 1)

@@ -1,0 +1,273 @@
+"""Label propagation through patch-feature affinity (pure tensor functions, no I/O).
+
+The DINO paper's video protocol: every target patch looks at the source patches of the context
+frames (the first frame and the previous few) inside a square window of ``radius`` patches
+around its own position, keeps the ``topk`` most similar ones over all context frames jointly,
+weights them by ``exp(cos / temperature)`` normalised to sum 1, and takes the weighted sum of
+their soft labels.
+
+The official implementation builds a dense ``N x N`` affinity per context frame and masks it
+with the window; here each block of ``tile x tile`` targets is compared with the region of
+sources that its windows can reach, so memory is ``O(context x N x (2 r + tile)^2 / tile^2)``
+rather than ``O(context x N^2)``, and the result is the same.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def one_hot_labels(ids: Tensor, num_channels: int) -> Tensor:
+    """One-hot soft labels from channel indices.
+
+    Args:
+        ids: ``[h, w]`` integer channel indices in ``[0, num_channels)``.
+        num_channels: Number of label channels ``K`` (background included).
+
+    Returns:
+        ``[K, h, w]`` float32 tensor of zeros and ones.
+    """
+    return F.one_hot(ids.long(), num_channels).permute(2, 0, 1).float()
+
+
+def _to_tiles(x: Tensor, tile: int, halo: int) -> Tensor:
+    """``[T, C, h, w]`` -> ``[n_y + 2 halo, n_x + 2 halo, T, tile*tile, C]``, zero-padded."""
+    n_ctx, channels, h, w = x.shape
+    n_y, n_x = -(-h // tile), -(-w // tile)
+    p = halo * tile
+    x = F.pad(x, (p, n_x * tile - w + p, p, n_y * tile - h + p))
+    x = x.view(n_ctx, channels, n_y + 2 * halo, tile, n_x + 2 * halo, tile)
+    x = x.permute(2, 4, 0, 3, 5, 1)  # [ty, tx, T, y, x, C]
+    return x.reshape(n_y + 2 * halo, n_x + 2 * halo, n_ctx, tile * tile, channels)
+
+
+def _window_mask(tile: int, halo: int, radius: int, device: torch.device) -> Tensor:
+    """``[tile², (2 halo + 1)², tile²]`` bool: source cells of each neighbouring tile that lie
+    in the window of each target cell of the centre tile."""
+    cells = torch.arange(tile, device=device)
+    offsets = torch.arange(-halo, halo + 1, device=device) * tile
+    # 1-D distance from target cell a to source cell b of the neighbour tile at offset o.
+    dist = offsets[None, :, None] + cells[None, None, :] - cells[:, None, None]  # [a, o, b]
+    near = dist.abs() <= radius
+    mask = near[:, None, :, None, :, None] & near[None, :, None, :, None, :]
+    # [ay, ax, oy, ox, by, bx] -> [target cell, neighbour tile, source cell]
+    return mask.reshape(tile * tile, (2 * halo + 1) ** 2, tile * tile)
+
+
+def propagate_labels(
+    target_feats: Tensor,
+    context_feats: Tensor,
+    context_labels: Tensor,
+    *,
+    radius: int = 12,
+    topk: int = 5,
+    temperature: float = 0.1,
+    tile: int = 8,
+    normalized: bool = False,
+) -> Tensor:
+    """Propagate soft labels from context frames to a target frame.
+
+    For target patch ``q`` with candidate sources ``s`` (every context patch whose row and
+    column are each within ``radius`` of ``q``'s), the affinity is
+    ``a(q, s) = exp(cos(f_q, f_s) / temperature)``; the ``topk`` largest over all context frames
+    are kept, normalised to sum 1, and the output is ``sum_s a(q, s) * label(s)``.
+
+    Args:
+        target_feats: ``[C, h, w]`` features of the target frame.
+        context_feats: ``[T, C, h, w]`` features of the context frames.
+        context_labels: ``[T, K, h, w]`` float soft labels of the context frames.
+        radius: Half-side of the square search window, in patches. A negative value searches
+            the whole frame.
+        topk: Number of source patches kept per target patch.
+        temperature: Softmax temperature of the affinity.
+        tile: Side of the blocks of target patches processed together (speed/memory only;
+            results do not depend on it).
+        normalized: Whether the features are already L2-normalised along ``C``.
+
+    Returns:
+        ``[K, h, w]`` float32 soft labels of the target frame; each position's labels are a
+        convex combination of source labels.
+    """
+    if target_feats.dim() != 3 or context_feats.dim() != 4 or context_labels.dim() != 4:
+        raise ValueError(
+            "expected target [C, h, w], context features [T, C, h, w] and context labels "
+            f"[T, K, h, w]; got {tuple(target_feats.shape)}, {tuple(context_feats.shape)}, "
+            f"{tuple(context_labels.shape)}"
+        )
+    n_ctx, channels, h, w = context_feats.shape
+    if target_feats.shape != (channels, h, w) or context_labels.shape[::2] != (n_ctx, h):
+        raise ValueError(
+            f"shape mismatch: target {tuple(target_feats.shape)}, context features "
+            f"{tuple(context_feats.shape)}, context labels {tuple(context_labels.shape)}"
+        )
+    if topk < 1 or temperature <= 0:
+        raise ValueError(f"need topk >= 1 and temperature > 0, got {topk} and {temperature}")
+    if radius < 0 or radius >= max(h, w):
+        radius = max(h, w)  # the window covers the whole frame
+    if not normalized:
+        target_feats = F.normalize(target_feats.float(), dim=0)
+        context_feats = F.normalize(context_feats.float(), dim=1)
+    tile = max(1, min(tile, h, w))
+    k_classes = context_labels.shape[1]
+    halo = -(-radius // tile)  # neighbouring tiles a window can reach on each side
+    n_y, n_x = -(-h // tile), -(-w // tile)
+    n_nb, cells = (2 * halo + 1) ** 2, tile * tile
+
+    # Sources, labels and the in-frame mask cut into tiles once; a tile and its neighbours
+    # are then contiguous blocks, so each product below reads them without copying.
+    keys = _to_tiles(context_feats.float(), tile, halo)  # [Ty, Tx, T, t², C]
+    values = _to_tiles(context_labels.float(), tile, halo)  # [Ty, Tx, T, t², K]
+    inside = _to_tiles(context_feats.new_ones(1, 1, h, w), tile, halo)[:, :, 0, :, 0] > 0
+    queries = _to_tiles(target_feats.float()[None], tile, 0)[:, :, 0]  # [n_y, n_x, t², C]
+    window = _window_mask(tile, halo, radius, keys.device)  # [t², n_nb, t²]
+    neighbours = [(oy, ox) for oy in range(2 * halo + 1) for ox in range(2 * halo + 1)]
+
+    out = keys.new_empty(n_y, n_x, cells, k_classes)
+    sim = keys.new_empty(n_nb, n_x, cells, n_ctx * cells)
+    for iy in range(n_y):
+        for j, (oy, ox) in enumerate(neighbours):
+            block = keys[iy + oy, ox : ox + n_x].view(n_x, n_ctx * cells, channels)
+            torch.bmm(queries[iy], block.transpose(1, 2), out=sim[j])
+        # [n_x, t², n_nb, T, t²]: candidates outside the frame or the window never win.
+        cand = sim.view(n_nb, n_x, cells, n_ctx, cells).permute(1, 2, 0, 3, 4)
+        valid = torch.stack([inside[iy + oy, ox : ox + n_x] for oy, ox in neighbours], 1)
+        valid = valid[:, None, :, None, :] & window[None, :, :, None, :]
+        cand = cand.masked_fill(~valid, float("-inf")).reshape(n_x, cells, -1)
+        top_val, top_idx = cand.topk(topk, dim=-1)  # [n_x, t², k]
+        # exp(c / T) normalised to sum 1 == softmax(c / T) over the kept candidates.
+        weights = torch.softmax(top_val / temperature, dim=-1)
+        labels = torch.stack([values[iy + oy, ox : ox + n_x] for oy, ox in neighbours], 1)
+        labels = labels.view(n_x, -1, k_classes)  # [n_x, n_nb * T * t², K]
+        picked = torch.gather(labels, 1, top_idx.view(n_x, -1, 1).expand(-1, -1, k_classes))
+        out[iy] = (weights.unsqueeze(-1) * picked.view(n_x, cells, topk, -1)).sum(2)
+
+    out = out.view(n_y, n_x, tile, tile, k_classes).permute(4, 0, 2, 1, 3)
+    return out.reshape(k_classes, n_y * tile, n_x * tile)[:, :h, :w].contiguous()
+
+
+def labels_to_mask(
+    soft_labels: Tensor, patch_size: int, out_size: tuple[int, int] | None = None
+) -> Tensor:
+    """Turn propagated soft labels into a hard label map, as the official script does.
+
+    Soft labels are upsampled bilinearly by the patch size, each channel is min-max normalised
+    (channels whose maximum is not positive are left as they are), the argmax is taken, and the
+    result is resized to ``out_size`` with nearest-neighbour sampling.
+
+    Args:
+        soft_labels: ``[K, h, w]`` float soft labels.
+        patch_size: Upsampling factor from the patch grid to the network input.
+        out_size: ``(H, W)`` of the output, e.g. the original frame; None keeps
+            ``(h * patch_size, w * patch_size)``.
+
+    Returns:
+        ``[H, W]`` int64 channel indices in ``[0, K)``.
+    """
+    up = F.interpolate(
+        soft_labels[None].float(), scale_factor=patch_size, mode="bilinear", align_corners=False
+    )[0]
+    flat = up.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    span = hi - lo
+    # Channels with a positive maximum are rescaled to [0, 1] (a constant one becomes 1).
+    rescaled = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.ones_like(flat))
+    scaled = torch.where(hi > 0, rescaled, flat)
+    labels = scaled.view_as(up).argmax(0)
+    if out_size is not None and tuple(out_size) != tuple(labels.shape):
+        labels = F.interpolate(labels[None, None].float(), size=out_size, mode="nearest-exact")
+        labels = labels[0, 0].long()
+    return labels
+
+
+class LabelPropagator:
+    """The DINO protocol's memory: the first frame plus the last ``n_last_frames`` frames.
+
+    Each :meth:`step` propagates labels to a new frame from that context and then pushes the
+    frame's features and *soft* labels into the queue (the oldest frame drops out).
+
+    Args:
+        first_feats: ``[C, h, w]`` features of the first frame.
+        first_labels: ``[K, h, w]`` float soft labels of the first frame (one-hot usually).
+        n_last_frames: Number of previous frames kept besides the first.
+        radius: Search window half-side in patches (negative: whole frame).
+        topk: Sources kept per target patch.
+        temperature: Affinity temperature.
+        tile: Block size of the windowed computation (speed only).
+    """
+
+    def __init__(
+        self,
+        first_feats: Tensor,
+        first_labels: Tensor,
+        *,
+        n_last_frames: int = 7,
+        radius: int = 12,
+        topk: int = 5,
+        temperature: float = 0.1,
+        tile: int = 6,
+    ) -> None:
+        if first_feats.shape[-2:] != first_labels.shape[-2:]:
+            raise ValueError(
+                f"first-frame features {tuple(first_feats.shape)} and labels "
+                f"{tuple(first_labels.shape)} are on different grids"
+            )
+        self.first = (F.normalize(first_feats.float(), dim=0), first_labels.float())
+        self.recent: deque[tuple[Tensor, Tensor]] = deque(maxlen=n_last_frames)
+        self.n_last_frames = n_last_frames
+        self.kwargs = dict(radius=radius, topk=topk, temperature=temperature, tile=tile)
+
+    def step(self, feats: Tensor) -> Tensor:
+        """Propagate to the next frame.
+
+        Args:
+            feats: ``[C, h, w]`` features of the new frame.
+
+        Returns:
+            ``[K, h, w]`` float32 soft labels of the new frame.
+        """
+        feats = F.normalize(feats.float(), dim=0)
+        context = [self.first, *self.recent]
+        labels = propagate_labels(
+            feats,
+            torch.stack([f for f, _ in context]),
+            torch.stack([lab for _, lab in context]),
+            normalized=True,
+            **self.kwargs,
+        )
+        if self.n_last_frames > 0:
+            self.recent.append((feats, labels))
+        return labels
+
+
+def propagate_sequence(
+    features: Iterable[Tensor], first_labels: Tensor, **kwargs: Any
+) -> Iterator[Tensor]:
+    """Propagate first-frame labels through a sequence of feature maps (bring your own features).
+
+    Args:
+        features: Iterable of ``[C, h, w]`` feature maps, the first frame's first.
+        first_labels: ``[h, w]`` int64 channel indices (0 = background, 1..K-1 objects) or
+            ``[K, h, w]`` float soft labels of the first frame.
+        **kwargs: :class:`LabelPropagator` settings (``n_last_frames``, ``radius``, ``topk``,
+            ``temperature``, ``tile``).
+
+    Yields:
+        ``[K, h, w]`` float32 soft labels for every frame after the first.
+    """
+    frames = iter(features)
+    try:
+        first = next(frames)
+    except StopIteration:
+        return
+    if first_labels.dim() == 2:
+        first_labels = one_hot_labels(first_labels, int(first_labels.max()) + 1)
+    propagator = LabelPropagator(first, first_labels.to(first.device), **kwargs)
+    for feats in frames:
+        yield propagator.step(feats)

@@ -1,0 +1,702 @@
+"""Reading video frames and writing mask overlay videos.
+
+Input is a video file (mp4, mov, mkv, avi, webm) or a directory of frames (jpg, jpeg, png).
+Frames are decoded one at a time and streamed, never collected into one array, so memory use
+does not grow with video length. Every frame comes out as a C-contiguous `[H, W, 3]` uint8 RGB
+array.
+
+Backends:
+
+- "frames": a directory of images, read with PIL in natural order ("frame2" before "frame10").
+- "decord": video files through `decord.VideoReader` (optional; imported only when used).
+- "pyav": video files through PyAV (FFmpeg), always available.
+
+"auto" picks "frames" for a directory, else "decord" when it imports, else "pyav". Display
+rotation metadata (phone videos) is ignored by both video backends: frames come out as stored.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import queue
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from dinotrack.atomic_files import temporary_sibling
+from dinotrack.masks import as_palette, blend_overlay
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+"""File name suffixes read as videos (case-insensitive)."""
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+"""File name suffixes read as frames inside a frames directory (case-insensitive)."""
+
+BACKENDS = ("frames", "decord", "pyav")
+"""All backend names; `available_backends()` tells which work here."""
+
+FRAMES_DIR_FPS = 24.0
+"""Frame rate reported for a directory of frames, which has none of its own."""
+
+_OVERLAY_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a video before decoding it.
+
+    Attributes:
+        path: The video file or frames directory.
+        num_frames: Number of frames. Exact for a frames directory. For a video file, the
+            frame count the container declares, or, when it declares none (mkv, webm), the
+            number of video packets found by demuxing the file (without decoding). Iteration
+            never yields more frames than this, and yields fewer only if the decoder produces
+            fewer (a damaged file).
+        fps: Frames per second; `FRAMES_DIR_FPS` (24) for a frames directory.
+        height: Frame height in pixels.
+        width: Frame width in pixels.
+        frame_names: One output file name per frame, for the masks written for it: the input
+            stem plus ".png" for a frames directory ("00012.jpg" -> "00012.png"), else the
+            zero-padded frame index ("00000.png", "00001.png", ...).
+        backend: The backend that reads it: "frames", "decord" or "pyav".
+    """
+
+    path: Path
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    frame_names: tuple[str, ...] = field(repr=False)
+    backend: str
+
+
+def available_backends() -> list[str]:
+    """Lists the backends that work in this environment.
+
+    Returns:
+        A subset of `["frames", "decord", "pyav"]`, in that order.
+    """
+    backends = ["frames"]
+    if _import_decord() is not None:
+        backends.append("decord")
+    backends.append("pyav")
+    return backends
+
+
+def probe_video(path: str | os.PathLike[str], backend: str = "auto") -> VideoInfo:
+    """Reads a video's frame count, frame rate and size without decoding it all.
+
+    Args:
+        path: Video file or directory of frames.
+        backend: "auto", "frames", "decord" or "pyav" (see the module docstring).
+
+    Returns:
+        The video's description.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+        ValueError: If the backend is unknown, unavailable or unsuited to `path`, the file is
+            not a readable video, or the directory holds no frames.
+    """
+    info, handle = _open(path, backend)
+    _close(handle)
+    return info
+
+
+def iter_frames(
+    path: str | os.PathLike[str],
+    backend: str = "auto",
+    start: int = 0,
+    stop: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Streams frames `start, start + 1, ..., stop - 1` of a video, decoding one at a time.
+
+    The video is opened (and its errors raised) when this is called; frames are decoded as
+    the iterator is advanced. `stop` past the end is clipped to the end. With "pyav" the
+    frames before `start` are decoded and dropped; "decord" seeks to them.
+
+    Args:
+        path: Video file or directory of frames.
+        backend: "auto", "frames", "decord" or "pyav" (see the module docstring).
+        start: Index of the first frame to yield, >= 0.
+        stop: Index one past the last frame to yield, >= start; None for the end.
+
+    Returns:
+        An iterator of C-contiguous `[H, W, 3]` uint8 RGB frames, in order.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+        ValueError: As for `probe_video`; also for a bad `start`/`stop`, and (while
+            iterating) for a frame that cannot be decoded or whose size differs from the first.
+    """
+    _check_range(start, stop)
+    info, handle = _open(path, backend)
+    stop = info.num_frames if stop is None else min(stop, info.num_frames)
+    if info.backend == "frames":
+        return _iter_frame_files(handle, info, start, stop)
+    if info.backend == "decord":
+        return _iter_decord(handle, info, start, stop)
+    return _iter_pyav(handle, info, start, stop)
+
+
+def _check_range(start: int, stop: int | None) -> None:
+    if not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be an integer >= 0, got {start!r}")
+    if stop is not None and (not isinstance(stop, int) or stop < start):
+        raise ValueError(f"stop must be None or an integer >= start ({start}), got {stop!r}")
+
+
+def _import_decord() -> Any:
+    try:
+        import decord
+    except (ImportError, OSError):
+        return None
+    return decord
+
+
+def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
+    """Opens a video, returning its info and an open handle for the backend."""
+    path = Path(path)
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose 'auto' or one of {BACKENDS}")
+    if not path.exists():
+        raise FileNotFoundError(f"video {path} does not exist")
+    if path.is_dir():
+        if backend not in ("auto", "frames"):
+            raise ValueError(
+                f"{path} is a directory of frames; read it with backend 'frames' or 'auto', "
+                f"not {backend!r}"
+            )
+        return _open_frames_dir(path)
+    if backend == "frames":
+        raise ValueError(f"backend 'frames' reads a directory of frames, but {path} is a file")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(
+            f"cannot read video {path}: unsupported extension {path.suffix!r}; give a video "
+            f"({', '.join(VIDEO_SUFFIXES)}) or a directory of {'/'.join(FRAME_SUFFIXES)} frames"
+        )
+    decord = _import_decord() if backend in ("auto", "decord") else None
+    if backend == "decord" and decord is None:
+        raise ValueError(
+            "video backend 'decord' is not installed here; install decord or use backend 'pyav'"
+        )
+    if decord is not None:
+        return _open_decord(decord, path)
+    return _open_pyav(path)
+
+
+def _video_frame_names(num_frames: int) -> tuple[str, ...]:
+    digits = max(5, len(str(num_frames - 1)))
+    return tuple(f"{index:0{digits}d}.png" for index in range(num_frames))
+
+
+# Frames directories.
+
+
+def _natural_key(name: str) -> tuple[list[str | int], str]:
+    parts = re.split(r"([0-9]+)", name)
+    return [int(part) if i % 2 else part.lower() for i, part in enumerate(parts)], name
+
+
+def _open_frames_dir(path: Path) -> tuple[VideoInfo, list[Path]]:
+    files = [
+        entry
+        for entry in path.iterdir()
+        if entry.suffix.lower() in FRAME_SUFFIXES
+        and not entry.name.startswith(".")
+        and entry.is_file()
+    ]
+    if not files:
+        raise ValueError(
+            f"directory {path} holds no frames; expected {'/'.join(FRAME_SUFFIXES)} images"
+        )
+    files.sort(key=lambda entry: _natural_key(entry.name))
+    names = tuple(entry.stem + ".png" for entry in files)
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        clash = next(name for name in names if name in seen or seen.add(name))
+        raise ValueError(
+            f"directory {path} holds two frames with the stem {Path(clash).stem!r} (e.g. a .jpg "
+            "and a .png); their masks would share one file name. Keep one of them"
+        )
+    try:
+        with Image.open(files[0]) as first:
+            width, height = first.size
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read frame {files[0]}: {error}") from error
+    info = VideoInfo(
+        path=path,
+        num_frames=len(files),
+        fps=FRAMES_DIR_FPS,
+        height=height,
+        width=width,
+        frame_names=names,
+        backend="frames",
+    )
+    return info, files
+
+
+def _iter_frame_files(
+    files: list[Path], info: VideoInfo, start: int, stop: int
+) -> Iterator[np.ndarray]:
+    for file in files[start:stop]:
+        try:
+            with Image.open(file) as image:
+                frame = np.asarray(image.convert("RGB"))
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"cannot read frame {file}: {error}") from error
+        if frame.shape[:2] != (info.height, info.width):
+            raise ValueError(
+                f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but the first frame of "
+                f"{info.path} is {info.width}x{info.height}; all frames must have one size"
+            )
+        yield np.ascontiguousarray(frame)
+
+
+# decord.
+
+
+def _open_decord(decord: Any, path: Path) -> tuple[VideoInfo, Any]:
+    try:
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
+        num_frames = len(reader)
+        if num_frames == 0:
+            raise ValueError("no frames")
+        height, width = reader[0].shape[:2]
+        fps = float(reader.get_avg_fps())
+        reader.seek(0)
+    except (RuntimeError, ValueError) as error:  # decord.DECORDError is a RuntimeError
+        raise ValueError(f"cannot read video {path}: {error}") from error
+    info = VideoInfo(
+        path=path,
+        num_frames=num_frames,
+        fps=fps if math.isfinite(fps) and fps > 0 else FRAMES_DIR_FPS,
+        height=int(height),
+        width=int(width),
+        frame_names=_video_frame_names(num_frames),
+        backend="decord",
+    )
+    return info, reader
+
+
+def _iter_decord(reader: Any, info: VideoInfo, start: int, stop: int) -> Iterator[np.ndarray]:
+    if start >= stop:
+        return
+    index = start
+    try:
+        if start > 0:
+            reader.seek_accurate(start)
+        for index in range(start, stop):
+            try:
+                frame = reader.next().asnumpy()
+            except StopIteration:
+                return
+            yield _checked_size(frame, info, index)
+    except RuntimeError as error:
+        raise ValueError(f"cannot read video {info.path}: frame {index}: {error}") from error
+
+
+def _checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
+    if frame.shape != (info.height, info.width, 3):
+        raise ValueError(
+            f"cannot read video {info.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
+            f"not {info.width}x{info.height}; videos that change size are not supported"
+        )
+    return np.ascontiguousarray(frame)
+
+
+# PyAV.
+
+
+def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read video {path}: {error}") from error
+    try:
+        if not container.streams.video:
+            raise ValueError(f"cannot read video {path}: it has no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else FRAMES_DIR_FPS
+        num_frames = stream.frames or _count_packets(path)
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if num_frames == 0 or width == 0 or height == 0:
+            raise ValueError(f"cannot read video {path}: its video stream is empty")
+    except (av.error.FFmpegError, OSError) as error:
+        container.close()
+        raise ValueError(f"cannot read video {path}: {error}") from error
+    except ValueError:
+        container.close()
+        raise
+    info = VideoInfo(
+        path=path,
+        num_frames=num_frames,
+        fps=fps,
+        height=height,
+        width=width,
+        frame_names=_video_frame_names(num_frames),
+        backend="pyav",
+    )
+    return info, container
+
+
+def _count_packets(path: Path) -> int:
+    """Counts the video packets (one per frame) of a container that declares no frame count."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def _iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterator[np.ndarray]:
+    index = 0
+    try:
+        if start >= stop:
+            return
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            if index >= start:
+                yield _checked_size(frame.to_ndarray(format="rgb24"), info, index)
+            index += 1
+            if index >= stop:
+                return
+    except av.error.FFmpegError as error:
+        raise ValueError(f"cannot read video {info.path}: frame {index}: {error}") from error
+    finally:
+        container.close()
+
+
+def _close(handle: Any) -> None:
+    if isinstance(handle, av.container.InputContainer):
+        handle.close()
+
+
+# Background decoding.
+
+
+_END = object()
+
+
+@dataclass(frozen=True)
+class _Failure:
+    error: BaseException
+
+
+def _put(items: queue.Queue, item: Any, stopping: threading.Event) -> bool:
+    while not stopping.is_set():
+        try:
+            items.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _decode_into(
+    items: queue.Queue,
+    stopping: threading.Event,
+    path: Path,
+    backend: str,
+    start: int,
+    stop: int | None,
+) -> None:
+    frames = None
+    try:
+        frames = iter_frames(path, backend, start, stop)
+        for frame in frames:
+            if not _put(items, frame, stopping):
+                return
+    except BaseException as error:  # handed over to the consuming thread
+        _put(items, _Failure(error), stopping)
+        return
+    finally:
+        if frames is not None:
+            frames.close()
+    _put(items, _END, stopping)
+
+
+class _Worker:
+    """One decoding thread filling a bounded queue."""
+
+    def __init__(self, prefetch: int, *args: Any) -> None:
+        self.items: queue.Queue = queue.Queue(maxsize=prefetch)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=_decode_into,
+            args=(self.items, self.stopping, *args),
+            name="dinotrack-frame-reader",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def get(self) -> Any:
+        while True:
+            try:
+                return self.items.get(timeout=0.1)
+            except queue.Empty:
+                if not self.thread.is_alive() and self.items.empty():
+                    raise RuntimeError("the frame decoding thread ended unexpectedly") from None
+
+    def stop(self) -> None:
+        self.stopping.set()
+        while True:
+            try:
+                self.items.get_nowait()
+            except queue.Empty:
+                break
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=10.0)
+
+
+class FrameReader:
+    """Iterates over a video's frames while a background thread decodes the next ones.
+
+    Decoding runs in a daemon thread that stays at most `prefetch` frames ahead, so decoding
+    overlaps with the consumer's work and memory stays bounded. An exception raised while
+    decoding is re-raised, unchanged, in the consuming thread. Leaving the loop early, closing
+    the reader or dropping it stops the thread.
+
+    Each `iter(reader)` starts a fresh pass over the frames. Example:
+
+        with FrameReader("clip.mp4") as reader:
+            print(reader.info.num_frames)
+            for frame in reader:  # [H, W, 3] uint8 RGB
+                ...
+
+    Attributes:
+        info: The video's description, read when the reader is created.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        backend: str = "auto",
+        prefetch: int = 8,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> None:
+        """Opens the video and checks the arguments; decoding starts on iteration.
+
+        Args:
+            path: Video file or directory of frames.
+            backend: "auto", "frames", "decord" or "pyav".
+            prefetch: How many decoded frames may wait in the queue, >= 1.
+            start: Index of the first frame to yield, >= 0.
+            stop: Index one past the last frame to yield, or None for the end.
+
+        Raises:
+            FileNotFoundError: If `path` does not exist.
+            ValueError: As for `probe_video`, or for bad `prefetch`, `start` or `stop`.
+        """
+        self._workers: list[_Worker] = []
+        self._closed = False
+        if not isinstance(prefetch, int) or prefetch < 1:
+            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        _check_range(start, stop)
+        self.info = probe_video(path, backend)
+        self._prefetch = prefetch
+        self._args = (self.info.path, self.info.backend, start, stop)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        if self._closed:
+            raise RuntimeError("this FrameReader is closed; create a new one to read again")
+        worker = _Worker(self._prefetch, *self._args)
+        self._workers.append(worker)
+        return self._consume(worker)
+
+    def _consume(self, worker: _Worker) -> Iterator[np.ndarray]:
+        try:
+            while True:
+                item = worker.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Failure):
+                    raise item.error
+                yield item
+        finally:
+            worker.stop()
+            if worker in self._workers:
+                self._workers.remove(worker)
+
+    def close(self) -> None:
+        """Stops all decoding threads. Idempotent."""
+        self._closed = True
+        while self._workers:
+            self._workers.pop().stop()
+
+    def __enter__(self) -> FrameReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+# Overlay video writing.
+
+
+def h264_available() -> bool:
+    """Whether this PyAV build can encode H.264 with libx264."""
+    try:
+        av.codec.Codec("libx264", "w")
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
+
+
+class OverlayWriter:
+    """Streams a video of object masks drawn over frames (see `masks.blend_overlay`).
+
+    The video is encoded with H.264 (libx264, yuv420p) when PyAV has it, else MPEG-4 part 2.
+    Both need even sizes: an odd width or height is padded by one edge-replicated pixel, so the
+    file is then one pixel wider or taller than the frames.
+
+    The video is written to a hidden temporary file next to `path` and renamed to `path` only
+    by a successful `close()`; `abort()` deletes it. Used as a context manager, it closes on a
+    normal exit and aborts when the block raises, so `path` never holds a partial video.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        width: int,
+        height: int,
+        palette: np.ndarray,
+        alpha: float = 0.5,
+        codec: str | None = None,
+    ) -> None:
+        """Creates the temporary file and opens the encoder.
+
+        Args:
+            path: Output video path ending in .mp4, .mov or .mkv; its directory must exist.
+            fps: Frame rate, > 0.
+            width: Frame width in pixels.
+            height: Frame height in pixels.
+            palette: `[N, 3]` uint8 RGB colours; `palette[k]` colours object `k`.
+            alpha: Opacity of the mask colours, in [0, 1].
+            codec: Encoder name; None picks "libx264" when available, else "mpeg4".
+
+        Raises:
+            FileNotFoundError: If the output directory does not exist.
+            ValueError: If an argument is out of range or the suffix is not supported.
+        """
+        self._container: Any = None
+        self._tmp: Path | None = None
+        self.path = Path(path)
+        container_format = _OVERLAY_FORMATS.get(self.path.suffix.lower())
+        if container_format is None:
+            raise ValueError(
+                f"overlay video {self.path} must end in one of {', '.join(_OVERLAY_FORMATS)}"
+            )
+        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps < math.inf:
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            raise ValueError(f"width and height must be positive integers, got {width}x{height}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        self.width, self.height = width, height
+        self.palette = as_palette(palette)
+        self.alpha = alpha
+        self.codec = codec or ("libx264" if h264_available() else "mpeg4")
+        self.frames_written = 0
+        self._tmp = temporary_sibling(self.path)
+        self._container = av.open(str(self._tmp), mode="w", format=container_format)
+        try:
+            self._stream = self._container.add_stream(
+                self.codec, rate=Fraction(fps).limit_denominator(1001)
+            )
+            self._stream.width = width + width % 2
+            self._stream.height = height + height % 2
+            self._stream.pix_fmt = "yuv420p"
+            if self.codec == "libx264":
+                self._stream.options = {"crf": "20", "preset": "veryfast"}
+            else:
+                self._stream.bit_rate = max(2_000_000, int(width * height * fps * 0.2))
+        except BaseException:
+            self.abort()
+            raise
+
+    def write(self, frame: np.ndarray, mask: np.ndarray) -> None:
+        """Draws `mask` over `frame` and appends the result to the video.
+
+        Args:
+            frame: `[height, width, 3]` uint8 RGB frame.
+            mask: `[height, width]` integer object ids, each an index into the palette.
+
+        Raises:
+            RuntimeError: If the writer is closed or aborted.
+            ValueError: If the frame or mask has the wrong size or ids lack palette entries.
+        """
+        if self._container is None:
+            raise RuntimeError(f"overlay writer for {self.path} is already closed")
+        if getattr(frame, "shape", None) != (self.height, self.width, 3):
+            raise ValueError(
+                f"frame must have shape {(self.height, self.width, 3)}, "
+                f"got {getattr(frame, 'shape', type(frame).__name__)}"
+            )
+        image = blend_overlay(frame, mask, self.palette, self.alpha)
+        pad_rows, pad_cols = self.height % 2, self.width % 2
+        if pad_rows or pad_cols:
+            image = np.pad(image, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
+        video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        for packet in self._stream.encode(video_frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flushes the encoder and publishes the video at `path`. Idempotent.
+
+        Raises:
+            ValueError: If no frame was written (nothing is published then).
+        """
+        if self._container is None:
+            return
+        try:
+            if self.frames_written == 0:
+                raise ValueError(f"no frames were written to {self.path}; nothing to publish")
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Stops writing and deletes the temporary file; `path` is left untouched. Idempotent."""
+        container, self._container = self._container, None
+        if container is not None:
+            try:
+                container.close()
+            except (av.error.FFmpegError, OSError):
+                pass
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> OverlayWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        self.abort()

@@ -1,0 +1,179 @@
+"""Write and show evaluation results: official CSVs, a JSON record and a rich table.
+
+The CSVs are those of the official DAVIS-2017 evaluation, written with five decimals as it
+writes them: ``global_results-<split>.csv`` with the columns ``J&F-Mean, J-Mean, J-Recall,
+J-Decay, F-Mean, F-Recall, F-Decay``, and ``per-sequence_results-<split>.csv`` with a
+``Sequence`` column (rows ``<sequence>_<object>``) and the same columns. The JSON record holds
+the same numbers at full precision, the per-frame scores, and whatever metadata the caller adds
+(configuration, backbone, weights checksum, timings).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from eval.scoring import GLOBAL_COLUMNS, Evaluation
+
+__all__ = [
+    "evaluation_record",
+    "global_csv_name",
+    "per_sequence_csv_name",
+    "print_table",
+    "write_csvs",
+    "write_json",
+    "write_text_atomic",
+]
+
+
+def global_csv_name(split: str) -> str:
+    """File name of the global results CSV, ``global_results-<split>.csv``."""
+    return f"global_results-{split}.csv"
+
+
+def per_sequence_csv_name(split: str) -> str:
+    """File name of the per-object results CSV, ``per-sequence_results-<split>.csv``."""
+    return f"per-sequence_results-{split}.csv"
+
+
+def write_csvs(evaluation: Evaluation, folder: str | Path) -> tuple[Path, Path]:
+    """Write the official global and per-sequence CSVs into a folder.
+
+    Args:
+        evaluation: The scores.
+        folder: Destination folder (created if needed).
+
+    Returns:
+        Paths of the global and the per-sequence CSV.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    g = evaluation.global_row()
+    global_path = folder / global_csv_name(evaluation.split)
+    global_rows = [[g[c] for c in GLOBAL_COLUMNS]]
+    write_text_atomic(global_path, _csv_text(list(GLOBAL_COLUMNS), global_rows))
+    rows = [
+        [name, *(row[c] for c in GLOBAL_COLUMNS)] for name, row in evaluation.object_rows().items()
+    ]
+    per_sequence_path = folder / per_sequence_csv_name(evaluation.split)
+    write_text_atomic(per_sequence_path, _csv_text(["Sequence", *GLOBAL_COLUMNS], rows))
+    return global_path, per_sequence_path
+
+
+def evaluation_record(
+    evaluation: Evaluation, metadata: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """JSON-ready record of an evaluation.
+
+    Args:
+        evaluation: The scores.
+        metadata: Extra top-level entries (e.g. ``config``, ``backbone``, ``weights_sha256``,
+            ``timings``); an entry named ``timings`` is merged with the scoring time.
+
+    Returns:
+        A dict with ``split``, ``global`` and ``per_object`` (official columns, full
+        precision), ``per_frame`` (frame names and J/F per object), ``timings`` and the
+        metadata.
+    """
+    metadata = dict(metadata or {})
+    timings = {"scoring_seconds": evaluation.seconds, **dict(metadata.pop("timings", {}))}
+    return {
+        "split": evaluation.split,
+        **metadata,
+        "global": _finite(evaluation.global_row()),
+        "per_object": {name: _finite(row) for name, row in evaluation.object_rows().items()},
+        "per_frame": {
+            obj.name: {
+                "frames": list(obj.frames),
+                "J": _finite_list(obj.j.tolist()),
+                "F": _finite_list(obj.f.tolist()),
+            }
+            for obj in evaluation.objects
+        },
+        "timings": timings,
+    }
+
+
+def write_json(path: str | Path, record: Mapping[str, Any]) -> Path:
+    """Write a record as indented JSON, atomically.
+
+    Args:
+        path: Destination file.
+        record: JSON-serialisable mapping (see :func:`evaluation_record`).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def print_table(
+    evaluation: Evaluation, console: Console | None = None, title: str | None = None
+) -> None:
+    """Print the per-object rows and the global row as a rich table.
+
+    Args:
+        evaluation: The scores.
+        console: Where to print (default: a console on stdout).
+        title: Table title; default ``DAVIS <split>``.
+    """
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 120)  # files and pipes: keep the rows whole
+    table = Table(title=title or f"DAVIS {evaluation.split}")
+    table.add_column("Sequence", style="bold", no_wrap=True)
+    for column in GLOBAL_COLUMNS:
+        table.add_column(column, justify="right")
+    rows = evaluation.object_rows()
+    for i, (name, row) in enumerate(rows.items()):
+        table.add_row(name, *(_fmt(row[c]) for c in GLOBAL_COLUMNS), end_section=i == len(rows) - 1)
+    g = evaluation.global_row()
+    table.add_row("Global", *(_fmt(g[c]) for c in GLOBAL_COLUMNS), style="bold")
+    console.print(table)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write text to a temporary file in the same folder, then rename it over ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
+    return buffer.getvalue()
+
+
+def _fmt(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def _finite(row: Mapping[str, float]) -> dict[str, float | None]:
+    return {k: (None if math.isnan(v) else v) for k, v in row.items()}
+
+
+def _finite_list(values: list[float]) -> list[float | None]:
+    return [None if math.isnan(v) else v for v in values]

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[..., Path]:
+    """Returns a function mapping parts of a path under the shared data folder to that path.
+
+    The folder is `$DINOTRACK_DATA`, else `../shared/data` next to the repository. A test
+    asking for a path that is absent is skipped with the path in the reason.
+    """
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(os.environ.get("DINOTRACK_DATA", default))
+
+    def locate(*parts: str) -> Path:
+        path = root.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"shared data {path} is absent (set DINOTRACK_DATA to the data folder)")
+        return path
+
+    return locate

@@ -1,0 +1,198 @@
+"""`dinotrack segment` end to end on real clips, and its error cases."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinotrack.cli import main
+from dinotrack.masks import davis_palette, read_mask, write_mask
+from dinotrack.video_io import iter_frames, probe_video
+
+FAST = ["--model", "test_vit_tiny", "--short-side", "96", "--device", "cpu"]
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture
+def boat(shared_data):
+    frames = shared_data("davis2016-dev", "JPEGImages", "480p", "boat")
+    mask = shared_data("davis2016-dev", "Annotations", "480p", "boat", "00000.png")
+    return frames, mask
+
+
+def leftovers(folder):
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_segment_frames_directory(boat, tmp_path, capsys):
+    frames, mask = boat
+    out = tmp_path / "res"
+    code, _, err = run(
+        ["segment", frames, "--mask", mask, "--out", out, "--max-frames", 5, *FAST], capsys
+    )
+    assert code == 0, err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:05d}.png" for i in range(5)]  # named like the input frames
+    first = Image.open(out / "00000.png")
+    assert first.mode == "P" and first.size == (854, 480)
+    np.testing.assert_array_equal(np.asarray(first) > 0, read_mask(mask).ids > 0)
+    assert "segmented 5 frames, 1 object(s)" in err and str(out) in err.replace("\n", "")
+    assert not leftovers(tmp_path)
+
+
+def test_segment_video_file_with_overlay_and_palette_ids(shared_data, tmp_path, capsys):
+    video = shared_data("videos", "bear.mp4")
+    frame0 = next(iter_frames(video))
+    ids = np.zeros(frame0.shape[:2], np.uint8)
+    ids[200:300, 300:500] = 4  # palette index 4 must stay 4
+    ids[50:90, 50:120] = 9
+    palette = davis_palette().copy()
+    palette[4] = (10, 200, 30)
+    write_mask(tmp_path / "first.png", ids, palette)
+    out, overlay = tmp_path / "bear", tmp_path / "bear.mp4"
+    code, _, err = run(
+        [
+            "segment",
+            video,
+            "--mask",
+            tmp_path / "first.png",
+            "--out",
+            out,
+            "--overlay",
+            overlay,
+            "--max-frames",
+            4,
+            *FAST,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(4)]
+    last = read_mask(out / "00003.png")
+    assert last.format == "palette" and set(np.unique(last.ids)) <= {0, 4, 9}
+    np.testing.assert_array_equal(last.palette[4], (10, 200, 30))  # the input's palette
+    info = probe_video(overlay)
+    assert (info.height, info.width) == frame0.shape[:2]
+    assert len(list(iter_frames(overlay))) == 4
+
+
+def test_rerun_replaces_previous_output(boat, tmp_path, capsys):
+    frames, mask = boat
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    code, _, _ = run(
+        ["segment", frames, "--mask", mask, "--out", out, "--max-frames", 2, *FAST], capsys
+    )
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png"]
+    assert not leftovers(tmp_path)
+
+
+def error_case(args, capsys, tmp_path, match):
+    code, out, err = run(args, capsys)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dinotrack: error: "), err
+    assert match in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not leftovers(tmp_path)
+
+
+def test_error_missing_input(tmp_path, capsys, boat):
+    _, mask = boat
+    args = ["segment", tmp_path / "nope.mp4", "--mask", mask, "--out", tmp_path / "out", *FAST]
+    error_case(args, capsys, tmp_path, "nope.mp4")
+
+
+def test_error_unreadable_video(tmp_path, capsys, boat):
+    _, mask = boat
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x01 not a video" * 50)
+    error_case(
+        ["segment", bad, "--mask", mask, "--out", tmp_path / "out", *FAST],
+        capsys,
+        tmp_path,
+        "broken.mp4",
+    )
+
+
+def test_error_unknown_model(tmp_path, capsys, boat):
+    frames, mask = boat
+    args = ["segment", frames, "--mask", mask, "--out", tmp_path / "out", "--model", "vit_nope"]
+    error_case(args, capsys, tmp_path, "unknown model 'vit_nope'")
+
+
+def test_error_mask_of_other_aspect(tmp_path, capsys, boat):
+    frames, _ = boat
+    write_mask(tmp_path / "m.png", np.ones((100, 100), np.uint8))
+    args = ["segment", frames, "--mask", tmp_path / "m.png", "--out", tmp_path / "out", *FAST]
+    error_case(args, capsys, tmp_path, "another aspect ratio")
+
+
+def test_error_empty_mask(tmp_path, capsys, boat):
+    frames, _ = boat
+    write_mask(tmp_path / "m.png", np.zeros((480, 854), np.uint8))
+    args = ["segment", frames, "--mask", tmp_path / "m.png", "--out", tmp_path / "out", *FAST]
+    error_case(args, capsys, tmp_path, "empty")
+
+
+def test_error_corrupt_checkpoint(tmp_path, capsys, boat):
+    frames, mask = boat
+    (tmp_path / "w.pth").write_bytes(b"garbage")
+    args = [
+        "segment",
+        frames,
+        "--mask",
+        mask,
+        "--out",
+        tmp_path / "out",
+        "--weights",
+        tmp_path / "w.pth",
+        *FAST,
+    ]
+    error_case(args, capsys, tmp_path, "corrupt")
+
+
+def test_error_output_is_a_file(tmp_path, capsys, boat):
+    frames, mask = boat
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    code, _, err = run(["segment", frames, "--mask", mask, "--out", target, *FAST], capsys)
+    assert code == 2 and "not a directory" in err and "Traceback" not in err
+    assert target.read_text() == "keep me"
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dinotrack",
+            "segment",
+            str(tmp_path / "none.mp4"),
+            "--mask",
+            str(tmp_path / "none.png"),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("dinotrack: error:") and "Traceback" not in proc.stderr
+
+
+def test_models_lists_backbones(capsys):
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "dino_vits8" in out and "test_vit_tiny" in out

@@ -1,0 +1,412 @@
+"""Tests for dinotrack.video_io: backends, frames directories, background reading, overlays."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from dinotrack import video_io
+from dinotrack.masks import davis_palette
+from dinotrack.video_io import (
+    FrameReader,
+    OverlayWriter,
+    VideoInfo,
+    available_backends,
+    h264_available,
+    iter_frames,
+    probe_video,
+)
+
+VIDEO_BACKENDS = [b for b in ("decord", "pyav") if b in available_backends()]
+
+
+def synthetic_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """A frame whose brightness encodes its index, with a moving bright square."""
+    frame = np.full((height, width, 3), (index * 8) % 200, dtype=np.uint8)
+    x = (index * 3) % (width - 8)
+    frame[8:16, x : x + 8] = 250
+    return frame
+
+
+def write_video(path: Path, num_frames: int, height: int = 48, width: int = 64) -> Path:
+    """Encodes synthetic frames with PyAV (H.264 when available, else MPEG-4)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264" if h264_available() else "mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(index, height, width), "rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synthetic_mp4(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("videos") / "clip.mp4", 40)
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "dinotrack-frame-reader"]
+
+
+def wait_for_no_reader_threads(timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while reader_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not reader_threads()
+
+
+# Real clips.
+
+
+def test_real_clip_both_backends_agree(shared_data):
+    path = shared_data("videos", "dog-agility.mp4")
+    if len(VIDEO_BACKENDS) < 2:
+        pytest.skip("decord is not installed here; only one video backend to compare")
+    infos = {backend: probe_video(path, backend) for backend in VIDEO_BACKENDS}
+    frames = {backend: list(iter_frames(path, backend)) for backend in VIDEO_BACKENDS}
+    for backend, info in infos.items():
+        assert info.backend == backend
+        assert (info.num_frames, info.height, info.width, info.fps) == (25, 480, 854, 24.0)
+        assert info.frame_names[:2] == ("00000.png", "00001.png")
+        assert len(frames[backend]) == info.num_frames
+        for frame in frames[backend]:
+            assert frame.shape == (480, 854, 3) and frame.dtype == np.uint8
+            assert frame.flags["C_CONTIGUOUS"]
+    for a, b in zip(frames["decord"], frames["pyav"], strict=True):
+        assert np.abs(a.astype(np.int16) - b).mean() < 2.0
+
+
+def test_real_frames_dir(shared_data):
+    path = shared_data("davis2016-dev", "JPEGImages", "480p", "dog-agility")
+    info = probe_video(path)
+    assert info.backend == "frames" and info.fps == 24.0
+    assert (info.num_frames, info.height, info.width) == (25, 480, 854)
+    assert info.frame_names == tuple(f"{i:05d}.png" for i in range(25))
+    frames = list(iter_frames(path, start=20))
+    assert len(frames) == 5
+    expected = np.asarray(Image.open(path / "00020.jpg").convert("RGB"))
+    np.testing.assert_array_equal(frames[0], expected)
+
+
+# Synthetic videos.
+
+
+@pytest.mark.parametrize("backend", VIDEO_BACKENDS)
+def test_synthetic_video_content_and_start_stop(synthetic_mp4, backend):
+    info = probe_video(synthetic_mp4, backend)
+    assert (info.num_frames, info.height, info.width, info.fps) == (40, 48, 64, 24.0)
+    frames = list(iter_frames(synthetic_mp4, backend))
+    assert len(frames) == 40
+    for index, frame in enumerate(frames):
+        assert np.abs(frame.astype(np.int16) - synthetic_frame(index)).mean() < 3.0
+
+    for start, stop, expected in [
+        (0, 3, range(0, 3)),
+        (17, 23, range(17, 23)),
+        (35, None, range(35, 40)),
+        (38, 100, range(38, 40)),
+        (5, 5, range(0)),
+        (50, None, range(0)),
+    ]:
+        part = list(iter_frames(synthetic_mp4, backend, start=start, stop=stop))
+        assert len(part) == len(expected), (start, stop)
+        for frame, index in zip(part, expected, strict=True):
+            np.testing.assert_array_equal(frame, frames[index])
+
+
+def test_synthetic_video_backends_agree(synthetic_mp4):
+    if len(VIDEO_BACKENDS) < 2:
+        pytest.skip("decord is not installed here; only one video backend to compare")
+    decord_frames = list(iter_frames(synthetic_mp4, "decord"))
+    pyav_frames = list(iter_frames(synthetic_mp4, "pyav"))
+    assert len(decord_frames) == len(pyav_frames) == 40
+    for a, b in zip(decord_frames, pyav_frames, strict=True):
+        assert np.abs(a.astype(np.int16) - b).mean() < 2.0
+
+
+@pytest.mark.parametrize("backend", VIDEO_BACKENDS)
+def test_mkv_without_frame_count(tmp_path, backend):
+    path = write_video(tmp_path / "clip.mkv", 13)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0  # the container declares no count
+    info = probe_video(path, backend)
+    assert info.num_frames == 13
+    frames = list(iter_frames(path, backend))
+    assert len(frames) == 13
+    for index, frame in enumerate(frames):
+        assert np.abs(frame.astype(np.int16) - synthetic_frame(index)).mean() < 3.0
+
+
+def test_auto_backend(shared_data):
+    assert probe_video(shared_data("videos", "dog-agility.mp4")).backend == VIDEO_BACKENDS[0]
+
+
+def test_auto_backend_without_decord(synthetic_mp4, monkeypatch):
+    monkeypatch.setattr(video_io, "_import_decord", lambda: None)
+    assert available_backends() == ["frames", "pyav"]
+    assert probe_video(synthetic_mp4).backend == "pyav"
+    with pytest.raises(ValueError, match="decord"):
+        probe_video(synthetic_mp4, "decord")
+
+
+# Frames directories.
+
+
+def make_frames_dir(root: Path, names: list[str], sizes: dict[str, tuple[int, int]] | None = None):
+    root.mkdir()
+    for value, name in enumerate(names):
+        width, height = (sizes or {}).get(name, (9, 7))
+        Image.fromarray(np.full((height, width, 3), value * 10, dtype=np.uint8)).save(root / name)
+    return root
+
+
+def test_frames_dir_natural_sort_and_names(tmp_path):
+    # Written in this order, values 0, 10, 20, ...; read back in natural order.
+    names = ["frame10.png", "frame2.png", "frame1.jpg", "Frame3.PNG", "frame9.jpeg"]
+    root = make_frames_dir(tmp_path / "frames", names)
+    (root / "notes.txt").write_text("not a frame")
+    (root / ".hidden.png").write_bytes(b"")
+    info = probe_video(root)
+    assert info == VideoInfo(
+        path=root,
+        num_frames=5,
+        fps=24.0,
+        height=7,
+        width=9,
+        frame_names=("frame1.png", "frame2.png", "Frame3.png", "frame9.png", "frame10.png"),
+        backend="frames",
+    )
+    frames = list(iter_frames(root))
+    # frame1.jpg is lossy; the pngs are exact.
+    assert [int(round(f.mean())) for f in frames] == [20, 10, 30, 40, 0]
+    assert all(f.shape == (7, 9, 3) and f.flags["C_CONTIGUOUS"] for f in frames)
+    assert [int(round(f.mean())) for f in iter_frames(root, start=1, stop=3)] == [10, 30]
+
+
+def test_frames_dir_odd_size_grayscale_frames(tmp_path):
+    root = tmp_path / "gray"
+    root.mkdir()
+    Image.fromarray(np.full((17, 33), 77, dtype=np.uint8)).save(root / "0.png")
+    (frame,) = iter_frames(root)
+    assert frame.shape == (17, 33, 3) and (frame == 77).all()
+
+
+def test_frames_dir_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("x")
+    with pytest.raises(ValueError, match="no frames"):
+        probe_video(empty)
+
+    root = make_frames_dir(tmp_path / "mixed", ["0.png", "1.png", "2.png"], {"2.png": (10, 7)})
+    frames = iter_frames(root)
+    assert next(frames).shape == (7, 9, 3)
+    with pytest.raises(ValueError, match="2.png"):
+        list(frames)
+
+    clash = make_frames_dir(tmp_path / "clash", ["a.png", "a.jpg"])
+    with pytest.raises(ValueError, match="stem"):
+        probe_video(clash)
+
+    broken = make_frames_dir(tmp_path / "broken", ["0.png"])
+    (broken / "1.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(ValueError, match="1.png"):
+        list(iter_frames(broken))
+
+    with pytest.raises(ValueError, match="directory"):
+        probe_video(root, "pyav")
+
+
+# Errors.
+
+
+@pytest.mark.parametrize("backend", ["auto", *VIDEO_BACKENDS])
+def test_corrupt_video(tmp_path, backend):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match="cannot read video .*corrupt.mp4"):
+        probe_video(path, backend)
+    with pytest.raises(ValueError, match="cannot read video"):
+        iter_frames(path, backend)
+    with pytest.raises(ValueError, match="cannot read video"):
+        FrameReader(path, backend)
+
+
+def test_path_and_argument_errors(tmp_path, synthetic_mp4):
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        probe_video(tmp_path / "missing.mp4")
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        FrameReader(tmp_path / "missing.mp4")
+    text = tmp_path / "clip.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="cannot read video .*unsupported extension '.txt'"):
+        probe_video(text)
+    with pytest.raises(ValueError, match="unknown video backend"):
+        probe_video(synthetic_mp4, "opencv")
+    with pytest.raises(ValueError, match="directory of frames"):
+        probe_video(synthetic_mp4, "frames")
+    with pytest.raises(ValueError, match="start"):
+        iter_frames(synthetic_mp4, start=-1)
+    with pytest.raises(ValueError, match="stop"):
+        iter_frames(synthetic_mp4, start=5, stop=4)
+    with pytest.raises(ValueError, match="prefetch"):
+        FrameReader(synthetic_mp4, prefetch=0)
+
+
+# Background reading.
+
+
+@pytest.mark.parametrize("backend", VIDEO_BACKENDS)
+def test_frame_reader_matches_iter_frames(synthetic_mp4, backend):
+    expected = list(iter_frames(synthetic_mp4, backend, start=3, stop=30))
+    with FrameReader(synthetic_mp4, backend, prefetch=2, start=3, stop=30) as reader:
+        assert reader.info.num_frames == 40
+        frames = list(reader)
+        assert len(frames) == 27
+        for a, b in zip(frames, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert len(list(reader)) == 27  # each pass starts afresh
+    assert wait_for_no_reader_threads()
+    with pytest.raises(RuntimeError, match="closed"):
+        iter(reader)
+
+
+def test_frame_reader_reraises_decoding_errors(tmp_path):
+    root = make_frames_dir(tmp_path / "f", ["0.png", "1.png", "2.png", "3.png"], {"3.png": (5, 5)})
+    received = []
+    with pytest.raises(ValueError, match="3.png"), FrameReader(root, prefetch=1) as reader:
+        for frame in reader:
+            received.append(frame)
+    assert len(received) == 3
+    assert wait_for_no_reader_threads()
+
+
+def test_frame_reader_stops_on_early_break(synthetic_mp4):
+    with FrameReader(synthetic_mp4, prefetch=2) as reader:
+        for index, _ in enumerate(reader):
+            if index == 1:
+                break
+        # Leaving the loop closes the iterator, which stops its thread before the end.
+        assert wait_for_no_reader_threads()
+    assert wait_for_no_reader_threads()
+
+
+def test_frame_reader_stops_when_dropped(synthetic_mp4):
+    reader = FrameReader(synthetic_mp4, prefetch=2)
+    frames = iter(reader)
+    next(frames)
+    assert len(reader_threads()) == 1
+    del reader, frames
+    gc.collect()
+    assert wait_for_no_reader_threads()
+
+    # An iterator that was never advanced has not entered its cleanup code yet.
+    reader = FrameReader(synthetic_mp4, prefetch=2)
+    frames = iter(reader)
+    assert len(reader_threads()) == 1
+    del reader, frames
+    gc.collect()
+    assert wait_for_no_reader_threads()
+
+
+# Overlay videos.
+
+
+def test_overlay_writer_round_trip(tmp_path):
+    path = tmp_path / "overlay.mp4"
+    frame = np.zeros((48, 64, 3), dtype=np.uint8)
+    frame[:] = (40, 90, 160)
+    mask = np.zeros((48, 64), dtype=np.int64)
+    mask[8:40, 4:30] = 1
+    mask[8:40, 34:60] = 2
+    palette = davis_palette()
+    with OverlayWriter(path, fps=24.0, width=64, height=48, palette=palette, alpha=0.5) as writer:
+        assert writer.codec == ("libx264" if h264_available() else "mpeg4")
+        for _ in range(7):
+            writer.write(frame, mask)
+        assert not path.exists()  # published only on close
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["overlay.mp4"]
+
+    info = probe_video(path, "pyav")
+    assert (info.num_frames, info.height, info.width, info.fps) == (7, 48, 64, 24.0)
+    frames = list(iter_frames(path, "pyav"))
+    assert len(frames) == 7
+    last = frames[-1].astype(np.float32)
+    # Away from the outlines and chroma edges: background as is, objects half-blended.
+    assert np.abs(last[44:48, 0:64] - frame[0, 0]).mean() < 6
+    assert np.abs(last[14:34, 10:24] - (0.5 * frame[0, 0] + 0.5 * palette[1])).mean() < 6
+    assert np.abs(last[14:34, 40:54] - (0.5 * frame[0, 0] + 0.5 * palette[2])).mean() < 6
+
+
+@pytest.mark.parametrize("codec", [None, "mpeg4"])
+def test_overlay_writer_odd_size(tmp_path, codec):
+    path = tmp_path / "odd.mp4"
+    with OverlayWriter(path, 30000 / 1001, 33, 17, davis_palette(), codec=codec) as writer:
+        for index in range(5):
+            writer.write(synthetic_frame(index, 17, 33), np.zeros((17, 33), dtype=np.int64))
+    info = probe_video(path, "pyav")
+    assert (info.num_frames, info.height, info.width) == (5, 18, 34)  # padded to even
+    assert abs(info.fps - 30000 / 1001) < 1e-6
+    frames = list(iter_frames(path))
+    assert len(frames) == 5
+    assert np.abs(frames[2][:17, :33].astype(np.int16) - synthetic_frame(2, 17, 33)).mean() < 6
+
+
+def test_overlay_writer_abort_leaves_nothing(tmp_path):
+    path = tmp_path / "out.mp4"
+    writer = OverlayWriter(path, 24, 16, 16, davis_palette())
+    writer.write(np.zeros((16, 16, 3), dtype=np.uint8), np.zeros((16, 16), dtype=np.int64))
+    writer.abort()
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8), np.zeros((16, 16), dtype=np.int64))
+
+    with pytest.raises(KeyError), OverlayWriter(path, 24, 16, 16, davis_palette()) as writer:
+        writer.write(np.zeros((16, 16, 3), dtype=np.uint8), np.zeros((16, 16), dtype=np.int64))
+        raise KeyError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+    with (
+        pytest.raises(ValueError, match="no frames"),
+        OverlayWriter(path, 24, 16, 16, davis_palette()),
+    ):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_overlay_writer_keeps_previous_file_on_abort(tmp_path):
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"previous")
+    with (
+        pytest.raises(ValueError, match="shape"),
+        OverlayWriter(path, 24, 16, 16, davis_palette()) as writer,
+    ):
+        writer.write(np.zeros((16, 15, 3), dtype=np.uint8), np.zeros((16, 15), dtype=np.int64))
+    assert path.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
+
+
+def test_overlay_writer_argument_errors(tmp_path):
+    palette = davis_palette()
+    with pytest.raises(ValueError, match="must end in"):
+        OverlayWriter(tmp_path / "out.gif", 24, 16, 16, palette)
+    with pytest.raises(FileNotFoundError, match="nodir"):
+        OverlayWriter(tmp_path / "nodir" / "out.mp4", 24, 16, 16, palette)
+    with pytest.raises(ValueError, match="fps"):
+        OverlayWriter(tmp_path / "out.mp4", 0, 16, 16, palette)
+    with pytest.raises(ValueError, match="width and height"):
+        OverlayWriter(tmp_path / "out.mp4", 24, 0, 16, palette)
+    with pytest.raises(ValueError, match="palette"):
+        OverlayWriter(tmp_path / "out.mp4", 24, 16, 16, np.zeros((3, 4), dtype=np.uint8))
+    assert list(tmp_path.iterdir()) == []

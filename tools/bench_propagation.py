@@ -1,0 +1,127 @@
+"""Benchmark the propagation step: windowed (dinotrack) vs the official dense formulation.
+
+Part 1 (same run, same inputs): grid 60x106, 384 channels, 8 context frames, r=12, k=5; time
+per step (median of repeats) and whether the labels are identical.
+Part 2: peak memory of one windowed step at a 1080p /8 grid (135x240), measured in a fresh
+process; the dense formulation's affinity alone would need T x N^2 x 4 bytes.
+
+    python tools/bench_propagation.py [--repeats 5] [--skip-1080p]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_protocol import dense_propagation, neighbourhood_mask  # noqa: E402
+
+from dinotrack.propagation import propagate_labels  # noqa: E402
+
+
+def inputs(h, w, channels=384, n_ctx=8, k=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # Smooth-ish features so that neighbourhoods are meaningful, plus noise.
+    base = torch.randn(channels, h // 4 + 1, w // 4 + 1, generator=g)
+    base = F.interpolate(base[None], size=(h, w), mode="bilinear")[0]
+    target = base + 0.5 * torch.randn(channels, h, w, generator=g)
+    context = base[None] + 0.5 * torch.randn(n_ctx, channels, h, w, generator=g)
+    labels = torch.rand(n_ctx, k, h, w, generator=g)
+    labels = labels / labels.sum(1, keepdim=True)
+    return target, context, labels
+
+
+def timed(fn, repeats):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def compare(repeats: int) -> dict:
+    h, w = 60, 106
+    target, context, labels = inputs(h, w)
+    mask = neighbourhood_mask(h, w, 12)
+    with torch.inference_mode():
+        fast_s, fast = timed(lambda: propagate_labels(target, context, labels), repeats)
+        dense_s, dense = timed(
+            lambda: dense_propagation(
+                target.reshape(384, -1).T, context.reshape(8, 384, -1), labels, mask
+            ),
+            max(1, repeats // 2),
+        )
+    return {
+        "grid": [h, w],
+        "windowed_s": fast_s,
+        "dense_s": dense_s,
+        "speedup": dense_s / fast_s,
+        "max_abs_diff": float((fast - dense).abs().max()),
+        "identical_argmax": bool(torch.equal(fast.argmax(0), dense.argmax(0))),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def step_1080p() -> None:
+    """Child process: one windowed step at 135x240, print peak RSS."""
+    target, context, labels = inputs(135, 240, k=3)
+    before = peak_rss_gb()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        propagate_labels(target, context, labels)
+    elapsed = time.perf_counter() - start
+    result = {"seconds": elapsed, "peak_rss_gb": peak_rss_gb(), "inputs_rss_gb": before}
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-1080p", action="store_true")
+    parser.add_argument("--child-1080p", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_1080p:
+        step_1080p()
+        return
+    result = compare(args.repeats)
+    print(
+        f"propagation step 60x106, C=384, 8 context frames, r=12, k=5 "
+        f"({result['threads']} threads):\n"
+        f"  dense (official) {result['dense_s']:.3f} s   windowed {result['windowed_s']:.3f} s"
+        f"   speed-up {result['speedup']:.1f}x\n"
+        f"  identical argmax labels: {result['identical_argmax']}, "
+        f"max |soft label diff| {result['max_abs_diff']:.2e}"
+    )
+    if not args.skip_1080p:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child-1080p"], capture_output=True, text=True, check=True
+        )
+        child = json.loads(out.stdout.strip().splitlines()[-1])
+        dense_gb = 8 * (135 * 240) ** 2 * 4 / 1e9
+        print(
+            f"1080p /8 grid 135x240: windowed step {child['seconds']:.2f} s, process peak RSS "
+            f"{child['peak_rss_gb']:.2f} GB (inputs alone {child['inputs_rss_gb']:.2f} GB); "
+            f"dense affinity alone would be {dense_gb:.1f} GB"
+        )
+
+
+if __name__ == "__main__":
+    main()
