@@ -122,22 +122,22 @@ def resized_crops(
 
 
 def _photometric(cfg: AugmentConfig, blur_p: float, solarize_p: float) -> nn.Sequential:
+    """Flip, colour jitter, grayscale, blur, solarisation; steps with probability 0 are left
+    out (kornia would still compute them)."""
     kernel = 2 * math.ceil(3 * cfg.blur_sigma[1]) + 1
-    brightness, contrast, saturation, hue = cfg.color_jitter
-    steps: list[nn.Module] = [
-        K.RandomHorizontalFlip(p=cfg.flip_p),
-        K.ColorJitter(brightness, contrast, saturation, hue, p=cfg.color_jitter_p),
-        K.RandomGrayscale(p=cfg.grayscale_p),
+    steps = [
+        (cfg.flip_p, lambda p: K.RandomHorizontalFlip(p=p)),
+        (cfg.color_jitter_p, lambda p: K.ColorJitter(*cfg.color_jitter, p=p)),
+        (cfg.grayscale_p, lambda p: K.RandomGrayscale(p=p)),
+        (
+            blur_p,
+            lambda p: K.RandomGaussianBlur(
+                (kernel, kernel), cfg.blur_sigma, border_type="replicate", p=p
+            ),
+        ),
+        (solarize_p, lambda p: K.RandomSolarize(thresholds=0.0, additions=0.0, p=p)),
     ]
-    if blur_p > 0:
-        steps.append(
-            K.RandomGaussianBlur(
-                (kernel, kernel), cfg.blur_sigma, border_type="replicate", p=blur_p
-            )
-        )
-    if solarize_p > 0:
-        steps.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=solarize_p))
-    return nn.Sequential(*steps)
+    return nn.Sequential(*(make(p) for p, make in steps if p > 0))
 
 
 class MultiCropAugmentation(nn.Module):

@@ -197,7 +197,7 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except OSError as exc:
         raise ValueError(f"cannot read image {path}: {exc}") from exc
 

@@ -72,12 +72,15 @@ class StepInfo:
         epoch: Epoch of the step just taken.
         metrics: Loss, entropy, KL (averaged over ranks), schedule values, timings.
         ids: int64 ``[B, 3]`` samples of this rank's batch (see :class:`FrameBatch`).
+        trainer: The trainer (networks, loss centre, optimiser), for custom hooks; do not
+            change it.
     """
 
     step: int
     epoch: int
     metrics: dict[str, float]
     ids: torch.Tensor
+    trainer: Trainer
 
 
 @dataclass
@@ -352,6 +355,7 @@ def _run(
     info: distributed.DistInfo,
     on_step: Callable[[StepInfo], None] | None,
 ) -> TrainResult:
+    spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
@@ -360,7 +364,6 @@ def _run(
     else:
         found = find_sources(cfg.data.paths, cfg.data.decoder) if info.is_main else None
         sources = _broadcast(found)
-    spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size)
     dataset = FrameBatches(
         sources,
         cfg.optim.batch_size,
@@ -435,7 +438,7 @@ def _run(
                     window = []
                 progress(step, epoch, metrics)
                 if on_step is not None:
-                    on_step(StepInfo(step, epoch, metrics, batch.ids))
+                    on_step(StepInfo(step, epoch, metrics, batch.ids, trainer))
                 epoch_end = step % dataset.steps_per_epoch == 0
                 if step % cfg.save_every == 0 or epoch_end or step == stop:
                     state.save(metrics)
