@@ -403,7 +403,12 @@ class FrameBatches(IterableDataset):
             mine = rows[rows[:, 0] == source_index]
             wanted = sorted(set(mine[:, 1].tolist()) | set(mine[:, 2].tolist()))
             if source.is_video:
-                arrays = read_video_frames(source.path, wanted, self.decoder)
+                try:
+                    arrays = read_video_frames(source.path, wanted, self.decoder)
+                except Exception as exc:  # decoders raise their own exception types
+                    raise ValueError(
+                        f"cannot decode frames {wanted} of {source.path}: {exc}"
+                    ) from exc
             else:
                 arrays = [read_image(source.path)] * len(wanted)
             for index, array in zip(wanted, arrays, strict=True):
