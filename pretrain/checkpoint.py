@@ -1,0 +1,74 @@
+"""Training checkpoints: plain values and tensors, written atomically.
+
+A checkpoint is a dict that ``torch.load(..., weights_only=True)`` reads: state dicts,
+tensors, numbers, strings, lists and dicts only (no pickled objects). It is written to a
+temporary file in the same folder, flushed to disk and renamed over the previous one, so a
+run killed while saving keeps its last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pth"
+EXPORT_NAME = "backbone.pth"
+FORMAT = "dinotrack.pretrain"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (plus format tags) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a readable pretraining checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(
+            f"cannot read checkpoint {path} ({exc}); delete it to start the run afresh"
+        ) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a dinotrack pretraining checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {ckpt.get('version')}, not {VERSION}")
+    return ckpt
+
+
+def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
+    """This process's random state: the CPU generator and ``device``'s CUDA generator."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict[str, torch.Tensor | None], device: torch.device) -> None:
+    """Restore a state from :func:`rng_state` (the CUDA part only on a CUDA device)."""
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -1,0 +1,601 @@
+"""The training loop: DINO self-distillation of a dinotrack backbone.
+
+:class:`Trainer` owns the networks, optimiser and schedules and performs one optimiser step
+on a list of views; :func:`train` runs a whole job (process group, data, checkpoints, logs,
+progress) and is what ``dinotrack pretrain``, ``python -m pretrain`` and ``torchrun -m
+pretrain`` call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from dinotrack.backbones import BackboneSpec
+from dinotrack.checkpoints import save_backbone_export
+from pretrain import distributed
+from pretrain.augment import MultiCropAugmentation
+from pretrain.checkpoint import (
+    CHECKPOINT_NAME,
+    EXPORT_NAME,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from pretrain.config import PretrainConfig, differences, to_dict, validate, write_json
+from pretrain.data import (
+    FrameBatch,
+    FrameBatches,
+    find_sources,
+    make_loader,
+    sources_from_json,
+    sources_to_json,
+)
+from pretrain.loss import DINOLoss
+from pretrain.model import backbone_record, build_networks, parameter_groups, resolve_backbone
+from pretrain.schedules import build_schedules
+
+logger = logging.getLogger(__name__)
+
+LOG_NAME = "log.jsonl"
+CONFIG_NAME = "config.json"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` becomes bf16 on a CUDA device that supports it (else fp16) and fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+@dataclass
+class StepInfo:
+    """What :func:`train` passes to its ``on_step`` callback after every step, on every rank.
+
+    Attributes:
+        step: Optimiser steps completed.
+        epoch: Epoch of the step just taken.
+        metrics: Loss, entropy, KL (averaged over ranks), schedule values, timings.
+        ids: int64 ``[B, 3]`` samples of this rank's batch (see :class:`FrameBatch`).
+        trainer: The trainer (networks, loss centre, optimiser), for custom hooks; do not
+            change it.
+    """
+
+    step: int
+    epoch: int
+    metrics: dict[str, float]
+    ids: torch.Tensor
+    trainer: Trainer
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        out_dir: The run directory.
+        step: Optimiser steps completed.
+        resumed_from: Step the run resumed from (0 for a fresh start).
+        checkpoint: Path of the last checkpoint.
+        export: Path of the exported teacher backbone.
+        metrics: Metrics of the last step taken by this call (empty if none).
+    """
+
+    out_dir: Path
+    step: int
+    resumed_from: int
+    checkpoint: Path
+    export: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer:
+    """Student, teacher, loss, optimiser and schedules of one process.
+
+    Args:
+        cfg: The run's configuration.
+        info: This process's place in the job (its device).
+        spec: Backbone architecture.
+        steps_per_epoch: Optimiser steps per epoch (fixes the schedules).
+    """
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        info: distributed.DistInfo,
+        spec: BackboneSpec,
+        steps_per_epoch: int,
+    ) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.device = info.device
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.steps_per_epoch = steps_per_epoch
+        self.augment = MultiCropAugmentation(cfg.augment).to(self.device)
+        student, teacher = build_networks(spec, cfg.model, cfg.seed)
+        self.student_net = student.to(self.device)
+        self.teacher = teacher.to(self.device).eval()
+        if info.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.student: torch.nn.Module = DistributedDataParallel(student, device_ids=ids)
+        else:
+            self.student = student
+        self.loss_fn = DINOLoss(
+            cfg.model.out_dim,
+            self.augment.num_crops,
+            cfg.optim.student_temp,
+            cfg.optim.center_momentum,
+        ).to(self.device)
+        self.optimizer = torch.optim.AdamW(parameter_groups(student))
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        global_batch = cfg.optim.batch_size * info.world_size
+        self.schedules = build_schedules(cfg.optim, steps_per_epoch, global_batch)
+        self.step = 0
+        self._params = [p for p in student.parameters() if p.requires_grad]
+        self._last_layer = [p for p in student.head.last_layer.parameters() if p.requires_grad]
+        names = dict(teacher.named_parameters())
+        pairs = [(names[n], p) for n, p in student.named_parameters()]
+        self._ema_teacher = [t for t, _ in pairs]
+        self._ema_student = [s for _, s in pairs]
+
+    @property
+    def epoch(self) -> int:
+        """Epoch of the next step."""
+        return self.step // self.steps_per_epoch
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed-precision context for the forward passes (a no-op in fp32)."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def views(self, batch: FrameBatch) -> list[torch.Tensor]:
+        """Move a batch to the device and augment it into ``2 + local_crops`` views."""
+        batch = batch.to(self.device, non_blocking=True)
+        return self.augment(batch.frames, batch.sizes)
+
+    def train_step(self, views: list[torch.Tensor]) -> dict[str, float]:
+        """One optimiser step on the views of one batch.
+
+        Returns:
+            Loss, teacher entropy and KL (averaged over processes), gradient norm and the
+            schedule values used.
+
+        Raises:
+            RuntimeError: The loss is not finite; the message gives the step and loss terms.
+        """
+        it = self.step
+        epoch = self.epoch
+        s = self.schedules
+        lr, wd = float(s.lr[it]), float(s.weight_decay[it])
+        momentum, teacher_temp = float(s.momentum[it]), float(s.teacher_temp[it])
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            if group["regularized"]:
+                group["weight_decay"] = wd
+        with self.autocast():
+            with torch.no_grad():
+                teacher_out = self.teacher(views[:2])
+            student_out = self.student(views)
+        out = self.loss_fn(student_out, teacher_out, teacher_temp)
+        stats = torch.stack([out.loss.detach(), out.teacher_entropy, out.kl])
+        loss, entropy, kl = distributed.all_reduce_mean(stats).tolist()
+        if not all(math.isfinite(v) for v in (loss, entropy, kl)):
+            raise RuntimeError(_non_finite_message(it + 1, epoch, loss, entropy, kl, out))
+        self.loss_fn.update_center(teacher_out)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(out.loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            out.loss.backward()
+        grad_norm = clip_gradients(self._params, self.cfg.optim.clip_grad)
+        if epoch < self.cfg.optim.freeze_last_layer_epochs:
+            for p in self._last_layer:
+                p.grad = None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        with torch.no_grad():
+            torch._foreach_mul_(self._ema_teacher, momentum)
+            torch._foreach_add_(self._ema_teacher, self._ema_student, alpha=1.0 - momentum)
+        self.step += 1
+        return {
+            "loss": loss,
+            "teacher_entropy": entropy,
+            "kl": kl,
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "weight_decay": wd,
+            "momentum": momentum,
+            "teacher_temp": teacher_temp,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, optimiser, scaler, centre and step as plain values and tensors."""
+        return {
+            "student": self.student_net.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "loss": self.loss_fn.state_dict(),
+            "step": self.step,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.student_net.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.step = int(state["step"])
+
+
+def clip_gradients(params: list[torch.Tensor], clip: float) -> float:
+    """Clip each parameter's gradient to norm ``clip`` separately, as DINO does.
+
+    Returns:
+        The global gradient norm before clipping (0 when no parameter has a gradient).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = torch.stack(torch._foreach_norm(grads))
+    if clip > 0:
+        scale = (clip / (norms + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(grads, list(scale.to(grads[0].dtype).unbind()))
+    return float(norms.float().square().sum().sqrt())
+
+
+def _non_finite_message(
+    step: int, epoch: int, loss: float, entropy: float, kl: float, out: Any
+) -> str:
+    pairs = out.pair_losses.cpu()
+    terms = ", ".join(
+        f"CE(teacher view {i}, student view {v})={pairs[i, v].item():.4g}"
+        for i in range(pairs.shape[0])
+        for v in range(pairs.shape[1])
+        if i != v
+    )
+    return (
+        f"non-finite loss at step {step} (epoch {epoch}): loss={loss:.4g}, "
+        f"teacher entropy={entropy:.4g}, KL={kl:.4g}; loss terms on this process: {terms}. "
+        "Lower --lr, raise --warmup-epochs or use --precision fp32."
+    )
+
+
+class CollapseWatch:
+    """Warn when the teacher's output entropy nears 0 (one prototype wins) or ``log K``
+    (uniform outputs), the two collapse modes that centring and sharpening balance.
+
+    Args:
+        out_dim: Number of prototypes K.
+        margin: Fraction of ``log K`` that counts as near.
+    """
+
+    def __init__(self, out_dim: int, margin: float = 0.02) -> None:
+        self.log_k = math.log(out_dim)
+        self.margin = margin
+        self.state = "ok"
+
+    def update(self, entropy: float, kl: float, step: int) -> str | None:
+        """A warning the first time the entropy enters a danger zone, else None."""
+        low, high = self.margin * self.log_k, (1 - self.margin) * self.log_k
+        state = "low" if entropy < low else "high" if entropy > high else "ok"
+        changed, self.state = state != self.state, state
+        if not changed or state == "ok":
+            return None
+        kind = "one prototype takes all" if state == "low" else "outputs become uniform"
+        return (
+            f"step {step}: teacher entropy {entropy:.3f} nats is near "
+            f"{'0' if state == 'low' else f'log K = {self.log_k:.3f}'} ({kind}); KL {kl:.4f}. "
+            "Collapse is likely; check --teacher-temp and --center-momentum"
+        )
+
+
+def train(cfg: PretrainConfig, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
+    """Run (or resume) a pretraining job.
+
+    Joins the process group that torchrun describes (or runs as one process), resumes from
+    ``cfg.out``'s checkpoint when there is one and ``cfg.resume`` is set, and trains until the
+    last epoch or ``cfg.max_steps``. Rank 0 writes ``config.json``, ``sources.json``,
+    ``log.jsonl``, ``checkpoint.pth`` and ``backbone.pth`` into ``cfg.out``. Multi-node jobs
+    need ``cfg.out`` on a file system all nodes share (every process reads the checkpoint).
+
+    Args:
+        cfg: The run's configuration.
+        on_step: Called on every process after every step.
+
+    Returns:
+        Where the run stands.
+
+    Raises:
+        ValueError: Bad configuration, or a checkpoint from a different configuration.
+        FileNotFoundError: A ``--data`` path does not exist.
+        RuntimeError: The loss became non-finite, or the distributed environment is broken.
+    """
+    validate(cfg)
+    info = distributed.setup(cfg.device)
+    ok = False
+    try:
+        distributed.configure_logging(info)
+        result = _run(cfg, info, on_step)
+        ok = True
+        return result
+    finally:
+        if ok:
+            distributed.teardown(info)
+        elif info.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(
+    cfg: PretrainConfig,
+    info: distributed.DistInfo,
+    on_step: Callable[[StepInfo], None] | None,
+) -> TrainResult:
+    spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size)
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    ckpt = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
+    if ckpt is not None:
+        sources = sources_from_json(ckpt["sources"])
+    else:
+        found = find_sources(cfg.data.paths, cfg.data.decoder) if info.is_main else None
+        sources = _broadcast(found)
+    dataset = FrameBatches(
+        sources,
+        cfg.optim.batch_size,
+        cfg.data.frames_per_video,
+        cfg.data.max_frame_gap,
+        cfg.data.max_short_side,
+        cfg.seed,
+        info.rank,
+        info.world_size,
+        cfg.data.decoder,
+    )
+    trainer = Trainer(cfg, info, spec, dataset.steps_per_epoch)
+    resolved = {
+        "device": str(info.device),
+        "precision": trainer.precision,
+        "world_size": info.world_size,
+        "global_batch": cfg.optim.batch_size * info.world_size,
+        "peak_lr": float(trainer.schedules.lr.max()),
+        "steps_per_epoch": dataset.steps_per_epoch,
+        "total_steps": trainer.schedules.total_steps,
+        "samples_per_epoch": dataset.samples_per_epoch,
+        "num_sources": len(sources),
+        "backbone": backbone_record(spec, cfg.augment.mean, cfg.augment.std),
+    }
+    config = to_dict(cfg)
+    if ckpt is not None:
+        _check_resumable(ckpt, config, resolved, ckpt_path)
+        trainer.load_state_dict(ckpt)
+        set_rng_state(ckpt["rng"][info.rank], info.device)
+    else:
+        seed = int(np.random.SeedSequence([cfg.seed, info.rank]).generate_state(1)[0])
+        torch.manual_seed(seed)
+    resumed_from = trainer.step
+    wall = float(ckpt["train_time_s"]) if ckpt is not None else 0.0
+    del ckpt
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / CONFIG_NAME, {"config": config, "resolved": resolved})
+        write_json(out / "sources.json", {"sources": sources_to_json(sources)})
+        _truncate_log(out / LOG_NAME, resumed_from)
+        if resumed_from:
+            logger.info("resuming %s at step %d", ckpt_path, resumed_from)
+    total = trainer.schedules.total_steps
+    stop = total if cfg.max_steps is None else min(total, cfg.max_steps)
+    loader = make_loader(
+        dataset, cfg.data.num_workers, pin_memory=info.device.type == "cuda", seed=cfg.seed
+    )
+    watch = CollapseWatch(cfg.model.out_dim)
+    state = _Saver(cfg, info, trainer, spec, sources, config, resolved, wall)
+    last: dict[str, float] = {}
+    window: list[tuple[float, float]] = []
+    with _progress(info.is_main and cfg.progress, total, trainer.step) as progress:
+        while trainer.step < stop:
+            dataset.set_epoch(trainer.epoch, trainer.step % dataset.steps_per_epoch)
+            for batch, data_s in _timed(loader):
+                start = time.perf_counter()
+                epoch = trainer.epoch
+                metrics = trainer.train_step(trainer.views(batch))
+                step_s = time.perf_counter() - start + data_s
+                state.wall += step_s
+                window.append((data_s, step_s))
+                step = trainer.step
+                metrics.update(
+                    images_per_s=resolved["global_batch"] / step_s, data_s=data_s, step_s=step_s
+                )
+                last = metrics
+                warning = watch.update(metrics["teacher_entropy"], metrics["kl"], step)
+                if warning:
+                    logger.warning(warning)
+                if info.is_main and (step % cfg.log_every == 0 or step == stop):
+                    _log_line(out / LOG_NAME, step, epoch, metrics, window, state.wall)
+                    window = []
+                progress(step, epoch, metrics)
+                if on_step is not None:
+                    on_step(StepInfo(step, epoch, metrics, batch.ids, trainer))
+                epoch_end = step % dataset.steps_per_epoch == 0
+                if step % cfg.save_every == 0 or epoch_end or step == stop:
+                    state.save(metrics)
+                if step >= stop:
+                    break
+    if state.saved_step != trainer.step:  # nothing ran (already at the end): re-export
+        state.save(last)
+    return TrainResult(out, trainer.step, resumed_from, ckpt_path, out / EXPORT_NAME, last)
+
+
+def _broadcast(sources: Any) -> Any:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [sources]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+    return sources
+
+
+def _check_resumable(
+    ckpt: dict[str, Any], config: dict[str, Any], resolved: dict[str, Any], path: Path
+) -> None:
+    changed = differences(ckpt["config"], config)
+    for key in ("world_size", "global_batch", "steps_per_epoch"):
+        if ckpt["resolved"][key] != resolved[key]:
+            changed.append(f"{key}: {ckpt['resolved'][key]!r} -> {resolved[key]!r}")
+    if changed:
+        raise ValueError(
+            f"{path} was written by a run with other settings ({'; '.join(changed)}); run the "
+            "same command to resume, or pass another --out (or --no-resume) to start afresh"
+        )
+
+
+class _Saver:
+    """Writes checkpoints and the backbone export (all ranks call, rank 0 writes)."""
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        info: distributed.DistInfo,
+        trainer: Trainer,
+        spec: BackboneSpec,
+        sources: list,
+        config: dict[str, Any],
+        resolved: dict[str, Any],
+        wall: float,
+    ) -> None:
+        self.cfg, self.info, self.trainer, self.spec = cfg, info, trainer, spec
+        self.sources, self.config, self.resolved = sources, config, resolved
+        self.wall = wall
+        self.saved_step = -1
+
+    def save(self, metrics: dict[str, float]) -> None:
+        rngs = distributed.all_gather_objects(rng_state(self.info.device))
+        self.saved_step = self.trainer.step
+        if not self.info.is_main:
+            return
+        out = Path(self.cfg.out)
+        payload = self.trainer.state_dict()
+        payload.update(
+            epoch=self.trainer.epoch,
+            rng=rngs,
+            config=self.config,
+            resolved=self.resolved,
+            sources=sources_to_json(self.sources),
+            train_time_s=self.wall,
+        )
+        save_checkpoint(out / CHECKPOINT_NAME, payload)
+        info = {
+            "source": "dinotrack pretrain",
+            "steps": self.trainer.step,
+            "epochs": self.trainer.step / self.trainer.steps_per_epoch,
+            "data": [str(p) for p in self.cfg.data.paths],
+            "world_size": self.info.world_size,
+            "global_batch": self.resolved["global_batch"],
+            "device": str(self.info.device),
+            "train_time_s": round(self.wall, 1),
+            "loss": metrics.get("loss"),
+        }
+        record = self.resolved["backbone"]
+        save_backbone_export(out / EXPORT_NAME, self.trainer.teacher.backbone, record, info)
+
+
+def _timed(loader: Any) -> Iterator[tuple[FrameBatch, float]]:
+    """Yield ``(batch, seconds spent waiting for it)``."""
+    iterator = iter(loader)
+    while True:
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - start
+
+
+def _log_line(
+    path: Path,
+    step: int,
+    epoch: int,
+    metrics: dict[str, float],
+    window: list[tuple[float, float]],
+    wall: float,
+) -> None:
+    record = {"step": step, "epoch": epoch, **metrics, "train_time_s": round(wall, 3)}
+    if window:
+        record["data_s"] = sum(d for d, _ in window) / len(window)
+        record["step_s"] = sum(s for _, s in window) / len(window)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines of steps after ``step`` (taken after the last checkpoint, then lost)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int, done: int) -> Iterator[Callable[..., None]]:
+    """A rich progress display (epoch, step, loss, lr, images/s, ETA) on rank 0."""
+    if not enabled:
+        yield lambda *args: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("lr {task.fields[lr]}"),
+        TextColumn("{task.fields[ips]} img/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        task = progress.add_task(
+            "pretrain", total=total, completed=done, epoch="-", loss="-", lr="-", ips="-"
+        )
+
+        def update(step: int, epoch: int, metrics: dict[str, float]) -> None:
+            progress.update(
+                task,
+                completed=step,
+                epoch=epoch,
+                loss=f"{metrics['loss']:.4f}",
+                lr=f"{metrics['lr']:.2e}",
+                ips=f"{metrics['images_per_s']:.1f}",
+            )
+
+        yield update

@@ -1,0 +1,194 @@
+"""Training on real frames, exact resumption, the exported backbone in dinotrack, the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from pretrain_support import SHORT_VIDEOS, tiny_config
+
+from dinotrack.backbones import load_backbone
+from pretrain.checkpoint import load_checkpoint
+from pretrain.cli import main, register
+from pretrain.model import build_networks, resolve_backbone
+from pretrain.train import Trainer, train
+
+
+@pytest.fixture
+def videos(shared_data):
+    return [shared_data("videos", name) for name in SHORT_VIDEOS]
+
+
+def read_log(run):
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_two_steps_on_real_video_frames(videos, tmp_path):
+    cfg = tiny_config(tmp_path / "run", videos, max_steps=2)
+    result = train(cfg)
+    assert result.step == 2 and result.resumed_from == 0
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [1, 2]
+    for record in log:
+        assert math.isfinite(record["loss"]) and record["loss"] > 0
+        assert 0 < record["teacher_entropy"] <= math.log(32) + 1e-4
+        assert record["kl"] == pytest.approx(record["loss"] - record["teacher_entropy"], 1e-4)
+        assert record["images_per_s"] > 0 and record["data_s"] >= 0
+    assert log[0]["lr"] == 0.0 and log[1]["lr"] > 0  # linear warmup from 0
+    assert log[0]["teacher_temp"] == pytest.approx(0.02)
+
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pth")  # weights_only=True
+    assert ckpt["step"] == 2 and ckpt["epoch"] == 1
+    assert ckpt["resolved"]["global_batch"] == 2 and ckpt["resolved"]["steps_per_epoch"] == 2
+    student, teacher = ckpt["student"], ckpt["teacher"]
+    # Epoch 0 leaves the head's last layer at its initial value; everything else moved, and
+    # the teacher (an EMA with momentum ~0.996) moved less than the student.
+    initial, _ = build_networks(resolve_backbone("test_vit_tiny"), cfg.model, cfg.seed)
+    initial = initial.state_dict()
+    assert torch.equal(student["head.last_layer.weight_v"], initial["head.last_layer.weight_v"])
+    key = "backbone.blocks.0.attn.qkv.weight"
+    student_moved = (student[key] - initial[key]).abs().max()
+    teacher_moved = (teacher[key] - initial[key]).abs().max()
+    assert 0 < teacher_moved < 0.1 * student_moved
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["model"]["arch"] == "test_vit_tiny"
+    assert config["resolved"]["precision"] == "fp32"
+
+    # The exported teacher backbone loads into dinotrack with no model name and no conversion.
+    net, spec = load_backbone(None, result.export)
+    assert spec.name == "test_vit_tiny" and spec.patch_size == 8
+    frames = torch.rand(2, 3, 48, 64)
+    reference, _ = load_backbone("test_vit_tiny")
+    reference.load_state_dict(
+        {k.removeprefix("backbone."): v for k, v in teacher.items() if k.startswith("backbone.")}
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(net(frames), reference(frames))
+        features = net.forward_features(frames)
+    assert features.shape == (2, 1 + 6 * 8, 64) and torch.isfinite(features).all()
+
+
+def test_exported_backbone_tracks_a_clip(videos, tmp_path):
+    tracker_cls = pytest.importorskip("dinotrack").__dict__.get("Tracker")
+    if tracker_cls is None:
+        pytest.skip("dinotrack.Tracker is not available")
+    from dinotrack.video_io import iter_frames
+
+    result = train(tiny_config(tmp_path / "run", videos, max_steps=1))
+    tracker = tracker_cls.from_pretrained(weights=result.export, device="cpu", short_side=96)
+    first = next(iter_frames(videos[0]))
+    mask = np.zeros(first.shape[:2], np.uint8)
+    mask[150:350, 300:600] = 1
+    masks = list(tracker.track(str(videos[0]), mask, stop=4))
+    assert [i for i, _ in masks] == [0, 1, 2, 3]
+    for _, m in masks:
+        assert m.shape == first.shape[:2] and set(np.unique(m)) <= {0, 1}
+    assert (masks[-1][1] == 1).any()
+
+
+def states_equal(a, b, path="ckpt"):
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for key in a:
+            states_equal(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b, strict=True)):
+            states_equal(x, y, f"{path}[{k}]")
+    else:
+        assert a == b, path
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(videos, tmp_path):
+    # 2 steps per epoch; steps 1-2 keep the last layer frozen, 3-4 do not.
+    whole = tiny_config(tmp_path / "whole", videos, max_steps=4)
+    train(whole)
+    parts = tmp_path / "parts"
+    first = train(tiny_config(parts, videos, max_steps=1))  # stopped mid-epoch 0
+    assert first.step == 1
+    # Resumes mid-epoch 1 the second time, with DataLoader workers this time.
+    second = train(tiny_config(parts, videos, max_steps=3, data={"num_workers": 2}))
+    assert (second.resumed_from, second.step) == (1, 3)
+    third = train(tiny_config(parts, videos, max_steps=4))
+    assert (third.resumed_from, third.step) == (3, 4)
+    a = load_checkpoint(tmp_path / "whole" / "checkpoint.pth")
+    b = load_checkpoint(parts / "checkpoint.pth")
+    for key in ("student", "teacher", "optimizer", "loss", "rng", "step", "epoch"):
+        states_equal(a[key], b[key], key)
+    log_a, log_b = read_log(tmp_path / "whole"), read_log(parts)
+    assert [r["step"] for r in log_b] == [1, 2, 3, 4]
+    assert [r["loss"] for r in log_a] == [r["loss"] for r in log_b]
+
+    # Running the finished command again changes nothing; other settings are refused.
+    again = train(tiny_config(parts, videos, max_steps=4))
+    assert (again.resumed_from, again.step) == (4, 4)
+    with pytest.raises(ValueError, match=r"optim.lr: 0.0005 -> 0.001.*--no-resume"):
+        train(tiny_config(parts, videos, max_steps=5, optim={"lr": 0.001}))
+
+
+def test_non_finite_loss_names_the_step_and_terms(tmp_path):
+    from pretrain.distributed import setup
+
+    cfg = tiny_config(tmp_path, [tmp_path])
+    trainer = Trainer(cfg, setup("cpu"), resolve_backbone("test_vit_tiny"), steps_per_epoch=2)
+    views = [torch.randn(2, 3, 32, 32) for _ in range(2)] + [torch.randn(2, 3, 16, 16)] * 2
+    views[3] = views[3].clone()
+    views[3][0, 0, 0, 0] = float("nan")
+    with pytest.raises(
+        RuntimeError,
+        match=r"non-finite loss at step 1 \(epoch 0\).*"
+        r"CE\(teacher view 0, student view 3\)=nan",
+    ):
+        trainer.train_step(views)
+    assert trainer.step == 0
+
+
+def test_cli_errors_are_one_line(capsys, tmp_path):
+    code = main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "nothing does not exist" in err
+    code = main(["--data", str(tmp_path), "--arch", "dino_vits16", "--patch-size", "8"])
+    assert code == 2 and "has patch 16, not 8" in capsys.readouterr().err
+    code = main(["--data", str(tmp_path), "--epochs", "5"])
+    assert code == 2 and "--warmup-epochs 10 must be smaller than --epochs 5" in (
+        capsys.readouterr().err
+    )
+
+
+def test_registers_the_dinotrack_subcommand():
+    parser = argparse.ArgumentParser(prog="dinotrack")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "pretrain",
+            "--data",
+            "a",
+            "--data",
+            "b",
+            "--arch",
+            "vit_small",
+            "--patch-size",
+            "8",
+            "--out",
+            "runs/s8",
+            "--batch-size",
+            "7",
+            "--max-steps",
+            "3",
+            "--device",
+            "cpu",
+        ]
+    )
+    from pretrain.cli import config_from_args
+
+    cfg = config_from_args(args)
+    assert cfg.data.paths == ("a", "b") and cfg.model.patch_size == 8
+    assert (cfg.optim.batch_size, cfg.max_steps, cfg.device) == (7, 3, "cpu")
+    assert cfg.optim.epochs == 100 and cfg.model.out_dim == 65536  # the paper's defaults
+    assert callable(args.func)
