@@ -147,7 +147,11 @@ def _run_score(args: argparse.Namespace) -> int:
     global_path, per_sequence_path = write_csvs(evaluation, results)
     record = evaluation_record(
         evaluation,
-        {"root": str(dataset.root), "results": str(results), "year": dataset.year},
+        {
+            "root": str(dataset.root.resolve()),
+            "results": str(results.resolve()),
+            "year": dataset.year,
+        },
     )
     json_path = write_json(results / f"scores-{dataset.split}.json", record)
     if args.json is not None:

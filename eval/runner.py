@@ -222,7 +222,7 @@ def run_davis(
     out.mkdir(parents=True, exist_ok=True)
     run = {
         "split": dataset.split,
-        "root": str(dataset.root),
+        "root": str(dataset.root.resolve()),
         **backbone_record(tracker.spec, weights),
         "config": tracker.config.to_dict(),
     }
@@ -253,9 +253,9 @@ def run_davis(
         evaluation,
         {
             "dinotrack_version": dinotrack_version,
-            "root": str(dataset.root),
+            "root": str(dataset.root.resolve()),
             "year": dataset.year,
-            "results": str(out),
+            "results": str(out.resolve()),
             **{k: v for k, v in run.items() if k not in ("split", "root")},
             "device": str(tracker.device),
             **(extra or {}),
