@@ -121,7 +121,7 @@ def open_davis(
     if not root.is_dir():
         raise FileNotFoundError(f"DAVIS root {root} does not exist or is not a folder")
     split_file, found_year = _find_split_file(root, split, year, resolution)
-    names = _read_split_file(split_file, resolution)
+    names = _read_split_file(split_file)
     if not names:
         raise ValueError(f"split file {split_file} lists no sequences")
     if sequences is not None:
@@ -266,18 +266,13 @@ def _find_split_file(root: Path, split: str, year: str | None, resolution: str) 
     )
 
 
-def _read_split_file(path: Path, resolution: str) -> list[str]:
-    names: list[str] = []
+def _read_split_file(path: Path) -> list[str]:
+    names: dict[str, None] = {}
     for raw in path.read_text().splitlines():
         line = raw.strip()
         if not line:
             continue
         first = line.split()[0]
-        if "/" in first:
-            # Original DAVIS-2016 list: "/JPEGImages/480p/<seq>/00000.jpg /Annotations/...".
-            name = Path(first).parent.name
-        else:
-            name = first
-        if name not in names:
-            names.append(name)
-    return names
+        # The original DAVIS-2016 lists hold "/JPEGImages/480p/<seq>/00000.jpg /Annotations/...".
+        names[Path(first).parent.name if "/" in first else first] = None
+    return list(names)
