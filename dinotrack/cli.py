@@ -18,12 +18,18 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from dinotrack import __version__
+from dinotrack.cli_attention import add_attention_parser
 from dinotrack.config import TrackerConfig
 from dinotrack.features import PRECISIONS, RESIZE_RULES
 
 # Errors that are the user's to fix: one line, exit status 2, no traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+
+START_MASK_NAME = "start_mask.png"
+"""File name, inside the results directory, of the start mask that ``segment --auto`` made."""
 
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,11 +89,32 @@ def _segment_parser(subparsers) -> None:
         "write one palette PNG per frame.",
     )
     p.add_argument("input", help="video file (mp4, mov, mkv, avi, webm) or directory of frames")
-    p.add_argument(
+    start = p.add_mutually_exclusive_group(required=True)
+    start.add_argument(
         "--mask",
-        required=True,
         help="first-frame mask: palette PNG (index = object id), 8-bit grayscale (0/255 = one "
         "object; small integers = ids) or RGB (each colour an object, black = background)",
+    )
+    start.add_argument(
+        "--auto",
+        action="store_true",
+        help=f"no mask: derive it from the first frame's attention and save it as "
+        f"OUT/{START_MASK_NAME} (see --objects, --box, --mass)",
+    )
+    p.add_argument(
+        "--objects", type=int, default=None, help="--auto: number of objects (default 1)"
+    )
+    p.add_argument(
+        "--box",
+        default=None,
+        metavar="X0,Y0,X1,Y1",
+        help="--auto: restrict the start to this box (pixels of the first frame)",
+    )
+    p.add_argument(
+        "--mass",
+        type=float,
+        default=None,
+        help="--auto: share of the attention mass the foreground holds (default 0.6)",
     )
     p.add_argument("--out", required=True, help="output directory for the per-frame PNGs")
     p.add_argument("--overlay", default=None, help="also write an mp4 of the masks over frames")
@@ -149,11 +176,19 @@ def run_segment(args: argparse.Namespace) -> int:
     from dinotrack.video_io import FrameReader, OverlayWriter
 
     console = Console(stderr=True)
+    auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
+    if auto_flags and not args.auto:
+        raise ValueError(f"{', '.join(auto_flags)} can only be used with --auto")
     reader = FrameReader(args.input, stop=args.max_frames)  # checks the input exists first
     info = reader.info
-    first = read_mask(args.mask)
+    palette = davis_palette()
+    if args.auto:
+        first_mask = _auto_start(args, info)
+    else:
+        first = read_mask(args.mask)
+        first_mask = first.ids
+        palette = first.palette if first.palette is not None else palette
     tracker = build_tracker(args)
-    palette = first.palette if first.palette is not None else davis_palette()
     out = _OutputDir(Path(args.out))
     overlay = None
     try:
@@ -172,7 +207,11 @@ def run_segment(args: argparse.Namespace) -> int:
         )
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("frames", total=total, fps=0.0)
-            for index, mask, frame in tracker.track(reader, first.ids, with_frames=True):
+            for index, mask, frame in tracker.track(reader, first_mask, with_frames=True):
+                if count == 0:
+                    objects = sorted(int(i) for i in np.unique(mask) if i)
+                    if args.auto:
+                        write_mask(out.tmp / START_MASK_NAME, mask, palette)
                 names = info.frame_names
                 name = names[index] if index < len(names) else f"{index:05d}.png"
                 write_mask(out.tmp / name, mask, palette)
@@ -192,13 +231,30 @@ def run_segment(args: argparse.Namespace) -> int:
     finally:
         reader.close()
     elapsed = time.perf_counter() - start
-    objects = sorted(int(i) for i in set(first.ids.flat) if i)
     console.print(
         f"segmented {count} frames, {len(objects)} object(s) {objects}, "
         f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} "
         f"({tracker.spec.name}) -> {args.out}" + (f", overlay {args.overlay}" if overlay else "")
     )
     return 0
+
+
+def _auto_start(args: argparse.Namespace, info):
+    """The :class:`dinotrack.attention.AutoStart` of ``segment --auto``'s flags for a video
+    described by ``info`` (a :class:`dinotrack.video_io.VideoInfo`)."""
+    from dinotrack.attention import DEFAULT_MASS, AutoStart, check_box, parse_box
+
+    if START_MASK_NAME in info.frame_names:
+        raise ValueError(
+            f"a frame of {args.input} is named like the start mask {START_MASK_NAME}; rename "
+            "that frame"
+        )
+    box = None
+    if args.box is not None:
+        box = check_box(parse_box(args.box), (info.height, info.width))
+    mass = DEFAULT_MASS if args.mass is None else args.mass
+    objects = 1 if args.objects is None else args.objects
+    return AutoStart(mass=mass, objects=objects, box=box)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dinotrack {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _segment_parser(subparsers)
+    add_attention_parser(subparsers)
     _models_parser(subparsers)
     for entry in sorted(
         importlib.metadata.entry_points(group="dinotrack.commands"), key=lambda e: e.name

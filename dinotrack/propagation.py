@@ -68,8 +68,9 @@ def propagate_labels(
     radius: int = 12,
     topk: int = 5,
     temperature: float = 0.1,
-    tile: int = 8,
+    tile: int = 6,
     normalized: bool = False,
+    chunk_bytes: int = 256 * 2**20,
 ) -> Tensor:
     """Propagate soft labels from context frames to a target frame.
 
@@ -89,6 +90,7 @@ def propagate_labels(
         tile: Side of the blocks of target patches processed together (speed/memory only;
             results do not depend on it).
         normalized: Whether the features are already L2-normalised along ``C``.
+        chunk_bytes: Rough bound on the similarity scores held at once (memory only).
 
     Returns:
         ``[K, h, w]`` float32 soft labels of the target frame; each position's labels are a
@@ -117,38 +119,49 @@ def propagate_labels(
     k_classes = context_labels.shape[1]
     halo = -(-radius // tile)  # neighbouring tiles a window can reach on each side
     n_y, n_x = -(-h // tile), -(-w // tile)
+    grid_y, grid_x = n_y + 2 * halo, n_x + 2 * halo
     n_nb, cells = (2 * halo + 1) ** 2, tile * tile
 
-    # Sources, labels and the in-frame mask cut into tiles once; a tile and its neighbours
-    # are then contiguous blocks, so each product below reads them without copying.
-    keys = _to_tiles(context_feats.float(), tile, halo)  # [Ty, Tx, T, t², C]
-    values = _to_tiles(context_labels.float(), tile, halo)  # [Ty, Tx, T, t², K]
-    inside = _to_tiles(context_feats.new_ones(1, 1, h, w), tile, halo)[:, :, 0, :, 0] > 0
-    queries = _to_tiles(target_feats.float()[None], tile, 0)[:, :, 0]  # [n_y, n_x, t², C]
+    # Everything is cut into tiles on one padded grid, flattened row-major. The neighbour of
+    # tile q at offset (dy, dx) is then tile q + dy * grid_x + dx for every q, so one batched
+    # product per offset covers a whole run of target tiles with contiguous operands (the
+    # padding columns inside the run are computed and thrown away).
+    keys = _to_tiles(context_feats.float(), tile, halo).view(grid_y * grid_x, -1, channels)
+    values = _to_tiles(context_labels.float(), tile, halo).view(grid_y * grid_x, -1, k_classes)
+    inside = _to_tiles(context_feats.new_ones(1, 1, h, w), tile, halo) > 0
+    inside = inside.view(grid_y * grid_x, cells)
+    queries = _to_tiles(target_feats.float()[None], tile, halo).view(grid_y * grid_x, cells, -1)
     window = _window_mask(tile, halo, radius, keys.device)  # [t², n_nb, t²]
-    neighbours = [(oy, ox) for oy in range(2 * halo + 1) for ox in range(2 * halo + 1)]
+    offsets = [dy * grid_x + dx for dy in range(-halo, halo + 1) for dx in range(-halo, halo + 1)]
 
-    out = keys.new_empty(n_y, n_x, cells, k_classes)
-    sim = keys.new_empty(n_nb, n_x, cells, n_ctx * cells)
-    for iy in range(n_y):
-        for j, (oy, ox) in enumerate(neighbours):
-            block = keys[iy + oy, ox : ox + n_x].view(n_x, n_ctx * cells, channels)
-            torch.bmm(queries[iy], block.transpose(1, 2), out=sim[j])
-        # [n_x, t², n_nb, T, t²]: candidates outside the frame or the window never win.
-        cand = sim.view(n_nb, n_x, cells, n_ctx, cells).permute(1, 2, 0, 3, 4)
-        valid = torch.stack([inside[iy + oy, ox : ox + n_x] for oy, ox in neighbours], 1)
+    out = keys.new_zeros(grid_y * grid_x, cells, k_classes)
+    bytes_per_row = n_nb * grid_x * cells * n_ctx * cells * 4
+    rows = max(1, min(n_y, chunk_bytes // bytes_per_row))
+    for r0 in range(0, n_y, rows):
+        r1 = min(n_y, r0 + rows)
+        q0 = (halo + r0) * grid_x + halo  # first real tile of row r0
+        q1 = (halo + r1 - 1) * grid_x + halo + n_x  # one past the last real tile of row r1-1
+        n_q = q1 - q0
+        sim = keys.new_empty(n_nb, n_q, cells, n_ctx * cells)
+        for j, off in enumerate(offsets):
+            torch.bmm(queries[q0:q1], keys[q0 + off : q1 + off].transpose(1, 2), out=sim[j])
+        # [n_q, t², n_nb, T, t²]: candidates outside the frame or the window never win.
+        valid = torch.stack([inside[q0 + off : q1 + off] for off in offsets], 1)
         valid = valid[:, None, :, None, :] & window[None, :, :, None, :]
-        cand = cand.masked_fill(~valid, float("-inf")).reshape(n_x, cells, -1)
-        top_val, top_idx = cand.topk(topk, dim=-1)  # [n_x, t², k]
+        cand = sim.view(n_nb, n_q, cells, n_ctx, cells).permute(1, 2, 0, 3, 4)
+        cand = cand.masked_fill(~valid, float("-inf")).reshape(n_q, cells, -1)
+        top_val, top_idx = cand.topk(topk, dim=-1)  # [n_q, t², k]
+        del sim, cand
         # exp(c / T) normalised to sum 1 == softmax(c / T) over the kept candidates.
         weights = torch.softmax(top_val / temperature, dim=-1)
-        labels = torch.stack([values[iy + oy, ox : ox + n_x] for oy, ox in neighbours], 1)
-        labels = labels.view(n_x, -1, k_classes)  # [n_x, n_nb * T * t², K]
-        picked = torch.gather(labels, 1, top_idx.view(n_x, -1, 1).expand(-1, -1, k_classes))
-        out[iy] = (weights.unsqueeze(-1) * picked.view(n_x, cells, topk, -1)).sum(2)
+        labels = torch.stack([values[q0 + off : q1 + off] for off in offsets], 1)
+        labels = labels.view(n_q, -1, k_classes)  # [n_q, n_nb * T * t², K]
+        picked = torch.gather(labels, 1, top_idx.view(n_q, -1, 1).expand(-1, -1, k_classes))
+        out[q0:q1] = (weights.unsqueeze(-1) * picked.view(n_q, cells, topk, -1)).sum(2)
 
-    out = out.view(n_y, n_x, tile, tile, k_classes).permute(4, 0, 2, 1, 3)
-    return out.reshape(k_classes, n_y * tile, n_x * tile)[:, :h, :w].contiguous()
+    out = out.view(grid_y, grid_x, tile, tile, k_classes)[halo : halo + n_y, halo : halo + n_x]
+    out = out.permute(4, 0, 2, 1, 3).reshape(k_classes, n_y * tile, n_x * tile)
+    return out[:, :h, :w].contiguous()
 
 
 def labels_to_mask(
@@ -179,11 +192,23 @@ def labels_to_mask(
     # Channels with a positive maximum are rescaled to [0, 1] (a constant one becomes 1).
     rescaled = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.ones_like(flat))
     scaled = torch.where(hi > 0, rescaled, flat)
-    labels = scaled.view_as(up).argmax(0)
+    labels = _argmax_channels(scaled.view_as(up))
     if out_size is not None and tuple(out_size) != tuple(labels.shape):
         labels = F.interpolate(labels[None, None].float(), size=out_size, mode="nearest-exact")
         labels = labels[0, 0].long()
     return labels
+
+
+def _argmax_channels(x: Tensor) -> Tensor:
+    """``x.argmax(0)`` for ``[K, H, W]`` with few channels, as K elementwise passes (a
+    reduction over the outer dimension is several times slower on the CPU). Ties go to the
+    lower channel, as with ``argmax``."""
+    best, index = x[0].clone(), torch.zeros(x.shape[1:], dtype=torch.long, device=x.device)
+    for c in range(1, x.shape[0]):
+        better = x[c] > best
+        best = torch.where(better, x[c], best)
+        index.masked_fill_(better, c)
+    return index
 
 
 class LabelPropagator:

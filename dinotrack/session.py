@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dinotrack.attention import iter_attention, upsample_attention
 from dinotrack.backbones import BackboneSpec, load_backbone
 from dinotrack.config import TrackerConfig
 from dinotrack.features import FeatureExtractor, network_input_size
@@ -22,6 +23,7 @@ from dinotrack.propagation import LabelPropagator, labels_to_mask, one_hot_label
 from dinotrack.video_io import FrameReader
 
 VideoSource = str | os.PathLike | Iterable[np.ndarray]
+StartMask = np.ndarray | Callable[[np.ndarray, Tensor, Tensor], np.ndarray]
 
 
 @dataclass
@@ -145,6 +147,29 @@ class Tracker:
         cfg = self.config
         return network_input_size(height, width, cfg.short_side, self.patch_size, cfg.resize_rule)
 
+    def attention(self, frames: Iterable[np.ndarray], upsample: str | None = None) -> Tensor:
+        """Class-token attention of the last block for each frame.
+
+        Args:
+            frames: ``[T, H, W, 3]`` uint8 RGB array, or an iterable of ``[H, W, 3]`` frames
+                of one size (batched through the backbone, ``config.batch_size`` at a time).
+            upsample: None for patch-level maps, else ``"nearest"`` or ``"bilinear"`` to
+                resize them to the frames' ``(H, W)``.
+
+        Returns:
+            ``[T, heads, h/p, w/p]`` float32 on the CPU, each head's map renormalised over
+            the patches so that it sums to 1 (see :mod:`dinotrack.attention`); with
+            ``upsample``, ``[T, heads, H, W]``.
+        """
+        maps = []
+        for frame, attn in iter_attention(self, frames):
+            if upsample is not None:
+                attn = upsample_attention(attn, frame.shape[:2], upsample)
+            maps.append(attn.cpu())
+        if not maps:
+            raise ValueError("no frames to compute the attention of")
+        return torch.stack(maps)
+
     def _tile(self) -> int:
         if self.config.tile is not None:
             return self.config.tile
@@ -236,7 +261,7 @@ class Tracker:
     def track(
         self,
         video: VideoSource,
-        first_mask: np.ndarray,
+        first_mask: StartMask,
         *,
         with_frames: bool = False,
         start: int = 0,
@@ -248,7 +273,10 @@ class Tracker:
         Args:
             video: Video file, directory of frames, or an iterable of ``[H, W, 3]`` uint8
                 RGB frames.
-            first_mask: ``[H, W]`` integer object ids of the first frame.
+            first_mask: ``[H, W]`` integer object ids of the first frame, or a function
+                ``(frame, feats [C, h/p, w/p], attn [heads, h/p, w/p]) -> ids`` that derives
+                them from the first frame's features and class-token attention, both from
+                one forward pass (e.g. :class:`dinotrack.attention.AutoStart`).
             with_frames: Also yield each RGB frame (e.g. to draw overlays).
             start: Index of the frame the mask belongs to (frames before it are skipped).
             stop: Index one past the last frame to process.
@@ -268,10 +296,13 @@ class Tracker:
             if session is None:
                 input_size = self.input_size(*batch[0].shape[:2])
             _check_sizes(batch, batch[0].shape if session is None else session.state.frame_size)
-            feats = self.extractor(np.stack(batch), input_size)
+            images = self.extractor.preprocess(np.stack(batch), input_size)
+            auto = session is None and callable(first_mask)
+            feats, attn = self.extractor.forward(images, attention=auto)
             for frame, frame_feats in zip(batch, feats, strict=True):
                 if session is None:
-                    mask = self._check_mask(first_mask, frame.shape[:2])
+                    mask = first_mask(frame, frame_feats, attn[0]) if auto else first_mask
+                    mask = self._check_mask(mask, frame.shape[:2])
                     session = self.start(frame, mask, feats=frame_feats)
                     mask = mask.astype(np.uint8 if mask.max() < 256 else np.int32)
                 else:

@@ -8,10 +8,13 @@ Plugged into the ``dinotrack`` CLI through the ``dinotrack.commands`` entry poin
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dinotrack.cli import add_tracker_arguments
 
 __all__ = ["register"]
 
@@ -45,6 +48,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_output_arguments(score)
     score.set_defaults(func=_run_score)
 
+    davis = commands.add_parser(
+        "davis",
+        help="propagate a DAVIS split with a backbone, then score it",
+        description="Track every sequence of a DAVIS split from its first annotated frame "
+        "(same flags and code path as `dinotrack segment`), write <out>/<sequence>/<frame>.png, "
+        "then score them into <out>. Sequences whose outputs are complete are not redone "
+        "unless --overwrite.",
+    )
+    _add_dataset_arguments(davis)
+    davis.add_argument("--out", required=True, type=Path, help="output folder")
+    davis.add_argument(
+        "--overwrite", action="store_true", help="track every sequence again (no resuming)"
+    )
+    add_tracker_arguments(davis)
+    _add_output_arguments(davis, json_default="<out>/scores-<split>.json")
+    davis.set_defaults(func=_run_davis)
+
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dataset")
@@ -66,7 +86,9 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resolution", default="480p", help="resolution folder (default 480p)")
 
 
-def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_output_arguments(
+    parser: argparse.ArgumentParser, json_default: str = "<results>/scores-<split>.json"
+) -> None:
     group = parser.add_argument_group("scoring")
     group.add_argument(
         "--workers",
@@ -78,7 +100,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--json",
         type=Path,
         default=None,
-        help="where to write the JSON record (default <results>/scores-<split>.json)",
+        help=f"also write the JSON record here (it is always written to {json_default})",
     )
 
 
@@ -89,20 +111,27 @@ def _comma_list(text: str) -> list[str]:
     return names
 
 
-def _run_score(args: argparse.Namespace) -> int:
+def _open_dataset(args: argparse.Namespace, require_images: bool = False):
+    """The split named by the dataset flags (after checking ``--workers``)."""
     from eval.davis import open_davis
-    from eval.report import evaluation_record, print_table, write_csvs, write_json
-    from eval.scoring import score_results
 
     if args.workers is not None and args.workers < 0:
         raise ValueError(f"--workers must be 0 or more, got {args.workers}")
-    dataset = open_davis(
+    return open_davis(
         args.root,
         args.split,
         sequences=args.sequences,
         year=args.year,
         resolution=args.resolution,
+        require_images=require_images,
     )
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from eval.report import evaluation_record, print_table, write_csvs, write_json
+    from eval.scoring import score_results
+
+    dataset = _open_dataset(args)
     results = Path(args.results)
     if not results.is_dir():
         raise FileNotFoundError(f"results folder {results} does not exist")
@@ -120,10 +149,74 @@ def _run_score(args: argparse.Namespace) -> int:
         evaluation,
         {"root": str(dataset.root), "results": str(results), "year": dataset.year},
     )
-    json_path = write_json(args.json or results / f"scores-{dataset.split}.json", record)
+    json_path = write_json(results / f"scores-{dataset.split}.json", record)
+    if args.json is not None:
+        write_json(args.json, record)
     print_table(evaluation)
     stderr.print(f"wrote {global_path}, {per_sequence_path} and {json_path}", soft_wrap=True)
     return 0
+
+
+def _run_davis(args: argparse.Namespace) -> int:
+    from dinotrack.cli import build_tracker
+    from eval.report import print_table, write_json
+    from eval.runner import run_davis
+
+    dataset = _open_dataset(args, require_images=True)
+    stderr = Console(stderr=True)
+    t0 = time.perf_counter()
+    tracker = build_tracker(args)  # the tracker of `dinotrack segment`, from the same flags
+    load_seconds = time.perf_counter() - t0
+    with _progress(stderr) as progress:
+        bar = _RichRunProgress(progress, len(dataset.sequences))
+        run = run_davis(
+            dataset,
+            tracker,
+            args.out,
+            weights=args.weights,
+            overwrite=args.overwrite,
+            workers=args.workers,
+            progress=bar,
+            extra={"timings": {"model_load_seconds": load_seconds}},
+        )
+    if args.json is not None:
+        write_json(args.json, run.record)
+    resumed = [r.name for r in run.sequences if r.resumed]
+    if resumed:
+        stderr.print(
+            f"resumed: {len(resumed)} sequence(s) already complete in {run.out} were not "
+            "tracked again (--overwrite redoes them)",
+            soft_wrap=True,
+        )
+    print_table(run.evaluation, title=f"DAVIS {dataset.split} - {tracker.spec.name}")
+    fps = run.record["timings"]["tracking_fps"]
+    stderr.print(
+        f"J&F {run.evaluation.global_row()['J&F-Mean']:.4f}; "
+        + (f"{fps:.2f} frames/s on {tracker.device}; " if fps else "")
+        + f"wrote {run.out}/scores-{dataset.split}.json and the CSVs",
+        soft_wrap=True,
+    )
+    return 0
+
+
+class _RichRunProgress:
+    """Two bars: sequences done, and frames of the current sequence."""
+
+    def __init__(self, progress: Progress, num_sequences: int) -> None:
+        self.progress = progress
+        self.sequences = progress.add_task("sequences", total=num_sequences)
+        self.frames = progress.add_task("frames", total=None)
+
+    def sequence_started(self, name: str, num_frames: int) -> None:
+        self.progress.reset(self.frames, total=num_frames, description=f"frames of {name}")
+
+    def frame_done(self) -> None:
+        self.progress.advance(self.frames)
+
+    def sequence_done(self, name: str, resumed: bool) -> None:
+        self.progress.advance(self.sequences)
+        if resumed:
+            self.progress.update(self.frames, completed=self.progress.tasks[self.frames].total)
 
 
 def _progress(console: Console) -> Progress:

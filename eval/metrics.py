@@ -244,12 +244,19 @@ def label_frame_scores(
             f"{num_objects} (the largest id of the first annotation)"
         )
     height, width = true_labels.shape
+    radius = boundary_tolerance(height, width, bound_th)
+    window = _foreground_window(true_labels, pred_labels)
+    if window is None:  # no object anywhere: empty unions and no boundaries
+        return np.ones(num_objects), np.ones(num_objects)
+    # Outside the window both images are background: it changes no count, and matching is
+    # invariant to the shift of both boundaries.
+    true_labels, pred_labels = true_labels[window], pred_labels[window]
     n = num_objects + 1
     # Joint histogram of (true id, predicted id); true ids above K are pooled into row K + 1.
-    if n * (n + 1) <= 256:
-        codes = np.minimum(true_labels, n).astype(np.uint8) * np.uint8(n) + pred_labels.astype(
-            np.uint8
-        )
+    if n * (n + 1) <= 256 and true_labels.dtype == pred_labels.dtype == np.uint8:
+        codes = np.minimum(true_labels, np.uint8(n))
+        codes *= np.uint8(n)
+        codes += pred_labels
     else:
         codes = np.minimum(true_labels, n).astype(np.intp) * n + pred_labels
     pair_counts = np.bincount(codes.reshape(-1), minlength=(n + 1) * n).reshape(n + 1, n)
@@ -258,7 +265,6 @@ def label_frame_scores(
     with np.errstate(invalid="ignore", divide="ignore"):
         j = np.where(union == 0, 1.0, inter / union)
 
-    radius = boundary_tolerance(height, width, bound_th)
     true_points = label_boundary_points(true_labels, num_objects)
     pred_points = label_boundary_points(pred_labels, num_objects)
     f = np.array(
@@ -308,6 +314,31 @@ def statistics(values: np.ndarray) -> Statistics:
         last = values[ids[3] : ids[4] + 1]
         decay = float(np.nanmean(first) - np.nanmean(last))
     return Statistics(mean=mean, recall=recall, decay=decay)
+
+
+def _foreground_window(
+    true_labels: np.ndarray, pred_labels: np.ndarray
+) -> tuple[slice, slice] | None:
+    """Smallest window that holds every non-zero pixel plus a one-pixel margin, or None.
+
+    The margin (clipped to the image) keeps the boundary maps exact: a background pixel above
+    or left of an object can be on its boundary, and the first background row below and column
+    right of the objects supply the neighbours that the last object pixels differ from, while
+    at the image's own edges the out-of-image rule still applies.
+    """
+    if true_labels.dtype == pred_labels.dtype:
+        nonzero = np.bitwise_or(true_labels, pred_labels)
+    else:
+        nonzero = (true_labels != 0) | (pred_labels != 0)
+    rows = np.flatnonzero(nonzero.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(nonzero.any(axis=0))
+    height, width = nonzero.shape
+    return (
+        slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)),
+        slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width)),
+    )
 
 
 def _count_within(points: np.ndarray, others: np.ndarray, radius: int) -> int:

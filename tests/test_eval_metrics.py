@@ -217,6 +217,24 @@ def test_label_frame_scores_equal_binary_scores_per_object():
         assert f[k - 1] == pytest.approx(_reference_f(true == k, pred == k, radius), abs=0)
 
 
+@pytest.mark.parametrize(("top", "left"), [(0, 0), (10, 20), (44, 70), (44, 0), (0, 70), (20, 79)])
+def test_label_frame_scores_on_objects_away_from_and_at_the_edges(top, left):
+    # Objects occupy a small part of the frame, so only a window around them is examined;
+    # placing them against each image edge checks the window keeps the edge rules.
+    true = np.zeros((50, 80), np.uint8)
+    pred = np.zeros((50, 80), np.uint8)
+    true[top : top + 6, left : left + 9] = 1
+    true[top : top + 3, left : left + 4] = 2
+    pred[top + 1 : top + 6, left : left + 7] = 1
+    pred[top : top + 2, left + 1 : left + 4] = 2
+    j, f = label_frame_scores(true, pred, 2, bound_th=2)
+    for k in (1, 2):
+        assert j[k - 1] == jaccard(true == k, pred == k)
+        assert f[k - 1] == _reference_f(true == k, pred == k, 2)
+    j, f = label_frame_scores(np.zeros_like(true), np.zeros_like(pred), 2)
+    assert list(j) == list(f) == [1.0, 1.0]
+
+
 def test_label_frame_scores_absent_objects():
     true = np.zeros((10, 10), np.uint8)
     true[2:5, 2:5] = 1
@@ -226,6 +244,10 @@ def test_label_frame_scores_absent_objects():
     j, f = label_frame_scores(true, pred, 3)
     np.testing.assert_array_equal(j, [1.0, 1.0, 0.0])
     np.testing.assert_array_equal(f, [1.0, 1.0, 0.0])
+    pred[0:2, 0:2] = 2  # predicted where the truth has no object 2: J = 0, F = 0 (P=0, R=1)
+    j, f = label_frame_scores(true, pred, 3)
+    np.testing.assert_array_equal(j, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(f, [1.0, 0.0, 0.0])
 
 
 def test_label_frame_scores_rejects_ids_above_k():

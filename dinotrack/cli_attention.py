@@ -1,0 +1,215 @@
+"""``dinotrack attention``: the last block's class-token attention of an image or a video.
+
+For an image, ``--out`` is a directory (published atomically) holding, for each head
+``k`` and for the mean of the heads:
+
+- ``head-KK.png`` / ``mean.png``: the map coloured over the image (viridis, each map scaled
+  by its own maximum), with the outline of its mass-threshold set;
+- ``head-KK-mask.png`` / ``mean-mask.png``: that set (the smallest set of patches holding
+  ``--mass`` of the map) as a palette PNG, id 1 = inside; usable as ``segment --mask``;
+- ``attention.npy``: the patch-level maps ``[heads, h/p, w/p]`` float32, each summing to 1.
+
+For a video (or a directory of frames), ``--out`` is an mp4/mov/mkv showing the mean map (or
+``--head K``) coloured the same way, frame by frame; frames are streamed, so memory does not
+grow with the video's length, and the file appears only once complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from dinotrack.attention import (
+    DEFAULT_MASS,
+    UPSAMPLE_MODES,
+    attention_overlay,
+    iter_attention,
+    mass_threshold,
+    upsample_attention,
+)
+from dinotrack.masks import blend_overlay, davis_palette, write_mask
+from dinotrack.video_io import VIDEO_SUFFIXES, FrameReader, OverlayWriter
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""Input file suffixes read as a single image (case-insensitive)."""
+
+_VIDEO_OUTPUTS = (".mp4", ".mov", ".mkv")
+
+
+def outline_palette() -> np.ndarray:
+    """The DAVIS palette with id 1 white: the colour of the mass-threshold outlines."""
+    palette = davis_palette()
+    palette[1] = (255, 255, 255)  # the mass-threshold outline, white over the colour map
+    return palette
+
+
+def add_attention_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``attention`` sub-command to the ``dinotrack`` parser."""
+    from dinotrack.cli import add_tracker_arguments
+
+    p = subparsers.add_parser(
+        "attention",
+        help="show the class-token attention of an image or a video (no labels needed)",
+        description="Write the last block's class-token attention per head and averaged "
+        "over the heads, and the smallest patch sets holding --mass of it: for an image a "
+        "directory of PNGs, for a video an mp4 of the mean map (or --head) over the frames.",
+    )
+    p.add_argument("input", help="image (jpg, png, ...), video file, or directory of frames")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="image input: output directory; video input: output .mp4, .mov or .mkv file",
+    )
+    p.add_argument(
+        "--upsample",
+        default="nearest",
+        choices=UPSAMPLE_MODES,
+        help="how patch maps are resized to the image (default: nearest, as the DINO figures)",
+    )
+    p.add_argument(
+        "--mass",
+        type=float,
+        default=DEFAULT_MASS,
+        help="share of each map's attention mass the thresholded masks hold (default 0.6)",
+    )
+    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the colours, 0..1")
+    p.add_argument("--no-outline", action="store_true", help="do not outline the thresholded set")
+    p.add_argument("--head", type=int, default=None, help="video: show this head, not the mean")
+    p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many")
+    add_tracker_arguments(p)
+    p.set_defaults(func=run_attention)
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    """Run ``dinotrack attention``; returns the exit status."""
+    source = Path(args.input)
+    if not source.exists():
+        raise FileNotFoundError(f"input {source} does not exist")
+    if not 0.0 < args.mass <= 1.0:
+        raise ValueError(f"--mass must be in (0, 1], got {args.mass}")
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
+        return _run_image(args, source)
+    return _run_video(args, source)
+
+
+def render(
+    frame: np.ndarray,
+    attn_map: Tensor,
+    *,
+    upsample: str = "nearest",
+    mass: float = DEFAULT_MASS,
+    alpha: float = 0.6,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One attention map coloured over its frame, and the map's mass-threshold mask.
+
+    Args:
+        frame: ``[H, W, 3]`` uint8 RGB.
+        attn_map: ``[h, w]`` patch-level map.
+        upsample: ``"nearest"`` or ``"bilinear"`` resizing of the map to the frame.
+        mass: Share of the map's mass the mask holds.
+        alpha: Opacity of the colours.
+
+    Returns:
+        ``(picture, mask)``: ``[H, W, 3]`` uint8 RGB and ``[H, W]`` uint8 (1 = kept patch).
+        ``blend_overlay(picture, mask, outline_palette(), alpha=0.0)`` outlines the mask.
+    """
+    size = (int(frame.shape[0]), int(frame.shape[1]))
+    picture = attention_overlay(frame, upsample_attention(attn_map, size, upsample), alpha)
+    keep = mass_threshold(attn_map, mass)
+    mask = (upsample_attention(keep, size, "nearest") > 0.5).cpu().numpy().astype(np.uint8)
+    return picture, mask
+
+
+def _render_args(args: argparse.Namespace) -> dict:
+    return dict(upsample=args.upsample, mass=args.mass, alpha=args.alpha)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+
+
+def _run_image(args: argparse.Namespace, source: Path) -> int:
+    from dinotrack.cli import _OutputDir, build_tracker
+
+    target = Path(args.out)
+    if target.suffix.lower() in VIDEO_SUFFIXES:
+        raise ValueError(
+            f"{source} is an image: --out names a directory of PNGs, not a video ({target})"
+        )
+    frame = _read_image(source)
+    tracker = build_tracker(args)
+    attn = tracker.attention(frame[None])[0]  # [heads, h/p, w/p], each summing to 1
+    maps = torch.cat([attn, attn.mean(0, keepdim=True)])
+    names = [f"head-{k:02d}" for k in range(len(attn))] + ["mean"]
+    out = _OutputDir(target)
+    try:
+        for name, attn_map in zip(names, maps, strict=True):
+            picture, mask = render(frame, attn_map, **_render_args(args))
+            outline = np.zeros_like(mask) if args.no_outline else mask
+            # alpha 0 keeps the colours and only draws the outline (see blend_overlay).
+            picture = blend_overlay(picture, outline, outline_palette(), alpha=0.0)
+            Image.fromarray(picture).save(out.tmp / f"{name}.png")
+            write_mask(out.tmp / f"{name}-mask.png", mask)
+        np.save(out.tmp / "attention.npy", attn.numpy())
+        out.publish()
+    except BaseException:
+        out.discard()
+        raise
+    print(
+        f"attention of {len(attn)} heads of {tracker.spec.name} on a "
+        f"{frame.shape[1]}x{frame.shape[0]} image -> {target}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _run_video(args: argparse.Namespace, source: Path) -> int:
+    from dinotrack.cli import build_tracker
+
+    target = Path(args.out)
+    if target.suffix.lower() not in _VIDEO_OUTPUTS:
+        raise ValueError(
+            f"{source} is a video: --out must be a {'/'.join(_VIDEO_OUTPUTS)} file, got {target}"
+        )
+    reader = FrameReader(source, stop=args.max_frames)
+    try:
+        info = reader.info
+        tracker = build_tracker(args)
+        heads = int(tracker.extractor.net.blocks[-1].attn.num_heads)
+        if args.head is not None and not 0 <= args.head < heads:
+            raise ValueError(f"--head {args.head} does not exist: the backbone has {heads} heads")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        start, count = time.perf_counter(), 0
+        settings = _render_args(args)
+        # With alpha 0 the writer keeps the pictures' colours and only outlines the masks,
+        # as the image path does.
+        size = (info.width, info.height)
+        with OverlayWriter(target, info.fps, *size, outline_palette(), alpha=0.0) as writer:
+            for frame, attn in iter_attention(tracker, reader):
+                attn_map = attn.mean(0) if args.head is None else attn[args.head]
+                picture, mask = render(frame, attn_map, **settings)
+                writer.write(picture, np.zeros_like(mask) if args.no_outline else mask)
+                count += 1
+    finally:
+        reader.close()
+    elapsed = time.perf_counter() - start
+    shown = "the mean of the heads" if args.head is None else f"head {args.head}"
+    print(
+        f"attention video of {count} frames ({shown} of {tracker.spec.name}), "
+        f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} -> {target}",
+        file=sys.stderr,
+    )
+    return 0

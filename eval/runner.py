@@ -1,0 +1,319 @@
+"""``eval davis``: propagate every sequence of a DAVIS split with a tracker, then score it.
+
+Each sequence is tracked from its first annotated frame with :meth:`dinotrack.Tracker.track`
+(the code path of ``dinotrack segment``), and every frame's mask is written as a palette PNG
+``<out>/<sequence>/<frame>.png`` named like the annotations. A sequence whose output files are
+all present is not tracked again (an interrupted run resumes), unless ``overwrite``; the run's
+description (backbone, weights checksum, configuration) is kept in ``<out>/run.json`` so that a
+resumed run cannot mix outputs of two configurations.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from dinotrack import __version__ as dinotrack_version
+from dinotrack.backbones import BackboneSpec, file_sha256, hub_weights_path
+from dinotrack.masks import write_mask
+from dinotrack.session import Tracker
+from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
+from eval.report import evaluation_record, write_csvs, write_json, write_text_atomic
+from eval.scoring import Evaluation, score_results
+
+__all__ = [
+    "DavisRun",
+    "RunProgress",
+    "SequenceRun",
+    "backbone_record",
+    "output_complete",
+    "propagate_sequence",
+    "run_davis",
+]
+
+RUN_FILE = "run.json"
+
+
+class RunProgress(Protocol):
+    """Receives progress events of :func:`run_davis` (e.g. to drive a progress bar)."""
+
+    def sequence_started(self, name: str, num_frames: int) -> None:
+        """A sequence of ``num_frames`` frames starts (or is skipped when resumed)."""
+
+    def frame_done(self) -> None:
+        """One more frame was segmented and written."""
+
+    def sequence_done(self, name: str, resumed: bool) -> None:
+        """A sequence finished; ``resumed`` when its outputs were already complete."""
+
+
+class _NoProgress:
+    def sequence_started(self, name: str, num_frames: int) -> None:
+        pass
+
+    def frame_done(self) -> None:
+        pass
+
+    def sequence_done(self, name: str, resumed: bool) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SequenceRun:
+    """What happened to one sequence.
+
+    Attributes:
+        name: Sequence name.
+        num_frames: Frames written (from the first annotated frame to the last frame).
+        seconds: Wall-clock tracking time, or None when the outputs were reused.
+    """
+
+    name: str
+    num_frames: int
+    seconds: float | None
+
+    @property
+    def resumed(self) -> bool:
+        """True when the sequence's outputs were complete and it was not tracked again."""
+        return self.seconds is None
+
+
+@dataclass(frozen=True)
+class DavisRun:
+    """Result of :func:`run_davis`.
+
+    Attributes:
+        out: Output folder.
+        evaluation: The scores.
+        sequences: Per-sequence tracking records.
+        record: The JSON record written to ``<out>/scores-<split>.json``.
+    """
+
+    out: Path
+    evaluation: Evaluation
+    sequences: tuple[SequenceRun, ...]
+    record: dict[str, Any]
+
+
+def backbone_record(spec: BackboneSpec, weights: str | Path | None) -> dict[str, Any]:
+    """Which network and which weights a tracker used, for result files.
+
+    Args:
+        spec: The tracker's backbone spec.
+        weights: The weights file passed by the user, or None for the backbone's own.
+
+    Returns:
+        ``backbone`` (registry name), ``weights`` (a path, ``"random"`` for test backbones,
+        or the official file in the hub cache) and ``weights_sha256`` (None when unknown).
+    """
+    if weights is not None:
+        path = Path(weights)
+        return {"backbone": spec.name, "weights": str(path), "weights_sha256": file_sha256(path)}
+    if spec.random_weights:
+        return {"backbone": spec.name, "weights": "random", "weights_sha256": None}
+    if spec.url is not None:
+        path = hub_weights_path(spec)
+        if path.is_file():
+            return {
+                "backbone": spec.name,
+                "weights": str(path),
+                "weights_sha256": file_sha256(path),
+            }
+    return {"backbone": spec.name, "weights": spec.url or spec.local_file, "weights_sha256": None}
+
+
+def output_complete(sequence: DavisSequence, out: str | Path) -> bool:
+    """Whether ``<out>/<sequence>/`` holds a mask for every frame the run would write.
+
+    Args:
+        sequence: The sequence (needs its image paths).
+        out: Output root.
+    """
+    folder = Path(out) / sequence.name
+    return all((folder / name).is_file() for name in _output_names(sequence))
+
+
+def propagate_sequence(
+    tracker: Tracker,
+    sequence: DavisSequence,
+    out: str | Path,
+    progress: RunProgress | None = None,
+) -> int:
+    """Track one sequence from its first annotated frame and write every frame's mask.
+
+    Args:
+        tracker: The tracker.
+        sequence: The sequence; needs its JPEG frames and a first annotation.
+        out: Output root; masks go to ``<out>/<sequence>/<frame>.png`` (palette PNGs).
+        progress: Told about each frame written.
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        FileNotFoundError: The sequence has no JPEG frames.
+        ValueError: The first annotation matches no frame, or holds no object.
+    """
+    progress = progress or _NoProgress()
+    start = _first_annotated_index(sequence)
+    first = read_annotation(sequence.annotation_paths[0])
+    first = np.where(first == VOID_ID, 0, first).astype(np.uint8)
+    if not first.any():
+        raise ValueError(
+            f"first annotation {sequence.annotation_paths[0]} of sequence {sequence.name} holds "
+            "no object; nothing to propagate"
+        )
+    folder = Path(out) / sequence.name
+    folder.mkdir(parents=True, exist_ok=True)
+    names = _output_names(sequence)
+    count = 0
+    frames = _read_frames(sequence.image_paths[start:])
+    for index, mask in tracker.track(frames, first):
+        write_mask(folder / names[index], mask)
+        count += 1
+        progress.frame_done()
+    if count != len(names):
+        raise RuntimeError(
+            f"sequence {sequence.name}: the tracker returned {count} masks for {len(names)} frames"
+        )
+    return count
+
+
+def run_davis(
+    dataset: DavisDataset,
+    tracker: Tracker,
+    out: str | Path,
+    *,
+    weights: str | Path | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: RunProgress | None = None,
+    extra: dict[str, Any] | None = None,
+) -> DavisRun:
+    """Propagate every sequence of a split, score the outputs and write the reports.
+
+    Args:
+        dataset: The split, opened with ``require_images=True``.
+        tracker: The tracker (backbone and configuration).
+        out: Output root: masks, ``run.json``, the official CSVs and ``scores-<split>.json``.
+        weights: The weights file the tracker was built from, for the checksum (None: the
+            backbone's own weights).
+        overwrite: Track every sequence again even when its outputs are complete.
+        workers: Scoring processes (see :func:`eval.scoring.score_results`).
+        progress: Progress events receiver.
+        extra: More top-level entries for the JSON record.
+
+    Returns:
+        The :class:`DavisRun`.
+
+    Raises:
+        ValueError: ``out`` holds outputs of another backbone, weights or configuration and
+            ``overwrite`` is False.
+    """
+    progress = progress or _NoProgress()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run = {
+        "split": dataset.split,
+        "root": str(dataset.root),
+        **backbone_record(tracker.spec, weights),
+        "config": tracker.config.to_dict(),
+    }
+    _check_run_file(out, run, overwrite)
+    write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
+
+    runs: list[SequenceRun] = []
+    started = time.perf_counter()
+    for sequence in dataset.sequences:
+        num_frames = len(_output_names(sequence))
+        progress.sequence_started(sequence.name, num_frames)
+        if not overwrite and output_complete(sequence, out):
+            runs.append(SequenceRun(sequence.name, num_frames, None))
+            progress.sequence_done(sequence.name, True)
+            continue
+        t0 = time.perf_counter()
+        written = propagate_sequence(tracker, sequence, out, progress)
+        runs.append(SequenceRun(sequence.name, written, time.perf_counter() - t0))
+        progress.sequence_done(sequence.name, False)
+    tracking_seconds = time.perf_counter() - started
+
+    evaluation = score_results(dataset, out, workers=workers)
+    write_csvs(evaluation, out)
+    tracked = [r for r in runs if not r.resumed]
+    frames_tracked = sum(r.num_frames for r in tracked)
+    seconds_tracked = sum(r.seconds or 0.0 for r in tracked)
+    record = evaluation_record(
+        evaluation,
+        {
+            "dinotrack_version": dinotrack_version,
+            "root": str(dataset.root),
+            "year": dataset.year,
+            "results": str(out),
+            **{k: v for k, v in run.items() if k not in ("split", "root")},
+            "device": str(tracker.device),
+            **(extra or {}),
+            "resumed_sequences": [r.name for r in runs if r.resumed],
+            "timings": {
+                "tracking_seconds": tracking_seconds,
+                "frames_tracked": frames_tracked,
+                "tracking_fps": frames_tracked / seconds_tracked if seconds_tracked else None,
+                "per_sequence": {
+                    r.name: {"frames": r.num_frames, "seconds": r.seconds} for r in tracked
+                },
+            },
+        },
+    )
+    write_json(out / f"scores-{dataset.split}.json", record)
+    return DavisRun(out=out, evaluation=evaluation, sequences=tuple(runs), record=record)
+
+
+def _check_run_file(out: Path, run: dict[str, Any], overwrite: bool) -> None:
+    path = out / RUN_FILE
+    if overwrite or not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); use --overwrite") from error
+    keys = ("backbone", "weights_sha256", "config")
+    changed = [k for k in keys if previous.get(k) != run[k]]
+    if changed:
+        raise ValueError(
+            f"{out} holds outputs of another run (different {', '.join(changed)}: see "
+            f"{path}); resuming would mix them. Use another --out, or --overwrite to redo "
+            "every sequence"
+        )
+
+
+def _first_annotated_index(sequence: DavisSequence) -> int:
+    if not sequence.image_paths:
+        raise FileNotFoundError(
+            f"sequence {sequence.name} has no JPEG frames; propagating needs "
+            "JPEGImages/<resolution>/<sequence>/*.jpg"
+        )
+    stems = [p.stem for p in sequence.image_paths]
+    first = sequence.annotation_paths[0].stem
+    if first not in stems:
+        raise ValueError(
+            f"first annotation {sequence.annotation_paths[0]} of sequence {sequence.name} "
+            f"matches no frame in {sequence.image_paths[0].parent} (expected {first}.jpg)"
+        )
+    return stems.index(first)
+
+
+def _output_names(sequence: DavisSequence) -> list[str]:
+    start = _first_annotated_index(sequence)
+    return [f"{p.stem}.png" for p in sequence.image_paths[start:]]
+
+
+def _read_frames(paths: tuple[Path, ...]) -> Iterator[np.ndarray]:
+    for path in paths:
+        with Image.open(path) as image:
+            yield np.asarray(image.convert("RGB"))

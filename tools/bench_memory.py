@@ -1,0 +1,91 @@
+"""Peak resident memory of `dinotrack segment` on a long 720p clip, for 60 vs all frames.
+
+Streaming means the peak must not grow with the number of frames. Each run is a fresh process
+that runs the CLI in-process and reports its own peak RSS (VmHWM).
+
+    python tools/bench_memory.py --video ../shared/data/videos-wild/02_cups.mp4 \
+        --frames 60,300 --model test_vit_tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+CHILD = """
+import json, sys, time
+from pathlib import Path
+from dinotrack.cli import main
+start = time.perf_counter()
+code = main(sys.argv[1:])
+elapsed = time.perf_counter() - start
+hwm = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM'))
+print(json.dumps({'code': code, 'seconds': elapsed, 'peak_rss_gb': int(hwm.split()[1]) / 2**20}))
+"""
+
+
+def first_mask(video: str, path: Path) -> None:
+    import numpy as np
+
+    from dinotrack.masks import write_mask
+    from dinotrack.video_io import iter_frames
+
+    frame = next(iter_frames(video))
+    mask = np.zeros(frame.shape[:2], np.uint8)
+    h, w = mask.shape
+    mask[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3] = 1
+    write_mask(path, mask)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--video", default=str(HERE.parent.parent / "shared/data/videos-wild/02_cups.mp4")
+    )
+    parser.add_argument("--frames", default="60,300")
+    parser.add_argument("--model", default="test_vit_tiny")
+    parser.add_argument("--short-side", default="480")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        mask = Path(tmp) / "mask.png"
+        first_mask(args.video, mask)
+        for n in args.frames.split(","):
+            cmd = [
+                sys.executable,
+                "-c",
+                CHILD,
+                "segment",
+                args.video,
+                "--mask",
+                str(mask),
+                "--out",
+                str(Path(tmp) / f"out{n}"),
+                "--max-frames",
+                n,
+                "--model",
+                args.model,
+                "--short-side",
+                args.short_side,
+                "--device",
+                "cpu",
+            ]
+            start = time.perf_counter()
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            written = len(list((Path(tmp) / f"out{n}").iterdir()))
+            print(
+                f"{args.model}, {n} frames of {Path(args.video).name} (short side "
+                f"{args.short_side}): {written} masks in {time.perf_counter() - start:.0f} s, "
+                f"peak RSS {res['peak_rss_gb']:.2f} GB"
+            )
+
+
+if __name__ == "__main__":
+    main()
