@@ -362,8 +362,7 @@ def _run(
     if ckpt is not None:
         sources = sources_from_json(ckpt["sources"])
     else:
-        found = find_sources(cfg.data.paths, cfg.data.decoder) if info.is_main else None
-        sources = _broadcast(found)
+        sources = _main_then_share(info, lambda: find_sources(cfg.data.paths, cfg.data.decoder))
     dataset = FrameBatches(
         sources,
         cfg.optim.batch_size,
@@ -449,12 +448,21 @@ def _run(
     return TrainResult(out, trainer.step, resumed_from, ckpt_path, out / EXPORT_NAME, last)
 
 
-def _broadcast(sources: Any) -> Any:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        box = [sources]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-    return sources
+def _main_then_share(info: distributed.DistInfo, compute: Callable[[], Any]) -> Any:
+    """Run ``compute`` on rank 0 and give its result, or its error, to every rank."""
+    if not info.distributed:
+        return compute()
+    box: list[Any] = [None]
+    if info.is_main:
+        try:
+            box[0] = ("ok", compute())
+        except (ValueError, FileNotFoundError) as exc:
+            box[0] = (type(exc).__name__, str(exc))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "ok":
+        return value
+    raise (FileNotFoundError if status == "FileNotFoundError" else ValueError)(value)
 
 
 def _check_resumable(

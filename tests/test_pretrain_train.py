@@ -192,3 +192,27 @@ def test_registers_the_dinotrack_subcommand():
     assert (cfg.optim.batch_size, cfg.max_steps, cfg.device) == (7, 3, "cpu")
     assert cfg.optim.epochs == 100 and cfg.model.out_dim == 65536  # the paper's defaults
     assert callable(args.func)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_paths_run_on_the_cpu(tmp_path, precision):
+    """The autocast (and, for fp16, gradient-scaler) code that CUDA runs use, here on the CPU."""
+    from pretrain.distributed import setup
+
+    def losses(precision):
+        cfg = tiny_config(tmp_path, [tmp_path], precision=precision)
+        trainer = Trainer(cfg, setup("cpu"), resolve_backbone("test_vit_tiny"), 2)
+        gen = torch.Generator().manual_seed(0)
+        views = [torch.randn(2, 3, 32, 32, generator=gen) for _ in range(2)]
+        views += [torch.randn(2, 3, 16, 16, generator=gen) for _ in range(2)]
+        torch.manual_seed(0)
+        return trainer, [trainer.train_step(views)["loss"] for _ in range(2)]
+
+    reference = losses("fp32")[1]
+    trainer, mixed = losses(precision)
+    assert trainer.precision == precision and trainer.step == 2
+    assert mixed[0] == pytest.approx(reference[0], rel=0.02)
+    assert all(math.isfinite(x) for x in mixed)
+    assert (trainer.scaler is not None) == (precision == "fp16")
+    if trainer.scaler is not None:
+        assert trainer.state_dict()["scaler"]["scale"] > 0
