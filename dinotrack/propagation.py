@@ -145,11 +145,11 @@ def propagate_labels(
         sim = keys.new_empty(n_nb, n_q, cells, n_ctx * cells)
         for j, off in enumerate(offsets):
             torch.bmm(queries[q0:q1], keys[q0 + off : q1 + off].transpose(1, 2), out=sim[j])
-        # [n_q, t², n_nb, T, t²]: candidates outside the frame or the window never win.
-        valid = torch.stack([inside[q0 + off : q1 + off] for off in offsets], 1)
-        valid = valid[:, None, :, None, :] & window[None, :, :, None, :]
-        cand = sim.view(n_nb, n_q, cells, n_ctx, cells).permute(1, 2, 0, 3, 4)
-        cand = cand.masked_fill(~valid, float("-inf")).reshape(n_q, cells, -1)
+        # Candidates outside the frame or outside the target's window never win.
+        valid = torch.stack([inside[q0 + off : q1 + off] for off in offsets])  # [n_nb, n_q, t²]
+        valid = valid[:, :, None, None, :] & window.transpose(0, 1)[:, None, :, None, :]
+        sim.view(n_nb, n_q, cells, n_ctx, cells).masked_fill_(~valid, float("-inf"))
+        cand = sim.permute(1, 2, 0, 3).reshape(n_q, cells, -1)  # [n_q, t², n_nb * T * t²]
         top_val, top_idx = cand.topk(topk, dim=-1)  # [n_q, t², k]
         del sim, cand
         # exp(c / T) normalised to sum 1 == softmax(c / T) over the kept candidates.
