@@ -234,7 +234,8 @@ def run_segment(args: argparse.Namespace) -> int:
     console.print(
         f"segmented {count} frames, {len(objects)} object(s) {objects}, "
         f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} "
-        f"({tracker.spec.name}) -> {args.out}" + (f", overlay {args.overlay}" if overlay else "")
+        f"({tracker.spec.name}) -> {args.out}" + (f", overlay {args.overlay}" if overlay else ""),
+        soft_wrap=True,
     )
     return 0
 
