@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dinotrack.atomic_files import atomic_output
 from dinotrack.checkpoints import export_metadata, load_into, read_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -202,17 +203,15 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     try:
-        torch.hub.download_url_to_file(spec.url, str(tmp), progress=progress)
+        with atomic_output(path) as tmp:
+            torch.hub.download_url_to_file(spec.url, str(tmp), progress=progress)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
         raise RuntimeError(
             f"could not download the weights of {spec.name!r} from {spec.url} ({exc}). "
             f"Download that file by hand and place it at {path}, or pass a local file with "
             "--weights PATH (weights=PATH in Python)."
         ) from exc
-    os.replace(tmp, path)
     return path
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dinotrack.atomic_files import atomic_output
+
 EXPORT_FORMAT = "dinotrack.backbone"
 EXPORT_VERSION = 1
 
@@ -189,10 +191,6 @@ def save_backbone_export(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

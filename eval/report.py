@@ -14,8 +14,6 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dinotrack.atomic_files import atomic_output
 from eval.scoring import GLOBAL_COLUMNS, Evaluation
 
 __all__ = [
@@ -147,15 +146,8 @@ def print_table(
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write text to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
+        handle.write(text)
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:

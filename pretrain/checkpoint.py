@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from dinotrack.atomic_files import atomic_output
+
 CHECKPOINT_NAME = "checkpoint.pth"
 EXPORT_NAME = "backbone.pth"
 FORMAT = "dinotrack.pretrain"
@@ -26,15 +28,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write ``payload`` (plus format tags) to ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT, "version": VERSION, **payload}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 

@@ -13,13 +13,14 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from dinotrack.atomic_files import atomic_output
+from dinotrack.features import PRECISIONS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODERS = ("auto", "decord", "pyav")
 
 
@@ -311,7 +312,5 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     """Write ``payload`` as indented JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
