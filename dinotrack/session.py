@@ -254,8 +254,7 @@ class Tracker:
     @staticmethod
     def channels_to_ids(channels: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
         """Map channel indices back to user object ids (uint8 if all < 256, else int32)."""
-        dtype = np.uint8 if max(object_ids, default=0) < 256 else np.int32
-        table = np.array((0, *object_ids), dtype=dtype)
+        table = np.array((0, *object_ids), dtype=_ids_dtype(object_ids))
         return table[channels]
 
     def track(
@@ -304,13 +303,18 @@ class Tracker:
                     mask = first_mask(frame, frame_feats, attn[0]) if auto else first_mask
                     mask = self._check_mask(mask, frame.shape[:2])
                     session = self.start(frame, mask, feats=frame_feats)
-                    mask = mask.astype(np.uint8 if mask.max() < 256 else np.int32)
+                    mask = mask.astype(_ids_dtype(session.object_ids))
                 else:
                     mask = session.step_features(frame_feats)
                 yield (index, mask, frame) if with_frames else (index, mask)
                 index += 1
         if session is None:
             raise ValueError(f"no frames to track in {video}")
+
+
+def _ids_dtype(object_ids: tuple[int, ...]) -> type[np.integer]:
+    """Output mask dtype: uint8 when every id fits (palette PNGs), else int32."""
+    return np.uint8 if max(object_ids, default=0) < 256 else np.int32
 
 
 def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:

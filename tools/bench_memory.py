@@ -19,15 +19,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-CHILD = """
+CHILD = f"""
 import json, sys, time
-from pathlib import Path
+sys.path.insert(0, {str(HERE)!r})
 from dinotrack.cli import main
+from process_memory import peak_rss_gb
 start = time.perf_counter()
 code = main(sys.argv[1:])
 elapsed = time.perf_counter() - start
-hwm = next(l for l in Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM'))
-print(json.dumps({'code': code, 'seconds': elapsed, 'peak_rss_gb': int(hwm.split()[1]) / 2**20}))
+print(json.dumps({{'code': code, 'seconds': elapsed, 'peak_rss_gb': peak_rss_gb()}}))
 """
 
 

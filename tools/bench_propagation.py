@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_protocol import dense_propagation, neighbourhood_mask  # noqa: E402
+from process_memory import peak_rss_gb  # noqa: E402
 
 from dinotrack.propagation import propagate_labels  # noqa: E402
 
@@ -70,14 +70,6 @@ def compare(repeats: int) -> dict:
         "identical_argmax": bool(torch.equal(fast.argmax(0), dense.argmax(0))),
         "threads": torch.get_num_threads(),
     }
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss, not inherited)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def step_1080p() -> None:

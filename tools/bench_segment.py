@@ -19,17 +19,11 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-
-
-def peak_rss_gb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
+sys.path.insert(0, str(HERE))
+from process_memory import peak_rss_gb  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:
-    sys.path.insert(0, str(HERE))
     from official_protocol import OfficialProtocol
 
     from dinotrack import Tracker, TrackerConfig, load_backbone
