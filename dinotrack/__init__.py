@@ -8,13 +8,28 @@ Typical use::
         ...
 """
 
-from dinotrack.attention import AutoStart, auto_start_mask, mass_threshold
-from dinotrack.backbones import BackboneSpec, get_backbone_spec, list_backbones, load_backbone
-from dinotrack.config import TrackerConfig
-from dinotrack.propagation import LabelPropagator, propagate_labels, propagate_sequence
-from dinotrack.session import Tracker, TrackingSession
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+# Public names and the modules that define them. They are imported on first use, so that
+# `dinotrack --help` and `dinotrack eval score` start without importing torch.
+_EXPORTS = {
+    "AutoStart": "dinotrack.attention",
+    "auto_start_mask": "dinotrack.attention",
+    "mass_threshold": "dinotrack.attention",
+    "BackboneSpec": "dinotrack.backbones",
+    "get_backbone_spec": "dinotrack.backbones",
+    "list_backbones": "dinotrack.backbones",
+    "load_backbone": "dinotrack.backbones",
+    "TrackerConfig": "dinotrack.config",
+    "LabelPropagator": "dinotrack.propagation",
+    "propagate_labels": "dinotrack.propagation",
+    "propagate_sequence": "dinotrack.propagation",
+    "Tracker": "dinotrack.session",
+    "TrackingSession": "dinotrack.session",
+}
 
 __all__ = [
     "AutoStart",
@@ -31,3 +46,23 @@ __all__ = [
     "propagate_labels",
     "propagate_sequence",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'dinotrack' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:
+    from dinotrack.attention import AutoStart, auto_start_mask, mass_threshold
+    from dinotrack.backbones import BackboneSpec, get_backbone_spec, list_backbones, load_backbone
+    from dinotrack.config import TrackerConfig
+    from dinotrack.propagation import LabelPropagator, propagate_labels, propagate_sequence
+    from dinotrack.session import Tracker, TrackingSession

@@ -33,16 +33,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
 from dinotrack.masks import resize_mask
 
 if TYPE_CHECKING:
     from dinotrack.session import Tracker
 
-UPSAMPLE_MODES = ("nearest", "bilinear")
-"""How patch-level maps are resized to the frame."""
-
-DEFAULT_MASS = 0.6
-"""Share of the attention mass the thresholded maps keep (the DINO paper's figures)."""
 
 Box = tuple[int, int, int, int]
 

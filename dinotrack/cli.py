@@ -21,9 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from dinotrack import __version__
-from dinotrack.cli_attention import add_attention_parser
-from dinotrack.config import TrackerConfig
-from dinotrack.features import PRECISIONS, RESIZE_RULES
+from dinotrack.config import (
+    DEFAULT_MASS,
+    PRECISIONS,
+    RESIZE_RULES,
+    UPSAMPLE_MODES,
+    TrackerConfig,
+)
 
 # Errors that are the user's to fix: one line, exit status 2, no traceback.
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
@@ -121,6 +125,46 @@ def _segment_parser(subparsers) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)
+
+
+def _attention_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "attention",
+        help="show the class-token attention of an image or a video (no labels needed)",
+        description="Write the last block's class-token attention per head and averaged "
+        "over the heads, and the smallest patch sets holding --mass of it: for an image a "
+        "directory of PNGs, for a video an mp4 of the mean map (or --head) over the frames.",
+    )
+    p.add_argument("input", help="image (jpg, png, ...), video file, or directory of frames")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="image input: output directory; video input: output .mp4, .mov or .mkv file",
+    )
+    p.add_argument(
+        "--upsample",
+        default="nearest",
+        choices=UPSAMPLE_MODES,
+        help="how patch maps are resized to the image (default: nearest, as the DINO figures)",
+    )
+    p.add_argument(
+        "--mass",
+        type=float,
+        default=DEFAULT_MASS,
+        help="share of each map's attention mass the thresholded masks hold (default 0.6)",
+    )
+    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the colours, 0..1")
+    p.add_argument("--no-outline", action="store_true", help="do not outline the thresholded set")
+    p.add_argument("--head", type=int, default=None, help="video: show this head, not the mean")
+    p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many")
+    add_tracker_arguments(p)
+    p.set_defaults(func=run_attention)
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from dinotrack.cli_attention import run_attention as run
+
+    return run(args)
 
 
 def _models_parser(subparsers) -> None:
@@ -243,7 +287,7 @@ def run_segment(args: argparse.Namespace) -> int:
 def _auto_start(args: argparse.Namespace, info):
     """The :class:`dinotrack.attention.AutoStart` of ``segment --auto``'s flags for a video
     described by ``info`` (a :class:`dinotrack.video_io.VideoInfo`)."""
-    from dinotrack.attention import DEFAULT_MASS, AutoStart, check_box, parse_box
+    from dinotrack.attention import AutoStart, check_box, parse_box
 
     if START_MASK_NAME in info.frame_names:
         raise ValueError(
@@ -266,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dinotrack {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _segment_parser(subparsers)
-    add_attention_parser(subparsers)
+    _attention_parser(subparsers)
     _models_parser(subparsers)
     for entry in sorted(
         importlib.metadata.entry_points(group="dinotrack.commands"), key=lambda e: e.name

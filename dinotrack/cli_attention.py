@@ -28,7 +28,6 @@ from torch import Tensor
 
 from dinotrack.attention import (
     DEFAULT_MASS,
-    UPSAMPLE_MODES,
     attention_overlay,
     iter_attention,
     mass_threshold,
@@ -48,43 +47,6 @@ def outline_palette() -> np.ndarray:
     palette = davis_palette()
     palette[1] = (255, 255, 255)  # the mass-threshold outline, white over the colour map
     return palette
-
-
-def add_attention_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``attention`` sub-command to the ``dinotrack`` parser."""
-    from dinotrack.cli import add_tracker_arguments
-
-    p = subparsers.add_parser(
-        "attention",
-        help="show the class-token attention of an image or a video (no labels needed)",
-        description="Write the last block's class-token attention per head and averaged "
-        "over the heads, and the smallest patch sets holding --mass of it: for an image a "
-        "directory of PNGs, for a video an mp4 of the mean map (or --head) over the frames.",
-    )
-    p.add_argument("input", help="image (jpg, png, ...), video file, or directory of frames")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="image input: output directory; video input: output .mp4, .mov or .mkv file",
-    )
-    p.add_argument(
-        "--upsample",
-        default="nearest",
-        choices=UPSAMPLE_MODES,
-        help="how patch maps are resized to the image (default: nearest, as the DINO figures)",
-    )
-    p.add_argument(
-        "--mass",
-        type=float,
-        default=DEFAULT_MASS,
-        help="share of each map's attention mass the thresholded masks hold (default 0.6)",
-    )
-    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the colours, 0..1")
-    p.add_argument("--no-outline", action="store_true", help="do not outline the thresholded set")
-    p.add_argument("--head", type=int, default=None, help="video: show this head, not the mean")
-    p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many")
-    add_tracker_arguments(p)
-    p.set_defaults(func=run_attention)
 
 
 def run_attention(args: argparse.Namespace) -> int:

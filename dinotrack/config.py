@@ -6,7 +6,17 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from dinotrack.features import PRECISIONS, RESIZE_RULES
+RESIZE_RULES = ("official", "aspect")
+"""Frame resizing rules (see :func:`dinotrack.features.network_input_size`)."""
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+"""Backbone precisions: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU."""
+
+UPSAMPLE_MODES = ("nearest", "bilinear")
+"""How patch-level attention maps are resized to the frame."""
+
+DEFAULT_MASS = 0.6
+"""Share of the attention mass the thresholded maps keep (the DINO paper's figures)."""
 
 
 @dataclass(frozen=True)

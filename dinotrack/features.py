@@ -17,9 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinotrack.backbones import BackboneSpec
-
-RESIZE_RULES = ("official", "aspect")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from dinotrack.config import PRECISIONS, RESIZE_RULES
 
 
 def network_input_size(

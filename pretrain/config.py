@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dinotrack.atomic_files import atomic_output
-from dinotrack.features import PRECISIONS
+from dinotrack.config import PRECISIONS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -196,3 +196,13 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
 def test_models_lists_backbones(capsys):
     code, out, _ = run(["models"], capsys)
     assert code == 0 and "dino_vits8" in out and "test_vit_tiny" in out
+
+
+def test_package_exports_resolve_lazily():
+    import dinotrack
+
+    assert sorted(dinotrack._EXPORTS) == sorted(dinotrack.__all__)
+    for name in dinotrack.__all__:
+        assert getattr(dinotrack, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dinotrack.nope  # noqa: B018

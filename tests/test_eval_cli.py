@@ -6,6 +6,8 @@ import csv
 import json
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -201,3 +203,22 @@ def test_davis_without_frames_exits_2(tmp_path, capsys):
     assert code == 2
     assert "no JPEG frames in" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_score_runs_without_importing_torch(tmp_path):
+    # Scoring needs numpy and PIL only: the CLI must not pay torch's start-up for it.
+    seqs = _sequences()
+    root = write_davis(tmp_path / "davis", seqs)
+    results = write_results(tmp_path / "res", seqs)
+    code = (
+        "import sys\n"
+        "from dinotrack.cli import main\n"
+        f"status = main(['eval', 'score', '--root', {str(root)!r}, '--results', "
+        f"{str(results)!r}, '--workers', '1'])\n"
+        "assert status == 0, status\n"
+        "heavy = sorted(m for m in ('torch', 'timm', 'av') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (results / "global_results-val.csv").is_file()
