@@ -181,6 +181,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop after this many optimiser steps in all (smoke runs)",
     )
     g.add_argument(
+        "--time-limit",
+        type=float,
+        default=r.time_limit,
+        metavar="SECONDS",
+        help="save and stop once this process has trained this long; the same command "
+        "resumes (for jobs with a wall-time limit)",
+    )
+    g.add_argument(
         "--save-every",
         type=int,
         default=r.save_every,
@@ -226,9 +234,10 @@ def run(args: argparse.Namespace) -> int:
 
     _configure_logging()
     result = train(config_from_args(args))
-    logging.getLogger("pretrain").info(
-        "step %d; backbone written to %s", result.step, result.export
-    )
+    log = logging.getLogger("pretrain")
+    log.info("step %d; backbone written to %s", result.step, result.export)
+    if result.timed_out:
+        log.info("stopped at the time limit: run the same command again to continue")
     return 0
 
 

@@ -158,6 +158,10 @@ class PretrainConfig:
         seed: Seeds model initialisation, data sampling and augmentation.
         max_steps: Stop after this many optimiser steps in all (for smoke runs); the
             schedules still span ``epochs``.
+        time_limit: Seconds of wall time this process may train: when a step ends past it,
+            the run saves a checkpoint and stops (all ranks at the same step), so that a job
+            with a time limit (a SLURM allocation, a 10-minute command) resumes where it
+            stopped when the same command runs again. ``None``: no limit.
         save_every: Write a checkpoint every this many steps (and at each epoch end).
         log_every: Log metrics every this many steps.
         resume: Resume from the run directory's checkpoint when there is one.
@@ -173,6 +177,7 @@ class PretrainConfig:
     precision: str = "auto"
     seed: int = 0
     max_steps: int | None = None
+    time_limit: float | None = None
     save_every: int = 500
     log_every: int = 10
     resume: bool = True
@@ -183,6 +188,7 @@ class PretrainConfig:
 OPERATIONAL_FIELDS = frozenset(
     {
         "max_steps",
+        "time_limit",
         "save_every",
         "log_every",
         "resume",
@@ -231,6 +237,7 @@ def validate(cfg: PretrainConfig) -> None:
         (o.clip_grad >= 0, "--clip-grad must be 0 (off) or positive"),
         (cfg.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         (cfg.max_steps is None or cfg.max_steps >= 0, "--max-steps must be 0 or more"),
+        (cfg.time_limit is None or cfg.time_limit >= 0, "--time-limit must be 0 or more"),
         (cfg.save_every >= 1, "--save-every must be at least 1"),
         (cfg.log_every >= 1, "--log-every must be at least 1"),
     ]

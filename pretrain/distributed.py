@@ -158,6 +158,15 @@ def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (``flag`` itself for a single process)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        value = torch.tensor([int(flag)], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+    return flag
+
+
 def all_gather_objects(obj: object) -> list[object]:
     """Every process's ``obj``, in rank order (``[obj]`` for a single process)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:

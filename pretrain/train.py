@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import math
+import os
+import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -94,6 +96,7 @@ class TrainResult:
         checkpoint: Path of the last checkpoint.
         export: Path of the exported teacher backbone.
         metrics: Metrics of the last step taken by this call (empty if none).
+        timed_out: The run stopped at ``time_limit`` before its last step.
     """
 
     out_dir: Path
@@ -102,6 +105,7 @@ class TrainResult:
     checkpoint: Path
     export: Path
     metrics: dict[str, float] = field(default_factory=dict)
+    timed_out: bool = False
 
 
 class Trainer:
@@ -250,6 +254,13 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.loss_fn.load_state_dict(state["loss"])
         self.step = int(state["step"])
+
+
+def hardware_name(device: torch.device) -> str:
+    """What the run trains on, for the exported backbone's provenance (e.g. the GPU model)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
 def clip_gradients(params: list[torch.Tensor], clip: float) -> float:
@@ -414,8 +425,10 @@ def _run(
     state = _Saver(cfg, info, trainer, spec, sources, config, resolved, wall)
     last: dict[str, float] = {}
     window: list[tuple[float, float]] = []
+    started = time.monotonic()
+    timed_out = False
     with _progress(info.is_main and cfg.progress, total, trainer.step) as progress:
-        while trainer.step < stop:
+        while trainer.step < stop and not timed_out:
             dataset.set_epoch(trainer.epoch, trainer.step % dataset.steps_per_epoch)
             for batch, data_s in _timed(loader):
                 start = time.perf_counter()
@@ -439,13 +452,19 @@ def _run(
                 if on_step is not None:
                     on_step(StepInfo(step, epoch, metrics, batch.ids, trainer))
                 epoch_end = step % dataset.steps_per_epoch == 0
-                if step % cfg.save_every == 0 or epoch_end or step == stop:
+                if cfg.time_limit is not None:
+                    late = time.monotonic() - started >= cfg.time_limit
+                    timed_out = distributed.any_rank(late, info.device) and step < stop
+                if step % cfg.save_every == 0 or epoch_end or step == stop or timed_out:
                     state.save(metrics)
-                if step >= stop:
+                if step >= stop or timed_out:
                     break
     if state.saved_step != trainer.step:  # nothing ran (already at the end): re-export
         state.save(last)
-    return TrainResult(out, trainer.step, resumed_from, ckpt_path, out / EXPORT_NAME, last)
+    if timed_out:
+        logger.info("time limit of %.0f s reached at step %d", cfg.time_limit, trainer.step)
+    export = out / EXPORT_NAME
+    return TrainResult(out, trainer.step, resumed_from, ckpt_path, export, last, timed_out)
 
 
 def _main_then_share(info: distributed.DistInfo, compute: Callable[[], Any]) -> Any:
@@ -522,6 +541,7 @@ class _Saver:
             "world_size": self.info.world_size,
             "global_batch": self.resolved["global_batch"],
             "device": str(self.info.device),
+            "hardware": hardware_name(self.info.device),
             "train_time_s": round(self.wall, 1),
             "loss": metrics.get("loss"),
         }

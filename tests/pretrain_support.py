@@ -52,10 +52,17 @@ def tiny_config(out: Path, paths: list[Path], **changes) -> PretrainConfig:
     return dataclasses.replace(cfg, **changes)
 
 
-def distributed_rank(rank: int, world: int, port: int, cfg: PretrainConfig, dump: str) -> None:
-    """One process of a gloo job: train, then save what it saw and holds to ``dump``."""
+def distributed_rank(
+    rank: int, world: int, port: int, cfg: PretrainConfig | list[PretrainConfig], dump: str
+) -> None:
+    """One process of a gloo job: train, then save what it saw and holds to ``dump``.
+
+    ``cfg`` may be a list: one configuration per rank.
+    """
     from pretrain.train import train
 
+    if isinstance(cfg, list):
+        cfg = cfg[rank]
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -74,4 +81,5 @@ def distributed_rank(rank: int, world: int, port: int, cfg: PretrainConfig, dump
         final["loss"] = info.metrics["loss"]
 
     result = train(cfg, on_step=on_step)
-    torch.save({"ids": seen, **final, "step": result.step}, Path(dump) / f"rank{rank}.pt")
+    record = {"ids": seen, **final, "step": result.step, "timed_out": result.timed_out}
+    torch.save(record, Path(dump) / f"rank{rank}.pt")

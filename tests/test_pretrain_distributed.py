@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
@@ -50,6 +51,19 @@ def test_two_gloo_processes_stay_in_sync_and_split_the_batch(shared_data, tmp_pa
         assert len(a) == len(b) == 2
         assert sorted(map(tuple, a + b)) == window
         assert len(set(map(tuple, a + b))) == 4  # the clips are long enough: no repeats
+
+
+@pytest.mark.distributed
+def test_a_time_limit_on_one_rank_stops_every_rank_at_the_same_step(shared_data, tmp_path):
+    videos = [shared_data("videos", name) for name in SHORT_VIDEOS]
+    # Rank 0 has time left, rank 1 has none: they must agree to stop after the first step.
+    base = tiny_config(tmp_path / "run", videos, max_steps=3, save_every=100, time_limit=1e9)
+    cfgs = [base, dataclasses.replace(base, time_limit=0.0)]
+    mp.spawn(distributed_rank, args=(2, free_port(), cfgs, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["step"] for r in ranks] == [1, 1]
+    assert [r["timed_out"] for r in ranks] == [True, True]
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pth")["step"] == 1
 
 
 def test_half_set_environment_is_refused():

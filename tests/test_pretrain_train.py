@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 
@@ -12,6 +13,7 @@ import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
 
 from dinotrack.backbones import load_backbone
+from dinotrack.checkpoints import read_checkpoint
 from pretrain.checkpoint import load_checkpoint
 from pretrain.cli import main, register
 from pretrain.model import build_networks, resolve_backbone
@@ -73,13 +75,11 @@ def test_two_steps_on_real_video_frames(videos, tmp_path):
 
 
 def test_exported_backbone_tracks_a_clip(videos, tmp_path):
-    tracker_cls = pytest.importorskip("dinotrack").__dict__.get("Tracker")
-    if tracker_cls is None:
-        pytest.skip("dinotrack.Tracker is not available")
+    from dinotrack import Tracker
     from dinotrack.video_io import iter_frames
 
     result = train(tiny_config(tmp_path / "run", videos, max_steps=1))
-    tracker = tracker_cls.from_pretrained(weights=result.export, device="cpu", short_side=96)
+    tracker = Tracker.from_pretrained(weights=result.export, device="cpu", short_side=96)
     first = next(iter_frames(videos[0]))
     mask = np.zeros(first.shape[:2], np.uint8)
     mask[150:350, 300:600] = 1
@@ -130,6 +130,20 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(videos, tmp_path):
     assert (again.resumed_from, again.step) == (4, 4)
     with pytest.raises(ValueError, match=r"optim.lr: 0.0005 -> 0.001.*--no-resume"):
         train(tiny_config(parts, videos, max_steps=5, optim={"lr": 0.001}))
+
+
+def test_time_limit_saves_and_the_same_command_goes_on(videos, tmp_path):
+    # save_every 100: the only checkpoints are the time limit's and the last step's.
+    cfg = tiny_config(tmp_path / "run", videos, max_steps=3, save_every=100, time_limit=0.0)
+    first = train(cfg)
+    assert (first.step, first.timed_out) == (1, True)
+    assert load_checkpoint(first.checkpoint)["step"] == 1
+    assert read_checkpoint(first.export)["info"]["steps"] == 1
+    second = train(cfg)
+    assert (second.resumed_from, second.step, second.timed_out) == (1, 2, True)
+    last = train(dataclasses.replace(cfg, time_limit=None))
+    assert (last.resumed_from, last.step, last.timed_out) == (2, 3, False)
+    assert [r["step"] for r in read_log(tmp_path / "run")] == [1, 2, 3]
 
 
 def test_non_finite_loss_names_the_step_and_terms(tmp_path):

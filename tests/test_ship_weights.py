@@ -1,0 +1,52 @@
+"""tools/ship_weights.py: a pretraining run becomes an fp16 local model with its card."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+from pretrain_support import SHORT_VIDEOS, tiny_config
+
+from dinotrack.backbones import file_sha256, load_backbone
+from pretrain.train import train
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "ship_weights.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("ship_weights", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
+    videos = [shared_data("videos", name) for name in SHORT_VIDEOS]
+    run = train(tiny_config(tmp_path / "run", videos, max_steps=2))
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps({"global": {"J&F-Mean": 0.6125}}))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"global": {"J&F-Mean": 0.5}}))
+
+    weights, card = load_tool().ship(
+        run.out_dir, "tiny_shipped", tmp_path / "weights", scores, baseline
+    )
+
+    stored = torch.load(weights, weights_only=True)
+    assert stored["info"]["steps"] == 2 and stored["info"]["shipped_as"] == "tiny_shipped"
+    floats = [v for v in stored["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    shipped, spec = load_backbone(None, weights=weights)
+    trained, _ = load_backbone(None, weights=run.export)
+    assert spec.patch_size == 8
+    expected = trained.state_dict()
+    for key, value in shipped.state_dict().items():
+        assert value.dtype == torch.float32, key
+        assert torch.equal(value, expected[key].half().float()), key
+    text = card.read_text()
+    assert "| steps | 2 (" in text
+    assert "| DAVIS-2016 dev J&F | 0.613 |" in text and "| 0.500 |" in text
+    assert file_sha256(weights) in text
+    assert "| 2 |" in text  # the curve's last logged step
