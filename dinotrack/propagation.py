@@ -123,43 +123,45 @@ def propagate_labels(
     n_nb, cells = (2 * halo + 1) ** 2, tile * tile
 
     # Everything is cut into tiles on one padded grid, flattened row-major. The neighbour of
-    # tile q at offset (dy, dx) is then tile q + dy * grid_x + dx for every q, so one batched
-    # product per offset covers a whole run of target tiles with contiguous operands (the
-    # padding columns inside the run are computed and thrown away).
+    # tile q at offset (dy, dx) is then tile q + dy * grid_x + dx, so for one row of target
+    # tiles and one offset the source tiles are a contiguous run: one batched product each.
     keys = _to_tiles(context_feats.float(), tile, halo).view(grid_y * grid_x, -1, channels)
     values = _to_tiles(context_labels.float(), tile, halo).view(grid_y * grid_x, -1, k_classes)
     inside = _to_tiles(context_feats.new_ones(1, 1, h, w), tile, halo) > 0
     inside = inside.view(grid_y * grid_x, cells)
     queries = _to_tiles(target_feats.float()[None], tile, halo).view(grid_y * grid_x, cells, -1)
-    window = _window_mask(tile, halo, radius, keys.device)  # [t², n_nb, t²]
+    window = _window_mask(tile, halo, radius, keys.device).transpose(0, 1)  # [n_nb, t², t²]
     offsets = [dy * grid_x + dx for dy in range(-halo, halo + 1) for dx in range(-halo, halo + 1)]
+    offsets_t = torch.tensor(offsets, device=keys.device)
 
-    out = keys.new_zeros(grid_y * grid_x, cells, k_classes)
-    bytes_per_row = n_nb * grid_x * cells * n_ctx * cells * 4
+    out = keys.new_empty(n_y * n_x, cells, k_classes)  # the real tiles only, row-major
+    bytes_per_row = n_nb * n_x * cells * n_ctx * cells * 4
     rows = max(1, min(n_y, chunk_bytes // bytes_per_row))
     for r0 in range(0, n_y, rows):
         r1 = min(n_y, r0 + rows)
-        q0 = (halo + r0) * grid_x + halo  # first real tile of row r0
-        q1 = (halo + r1 - 1) * grid_x + halo + n_x  # one past the last real tile of row r1-1
-        n_q = q1 - q0
+        starts = [(halo + r) * grid_x + halo for r in range(r0, r1)]  # first tile of each row
+        n_q = (r1 - r0) * n_x
         sim = keys.new_empty(n_nb, n_q, cells, n_ctx * cells)
         for j, off in enumerate(offsets):
-            torch.bmm(queries[q0:q1], keys[q0 + off : q1 + off].transpose(1, 2), out=sim[j])
+            for i, a in enumerate(starts):
+                rows_out = sim[j, i * n_x : (i + 1) * n_x]
+                torch.bmm(queries[a : a + n_x], keys[a + off : a + off + n_x].mT, out=rows_out)
+        targets = torch.cat([torch.arange(a, a + n_x, device=keys.device) for a in starts])
+        sources = offsets_t[:, None] + targets[None, :]  # [n_nb, n_q] source tile per offset
         # Candidates outside the frame or outside the target's window never win.
-        valid = torch.stack([inside[q0 + off : q1 + off] for off in offsets])  # [n_nb, n_q, t²]
-        valid = valid[:, :, None, None, :] & window.transpose(0, 1)[:, None, :, None, :]
+        valid = inside[sources][:, :, None, None, :] & window[:, None, :, None, :]
         sim.view(n_nb, n_q, cells, n_ctx, cells).masked_fill_(~valid, float("-inf"))
         cand = sim.permute(1, 2, 0, 3).reshape(n_q, cells, -1)  # [n_q, t², n_nb * T * t²]
         top_val, top_idx = cand.topk(topk, dim=-1)  # [n_q, t², k]
         del sim, cand
         # exp(c / T) normalised to sum 1 == softmax(c / T) over the kept candidates.
         weights = torch.softmax(top_val / temperature, dim=-1)
-        labels = torch.stack([values[q0 + off : q1 + off] for off in offsets], 1)
-        labels = labels.view(n_q, -1, k_classes)  # [n_q, n_nb * T * t², K]
+        labels = values[sources].transpose(0, 1).reshape(n_q, -1, k_classes)
         picked = torch.gather(labels, 1, top_idx.view(n_q, -1, 1).expand(-1, -1, k_classes))
-        out[q0:q1] = (weights.unsqueeze(-1) * picked.view(n_q, cells, topk, -1)).sum(2)
+        picked = picked.view(n_q, cells, topk, k_classes)
+        out[r0 * n_x : r1 * n_x] = (weights.unsqueeze(-1) * picked).sum(2)
 
-    out = out.view(grid_y, grid_x, tile, tile, k_classes)[halo : halo + n_y, halo : halo + n_x]
+    out = out.view(n_y, n_x, tile, tile, k_classes)
     out = out.permute(4, 0, 2, 1, 3).reshape(k_classes, n_y * tile, n_x * tile)
     return out[:, :h, :w].contiguous()
 
