@@ -22,6 +22,7 @@ import numbers
 import os
 import queue
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -89,7 +89,11 @@ def available_backends() -> list[str]:
     backends = ["frames"]
     if _import_decord() is not None:
         backends.append("decord")
-    backends.append("pyav")
+    try:
+        _import_av()
+        backends.append("pyav")
+    except ValueError:
+        pass
     return backends
 
 
@@ -162,6 +166,17 @@ def _import_decord() -> Any:
     except (ImportError, OSError):
         return None
     return decord
+
+
+def _import_av() -> Any:
+    """PyAV, imported on first use (reading frame folders and PNGs does not need it)."""
+    try:
+        import av
+    except ImportError as error:
+        raise ValueError(
+            f"PyAV is not installed here ({error}); pip install av to read or write videos"
+        ) from error
+    return av
 
 
 def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
@@ -319,6 +334,7 @@ def _checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
 
 
 def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
+    av = _import_av()
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
@@ -353,12 +369,14 @@ def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
 
 def _count_packets(path: Path) -> int:
     """Counts the video packets (one per frame) of a container that declares no frame count."""
+    av = _import_av()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
 def _iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterator[np.ndarray]:
+    av = _import_av()
     index = 0
     try:
         if start >= stop:
@@ -378,7 +396,8 @@ def _iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterat
 
 
 def _close(handle: Any) -> None:
-    if isinstance(handle, av.container.InputContainer):
+    av = sys.modules.get("av")  # a PyAV handle exists only if PyAV was imported
+    if av is not None and isinstance(handle, av.container.InputContainer):
         handle.close()
 
 
@@ -550,6 +569,7 @@ class FrameReader:
 
 def h264_available() -> bool:
     """Whether this PyAV build can encode H.264 with libx264."""
+    av = _import_av()
     try:
         av.codec.Codec("libx264", "w")
     except (av.error.FFmpegError, ValueError):
@@ -611,10 +631,11 @@ class OverlayWriter:
         self.width, self.height = width, height
         self.palette = as_palette(palette)
         self.alpha = alpha
+        self._av = _import_av()
         self.codec = codec or ("libx264" if h264_available() else "mpeg4")
         self.frames_written = 0
         self._tmp = temporary_sibling(self.path)
-        self._container = av.open(str(self._tmp), mode="w", format=container_format)
+        self._container = self._av.open(str(self._tmp), mode="w", format=container_format)
         try:
             self._stream = self._container.add_stream(
                 self.codec, rate=Fraction(fps).limit_denominator(1001)
@@ -652,7 +673,7 @@ class OverlayWriter:
         pad_rows, pad_cols = self.height % 2, self.width % 2
         if pad_rows or pad_cols:
             image = np.pad(image, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
-        video_frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        video_frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
         for packet in self._stream.encode(video_frame):
             self._container.mux(packet)
         self.frames_written += 1
@@ -684,7 +705,7 @@ class OverlayWriter:
         if container is not None:
             try:
                 container.close()
-            except (av.error.FFmpegError, OSError):
+            except (self._av.error.FFmpegError, OSError):
                 pass
         if self._tmp is not None:
             self._tmp.unlink(missing_ok=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -157,6 +159,30 @@ def test_auto_backend_without_decord(synthetic_mp4, monkeypatch):
     assert probe_video(synthetic_mp4).backend == "pyav"
     with pytest.raises(ValueError, match="decord"):
         probe_video(synthetic_mp4, "decord")
+
+
+def test_without_pyav_frames_and_decord_still_work(synthetic_mp4, tmp_path):
+    # An environment with decord but no PyAV (e.g. a GPU image): frame folders and decord read,
+    # PyAV-only operations fail with one clear message, in a fresh interpreter.
+    frames = make_frames_dir(tmp_path / "frames", ["1.png", "2.png"])
+    code = f"""
+import sys
+sys.modules["av"] = None  # importing av now raises ImportError
+from dinotrack import video_io
+from dinotrack.session import Tracker
+assert "pyav" not in video_io.available_backends()
+assert len(list(video_io.iter_frames({str(frames)!r}))) == 2
+try:
+    video_io.probe_video({str(synthetic_mp4)!r}, "pyav")
+except ValueError as error:
+    assert "pip install av" in str(error), error
+else:
+    raise AssertionError("pyav without PyAV did not fail")
+if "decord" in video_io.available_backends():
+    assert video_io.probe_video({str(synthetic_mp4)!r}).backend == "decord"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 # Frames directories.
