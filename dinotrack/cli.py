@@ -330,9 +330,13 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input or failure, 130 interrupted)."""
-    warnings.formatwarning = _one_line_warning
     parser = build_parser()
-    args = parser.parse_args(argv)
+    return run_command(parser, parser.parse_args(argv))
+
+
+def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run parsed arguments' ``func`` with the CLI's error handling; returns the exit status."""
+    warnings.formatwarning = _one_line_warning
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

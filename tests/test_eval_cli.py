@@ -222,3 +222,18 @@ def test_score_runs_without_importing_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (results / "global_results-val.csv").is_file()
+
+
+def test_python_m_eval_scores_and_reports_errors_in_one_line(tmp_path):
+    seqs = _sequences()
+    root = write_davis(tmp_path / "davis", seqs)
+    results = write_results(tmp_path / "res", seqs)
+    run = [sys.executable, "-m", "eval", "score", "--root"]
+    done = subprocess.run([*run, str(root), "--results", str(results)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    assert (results / "scores-val.json").is_file()
+    bad = subprocess.run(
+        [*run, str(tmp_path / "nope"), "--results", str(results)], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr

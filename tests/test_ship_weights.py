@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
+from tool_support import load_tool
 
 from dinotrack.backbones import file_sha256, load_backbone
 from pretrain.train import train
-
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "ship_weights.py"
-
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location("ship_weights", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
@@ -30,7 +20,7 @@ def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"global": {"J&F-Mean": 0.5}}))
 
-    weights, card = load_tool().ship(
+    weights, card = load_tool("ship_weights").ship(
         run.out_dir, "tiny_shipped", tmp_path / "weights", scores, baseline
     )
 
