@@ -217,6 +217,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from dinotrack.masks import davis_palette, read_mask, write_mask
+    from dinotrack.session import check_first_mask
     from dinotrack.video_io import FrameReader, OverlayWriter
 
     console = Console(stderr=True)
@@ -230,7 +231,8 @@ def run_segment(args: argparse.Namespace) -> int:
         first_mask = _auto_start(args, info)
     else:
         first = read_mask(args.mask)
-        first_mask = first.ids
+        # Checked (and resized if need be) before any weights are loaded or frames decoded.
+        first_mask = check_first_mask(first.ids, (info.height, info.width))
         palette = first.palette if first.palette is not None else palette
     tracker = build_tracker(args)
     out = _OutputDir(Path(args.out))

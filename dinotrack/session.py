@@ -194,7 +194,7 @@ class Tracker:
                 the frame's.
         """
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
-        mask = self._check_mask(mask, frame_size)
+        mask = check_first_mask(mask, frame_size)
         object_ids = tuple(int(i) for i in np.unique(mask) if i != 0)
         input_size = self.input_size(*frame_size)
         if feats is None:
@@ -214,33 +214,6 @@ class Tracker:
         )
         state = SessionState(object_ids, frame_size, input_size, propagator)
         return TrackingSession(self, state)
-
-    @staticmethod
-    def _check_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-        mask = np.asarray(mask)
-        if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-            raise ValueError(
-                f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
-                f"of shape {mask.shape}"
-            )
-        if (mask < 0).any():
-            raise ValueError("the first mask has negative ids; ids must be >= 0 (0 = background)")
-        if not mask.any():
-            raise ValueError("the first mask is empty: it holds no object (all pixels are 0)")
-        (fh, fw), (mh, mw) = frame_size, mask.shape
-        if (mh, mw) != (fh, fw):
-            if abs(mh * fw - mw * fh) > max(fh, fw):  # aspect ratios differ by more than a pixel
-                raise ValueError(
-                    f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
-                    "ratio); give a mask of the first frame's size"
-                )
-            warnings.warn(
-                f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; resizing the mask "
-                "(nearest neighbour)",
-                stacklevel=3,
-            )
-            mask = resize_mask(mask, fh, fw)
-        return mask
 
     @staticmethod
     def ids_to_channels(ids: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
@@ -301,7 +274,7 @@ class Tracker:
             for frame, frame_feats in zip(batch, feats, strict=True):
                 if session is None:
                     mask = first_mask(frame, frame_feats, attn[0]) if auto else first_mask
-                    mask = self._check_mask(mask, frame.shape[:2])
+                    mask = check_first_mask(mask, frame.shape[:2])
                     session = self.start(frame, mask, feats=frame_feats)
                     mask = mask.astype(_ids_dtype(session.object_ids))
                 else:
@@ -310,6 +283,39 @@ class Tracker:
                 index += 1
         if session is None:
             raise ValueError(f"no frames to track in {video}")
+
+
+def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The first-frame mask, checked against the frames' ``(H, W)`` and resized (nearest,
+    with a warning) when its size differs but its aspect ratio does not.
+
+    Raises:
+        ValueError: Not a 2-D integer array, negative ids, no object, or another aspect ratio.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(
+            f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
+            f"of shape {mask.shape}"
+        )
+    if (mask < 0).any():
+        raise ValueError("the first mask has negative ids; ids must be >= 0 (0 = background)")
+    if not mask.any():
+        raise ValueError("the first mask is empty: it holds no object (all pixels are 0)")
+    (fh, fw), (mh, mw) = frame_size, mask.shape
+    if (mh, mw) != (fh, fw):
+        if abs(mh * fw - mw * fh) > max(fh, fw):  # aspect ratios differ by more than a pixel
+            raise ValueError(
+                f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
+                "ratio); give a mask of the first frame's size"
+            )
+        warnings.warn(
+            f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; resizing the mask "
+            "(nearest neighbour)",
+            stacklevel=3,
+        )
+        mask = resize_mask(mask, fh, fw)
+    return mask
 
 
 def _ids_dtype(object_ids: tuple[int, ...]) -> type[np.integer]:
