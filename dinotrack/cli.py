@@ -10,17 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-import shutil
 import sys
 import time
-import uuid
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from dinotrack import __version__
+from dinotrack.atomic_files import atomic_directory
 from dinotrack.config import (
     DEFAULT_MASS,
     PRECISIONS,
@@ -187,31 +185,6 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-class _OutputDir:
-    """Writes into a hidden temporary directory, published by renaming it to the target only
-    when everything succeeded (an existing target is replaced then, not before)."""
-
-    def __init__(self, target: Path) -> None:
-        if target.exists() and not target.is_dir():
-            raise NotADirectoryError(f"--out {target} exists and is not a directory")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.target = target
-        self.tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-        self.tmp.mkdir()
-
-    def publish(self) -> None:
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def discard(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-
 def run_segment(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -235,42 +208,40 @@ def run_segment(args: argparse.Namespace) -> int:
         first_mask = check_first_mask(first.ids, (info.height, info.width))
         palette = first.palette if first.palette is not None else palette
     tracker = build_tracker(args)
-    out = _OutputDir(Path(args.out))
     overlay = None
     try:
-        if args.overlay:
-            overlay = OverlayWriter(args.overlay, info.fps, info.width, info.height, palette)
-        total = info.num_frames
-        if args.max_frames is not None:
-            total = min(total, args.max_frames)
-        start = time.perf_counter()
-        count = 0
-        columns = (
-            TextColumn("[bold]segment"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[fps]:.2f} fps"),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("frames", total=total, fps=0.0)
-            for index, mask, frame in tracker.track(reader, first_mask, with_frames=True):
-                if count == 0:
-                    objects = sorted(int(i) for i in np.unique(mask) if i)
-                    if args.auto:
-                        write_mask(out.tmp / START_MASK_NAME, mask, palette)
-                names = info.frame_names
-                name = names[index] if index < len(names) else f"{index:05d}.png"
-                write_mask(out.tmp / name, mask, palette)
-                if overlay is not None:
-                    overlay.write(frame, mask)
-                count += 1
-                fps = count / max(time.perf_counter() - start, 1e-9)
-                progress.update(task, advance=1, fps=fps)
-        if overlay is not None:
-            overlay.close()
-        out.publish()
+        with atomic_directory(args.out) as out_tmp:
+            if args.overlay:
+                overlay = OverlayWriter(args.overlay, info.fps, info.width, info.height, palette)
+            total = info.num_frames
+            if args.max_frames is not None:
+                total = min(total, args.max_frames)
+            start = time.perf_counter()
+            count = 0
+            columns = (
+                TextColumn("[bold]segment"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[fps]:.2f} fps"),
+            )
+            with Progress(*columns, console=console, transient=True) as progress:
+                task = progress.add_task("frames", total=total, fps=0.0)
+                for index, mask, frame in tracker.track(reader, first_mask, with_frames=True):
+                    if count == 0:
+                        objects = sorted(int(i) for i in np.unique(mask) if i)
+                        if args.auto:
+                            write_mask(out_tmp / START_MASK_NAME, mask, palette)
+                    names = info.frame_names
+                    name = names[index] if index < len(names) else f"{index:05d}.png"
+                    write_mask(out_tmp / name, mask, palette)
+                    if overlay is not None:
+                        overlay.write(frame, mask)
+                    count += 1
+                    fps = count / max(time.perf_counter() - start, 1e-9)
+                    progress.update(task, advance=1, fps=fps)
+            if overlay is not None:
+                overlay.close()
     except BaseException:
-        out.discard()
         if overlay is not None:
             overlay.abort()
         raise

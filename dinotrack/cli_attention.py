@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from dinotrack.atomic_files import atomic_directory
 from dinotrack.attention import (
     DEFAULT_MASS,
     attention_overlay,
@@ -104,7 +105,7 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _run_image(args: argparse.Namespace, source: Path) -> int:
-    from dinotrack.cli import _OutputDir, build_tracker
+    from dinotrack.cli import build_tracker
 
     target = Path(args.out)
     if target.suffix.lower() in VIDEO_SUFFIXES:
@@ -116,20 +117,15 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
     attn = tracker.attention(frame[None])[0]  # [heads, h/p, w/p], each summing to 1
     maps = torch.cat([attn, attn.mean(0, keepdim=True)])
     names = [f"head-{k:02d}" for k in range(len(attn))] + ["mean"]
-    out = _OutputDir(target)
-    try:
+    with atomic_directory(target) as out:
         for name, attn_map in zip(names, maps, strict=True):
             picture, mask = render(frame, attn_map, **_render_args(args))
             outline = np.zeros_like(mask) if args.no_outline else mask
             # alpha 0 keeps the colours and only draws the outline (see blend_overlay).
             picture = blend_overlay(picture, outline, outline_palette(), alpha=0.0)
-            Image.fromarray(picture).save(out.tmp / f"{name}.png")
-            write_mask(out.tmp / f"{name}-mask.png", mask)
-        np.save(out.tmp / "attention.npy", attn.numpy())
-        out.publish()
-    except BaseException:
-        out.discard()
-        raise
+            Image.fromarray(picture).save(out / f"{name}.png")
+            write_mask(out / f"{name}-mask.png", mask)
+        np.save(out / "attention.npy", attn.numpy())
     print(
         f"attention of {len(attn)} heads of {tracker.spec.name} on a "
         f"{frame.shape[1]}x{frame.shape[0]} image -> {target}",

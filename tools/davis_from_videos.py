@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from dinotrack.atomic_files import atomic_directory
 from dinotrack.video_io import iter_frames, probe_video
 
 
@@ -47,11 +48,9 @@ def rebuild(videos: Path, root: Path, quality: int = 95) -> list[str]:
         count = probe_video(video).num_frames
         if count != len(names):
             raise ValueError(f"{video} has {count} frames but {name} has {len(names)} annotations")
-        tmp = out.with_name(f".{name}.partial")
-        tmp.mkdir(parents=True, exist_ok=True)
-        for stem, frame in zip(names, iter_frames(video), strict=True):
-            Image.fromarray(frame).save(tmp / f"{stem}.jpg", quality=quality)
-        tmp.rename(out)
+        with atomic_directory(out) as tmp:
+            for stem, frame in zip(names, iter_frames(video), strict=True):
+                Image.fromarray(frame).save(tmp / f"{stem}.jpg", quality=quality)
         written.append(name)
     return written
 
