@@ -194,7 +194,13 @@ class Tracker:
                 the frame's.
         """
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
-        mask = check_first_mask(mask, frame_size)
+        return self._start_checked(frame, check_first_mask(mask, frame_size), feats)
+
+    def _start_checked(
+        self, frame: np.ndarray, mask: np.ndarray, feats: Tensor | None
+    ) -> TrackingSession:
+        """:meth:`start` with a mask already passed through :func:`check_first_mask`."""
+        frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         object_ids = tuple(int(i) for i in np.unique(mask) if i != 0)
         input_size = self.input_size(*frame_size)
         if feats is None:
@@ -275,7 +281,7 @@ class Tracker:
                 if session is None:
                     mask = first_mask(frame, frame_feats, attn[0]) if auto else first_mask
                     mask = check_first_mask(mask, frame.shape[:2])
-                    session = self.start(frame, mask, feats=frame_feats)
+                    session = self._start_checked(frame, mask, frame_feats)
                     mask = mask.astype(_ids_dtype(session.object_ids))
                 else:
                     mask = session.step_features(frame_feats)
