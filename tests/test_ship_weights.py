@@ -20,7 +20,7 @@ def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"global": {"J&F-Mean": 0.5}}))
 
-    weights, card = load_tool("ship_weights").ship(
+    weights, card, arch = load_tool("ship_weights").ship(
         run.out_dir, "tiny_shipped", tmp_path / "weights", scores, baseline
     )
 
@@ -30,7 +30,7 @@ def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
     assert floats and all(v.dtype == torch.float16 for v in floats)
     shipped, spec = load_backbone(None, weights=weights)
     trained, _ = load_backbone(None, weights=run.export)
-    assert spec.patch_size == 8
+    assert spec.patch_size == 8 and arch == stored["backbone"]
     expected = trained.state_dict()
     for key, value in shipped.state_dict().items():
         assert value.dtype == torch.float32, key

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from dinotrack.atomic_files import atomic_output
-from dinotrack.backbones import file_sha256, load_backbone
-from dinotrack.checkpoints import read_checkpoint, save_backbone_export
+from dinotrack.backbones import create_model, file_sha256, resolve_spec
+from dinotrack.checkpoints import load_into, read_checkpoint, save_backbone_export
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,28 +104,29 @@ def ship(
     out_dir: Path,
     scores: Path | None = None,
     baseline: Path | None = None,
-) -> tuple[Path, Path]:
+) -> tuple[Path, Path, dict[str, Any]]:
     """Write ``out_dir/NAME.pth`` (fp16) and ``out_dir/NAME.md`` from ``run_dir``'s export.
 
     Returns:
-        The two paths written.
+        The two paths written, and the backbone's architecture record.
     """
     source = run_dir / "backbone.pth" if run_dir.is_dir() else run_dir
     export = read_checkpoint(source)
     if export.get("format") != "dinotrack.backbone":
         raise ValueError(f"{source} is not a backbone exported by dinotrack pretrain")
-    net, _ = load_backbone(None, weights=source)
+    net = create_model(resolve_spec(None, export, str(source)))
+    load_into(net, export, source)
+    shipped = {
+        "backbone": export["backbone"],
+        "info": {**export["info"], "shipped_as": name, "stored_dtype": "float16"},
+    }
     weights = save_backbone_export(
-        out_dir / f"{name}.pth",
-        net,
-        export["backbone"],
-        {**export["info"], "shipped_as": name, "stored_dtype": "float16"},
-        dtype=torch.float16,
+        out_dir / f"{name}.pth", net, shipped["backbone"], shipped["info"], dtype=torch.float16
     )
     run = _read_json(source.parent / "config.json")
     text = card_text(
         name,
-        read_checkpoint(weights),
+        shipped,
         run,
         sha256=file_sha256(weights),
         jf=_jf(scores),
@@ -135,7 +136,7 @@ def ship(
     card = out_dir / f"{name}.md"
     with atomic_output(card) as tmp:
         Path(tmp).write_text(text)
-    return weights, card
+    return weights, card, shipped["backbone"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scores", type=Path, help="scores-dev.json of `dinotrack eval davis`")
     parser.add_argument("--baseline", type=Path, help="scores-dev.json with random weights")
     args = parser.parse_args(argv)
-    weights, card = ship(args.run, args.name, args.out, args.scores, args.baseline)
-    arch = read_checkpoint(weights)["backbone"]
+    weights, card, arch = ship(args.run, args.name, args.out, args.scores, args.baseline)
     print(f"wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB) and {card}")
     print("register it in dinotrack/backbones.py:")
     print(
