@@ -78,8 +78,11 @@ done
 
 "$PY" tools/ship_weights.py "$RUN" --name "$NAME" --out "$out" \
     --scores "$out/scores-$SPLIT-trained.json" --baseline "$out/scores-$SPLIT-init.json"
-split -b 15M "$out/$NAME.pth" "$out/$NAME.pth.part-"
-rm "$out/$NAME.pth"
-sha256sum "$out"/"$NAME".pth.part-* >"$out/$NAME.parts.sha256"
-( cd "$out" && cat "$NAME".pth.part-* | sha256sum | sed "s/-\$/$NAME.pth/" >"$NAME.pth.sha256" )
+(
+    cd "$out"
+    sha256sum "$NAME.pth" >"$NAME.pth.sha256"
+    split -b 15M "$NAME.pth" "$NAME.pth.part-"
+    sha256sum "$NAME".pth.part-* >"$NAME.parts.sha256"
+    rm "$NAME.pth"
+)
 echo "done: $out"
