@@ -132,14 +132,7 @@ def test_error_unknown_model(tmp_path, capsys, boat):
     error_case(args, capsys, tmp_path, "unknown model 'vit_nope'")
 
 
-def test_error_mask_of_other_aspect(tmp_path, capsys, boat):
-    frames, _ = boat
-    write_mask(tmp_path / "m.png", np.ones((100, 100), np.uint8))
-    args = ["segment", frames, "--mask", tmp_path / "m.png", "--out", tmp_path / "out", *FAST]
-    error_case(args, capsys, tmp_path, "another aspect ratio")
-
-
-def test_mask_error_comes_before_loading_weights(tmp_path, capsys, boat):
+def test_error_mask_of_other_aspect_comes_before_loading_weights(tmp_path, capsys, boat):
     # dino_vits8's weights cannot be downloaded here: the mask's error must come first.
     frames, _ = boat
     write_mask(tmp_path / "m.png", np.ones((100, 100), np.uint8))
