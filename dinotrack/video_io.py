@@ -24,9 +24,10 @@ import queue
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -264,16 +265,26 @@ def _open_frames_dir(path: Path) -> tuple[VideoInfo, list[Path]]:
 def _iter_frame_files(
     files: list[Path], info: VideoInfo, start: int, stop: int
 ) -> Iterator[np.ndarray]:
-    for file in files[start:stop]:
+    return _iter_image_files(files[start:stop], (info.height, info.width), files[0])
+
+
+def _iter_image_files(
+    files: Sequence[Path], size: tuple[int, int] | None = None, reference: Path | None = None
+) -> Iterator[np.ndarray]:
+    """Decodes `files` in order; every frame must be `size` (H, W), which defaults to the
+    first file's; `reference` is the file named in the error when one is not."""
+    for file in files:
         try:
             with Image.open(file) as image:
                 frame = np.asarray(image.convert("RGB"))
         except (UnidentifiedImageError, OSError) as error:
             raise ValueError(f"cannot read frame {file}: {error}") from error
-        if frame.shape[:2] != (info.height, info.width):
+        if size is None:
+            size, reference = frame.shape[:2], file
+        elif frame.shape[:2] != size:
             raise ValueError(
-                f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but the first frame of "
-                f"{info.path} is {info.width}x{info.height}; all frames must have one size"
+                f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but frame {reference} is "
+                f"{size[1]}x{size[0]}; all frames must have one size"
             )
         yield np.ascontiguousarray(frame)
 
@@ -423,16 +434,11 @@ def _put(items: queue.Queue, item: Any, stopping: threading.Event) -> bool:
 
 
 def _decode_into(
-    items: queue.Queue,
-    stopping: threading.Event,
-    path: Path,
-    backend: str,
-    start: int,
-    stop: int | None,
+    items: queue.Queue, stopping: threading.Event, produce: Callable[[], Iterator[Any]]
 ) -> None:
     frames = None
     try:
-        frames = iter_frames(path, backend, start, stop)
+        frames = produce()
         for frame in frames:
             if not _put(items, frame, stopping):
                 return
@@ -440,26 +446,37 @@ def _decode_into(
         _put(items, _Failure(error), stopping)
         return
     finally:
-        if frames is not None:
-            frames.close()
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
     _put(items, _END, stopping)
 
 
 class _Worker:
-    """One decoding thread filling a bounded queue."""
+    """One decoding thread filling a bounded queue with the items of `produce()`."""
 
-    def __init__(self, prefetch: int, *args: Any) -> None:
+    def __init__(self, prefetch: int, produce: Callable[[], Iterator[Any]]) -> None:
         self.items: queue.Queue = queue.Queue(maxsize=prefetch)
         self.stopping = threading.Event()
         self.thread = threading.Thread(
             target=_decode_into,
-            args=(self.items, self.stopping, *args),
+            args=(self.items, self.stopping, produce),
             name="dinotrack-frame-reader",
             daemon=True,
         )
         self.thread.start()
 
-    def get(self) -> Any:
+    def __iter__(self) -> Iterator[Any]:
+        """The items in order; an error of the decoding thread is raised here, unchanged."""
+        while True:
+            item = self._get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+
+    def _get(self) -> Any:
         while True:
             try:
                 return self.items.get(timeout=0.1)
@@ -525,24 +542,18 @@ class FrameReader:
         _check_range(start, stop)
         self.info = probe_video(path, backend)
         self._prefetch = prefetch
-        self._args = (self.info.path, self.info.backend, start, stop)
+        self._produce = partial(iter_frames, self.info.path, self.info.backend, start, stop)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._closed:
             raise RuntimeError("this FrameReader is closed; create a new one to read again")
-        worker = _Worker(self._prefetch, *self._args)
+        worker = _Worker(self._prefetch, self._produce)
         self._workers.append(worker)
         return self._consume(worker)
 
     def _consume(self, worker: _Worker) -> Iterator[np.ndarray]:
         try:
-            while True:
-                item = worker.get()
-                if item is _END:
-                    return
-                if isinstance(item, _Failure):
-                    raise item.error
-                yield item
+            yield from worker
         finally:
             worker.stop()
             if worker in self._workers:
@@ -562,6 +573,38 @@ class FrameReader:
 
     def __del__(self) -> None:
         self.close()
+
+
+def read_image_files(
+    paths: Sequence[str | os.PathLike[str]], prefetch: int = 8
+) -> Iterator[np.ndarray]:
+    """Decodes image files in the given order in a background thread, as `FrameReader` does
+    for a video: at most `prefetch` frames ahead, errors re-raised here, the thread stopped
+    when the iterator is closed or dropped.
+
+    Args:
+        paths: Image files (any format PIL reads), all of one size.
+        prefetch: How many decoded frames may wait in the queue, >= 1.
+
+    Yields:
+        C-contiguous `[H, W, 3]` uint8 RGB frames.
+
+    Raises:
+        ValueError: (while iterating) A file that cannot be decoded or whose size differs
+            from the first one's.
+    """
+    if not isinstance(prefetch, int) or prefetch < 1:
+        raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+    files = [Path(path) for path in paths]
+    return _read_in_background(prefetch, partial(_iter_image_files, files))
+
+
+def _read_in_background(prefetch: int, produce: Callable[[], Iterator[Any]]) -> Iterator[Any]:
+    worker = _Worker(prefetch, produce)
+    try:
+        yield from worker
+    finally:
+        worker.stop()
 
 
 # Overlay video writing.

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 
 from dinotrack import __version__ as dinotrack_version
 from dinotrack.backbones import BackboneSpec, file_sha256, hub_weights_path
 from dinotrack.masks import write_mask
 from dinotrack.session import Tracker
+from dinotrack.video_io import read_image_files
 from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
 from eval.report import evaluation_record, write_csvs, write_json, write_text_atomic
 from eval.scoring import Evaluation, score_results
@@ -174,7 +173,7 @@ def propagate_sequence(
     folder.mkdir(parents=True, exist_ok=True)
     names = _output_names(sequence)
     count = 0
-    frames = _read_frames(sequence.image_paths[start:])
+    frames = read_image_files(sequence.image_paths[start:])
     for index, mask in tracker.track(frames, first):
         write_mask(folder / names[index], mask)
         count += 1
@@ -311,9 +310,3 @@ def _first_annotated_index(sequence: DavisSequence) -> int:
 def _output_names(sequence: DavisSequence) -> list[str]:
     start = _first_annotated_index(sequence)
     return [f"{p.stem}.png" for p in sequence.image_paths[start:]]
-
-
-def _read_frames(paths: tuple[Path, ...]) -> Iterator[np.ndarray]:
-    for path in paths:
-        with Image.open(path) as image:
-            yield np.asarray(image.convert("RGB"))

@@ -24,6 +24,7 @@ from dinotrack.video_io import (
     h264_available,
     iter_frames,
     probe_video,
+    read_image_files,
 )
 
 VIDEO_BACKENDS = [b for b in ("decord", "pyav") if b in available_backends()]
@@ -342,6 +343,29 @@ def test_frame_reader_stops_when_dropped(synthetic_mp4):
     assert len(reader_threads()) == 1
     del reader, frames
     gc.collect()
+    assert wait_for_no_reader_threads()
+
+
+def test_read_image_files_in_given_order(tmp_path):
+    root = make_frames_dir(tmp_path / "f", ["a.png", "b.jpg", "c.png", "d.png"], {"d.png": (5, 5)})
+    frames = read_image_files([root / "c.png", root / "a.png"], prefetch=1)
+    assert [int(frame[0, 0, 0]) for frame in frames] == [20, 0]
+    assert wait_for_no_reader_threads()
+
+    received = []
+    with pytest.raises(ValueError, match=r"d\.png is 5x5 but frame .*a\.png is 9x7"):
+        for frame in read_image_files([root / "a.png", root / "c.png", root / "d.png"]):
+            received.append(frame)
+    assert len(received) == 2
+    (root / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="cannot read frame .*broken.png"):
+        list(read_image_files([root / "broken.png"]))
+    assert wait_for_no_reader_threads()
+
+    frames = read_image_files([root / "a.png"] * 50, prefetch=2)
+    next(frames)
+    assert len(reader_threads()) == 1
+    frames.close()  # what dropping the iterator (e.g. a tracking error) does
     assert wait_for_no_reader_threads()
 
 
