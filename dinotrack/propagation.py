@@ -123,8 +123,8 @@ def propagate_labels(
     n_nb, cells = (2 * halo + 1) ** 2, tile * tile
 
     # Everything is cut into tiles on one padded grid, flattened row-major. The neighbour of
-    # tile q at offset (dy, dx) is then tile q + dy * grid_x + dx, so for one row of target
-    # tiles and one offset the source tiles are a contiguous run: one batched product each.
+    # tile q at offset (dy, dx) is then tile q + dy * grid_x + dx, so for a run of target
+    # tiles and one offset the source tiles are a contiguous run too: one batched product.
     keys = _to_tiles(context_feats.float(), tile, halo).view(grid_y * grid_x, -1, channels)
     values = _to_tiles(context_labels.float(), tile, halo).view(grid_y * grid_x, -1, k_classes)
     inside = _to_tiles(context_feats.new_ones(1, 1, h, w), tile, halo) > 0
@@ -135,18 +135,34 @@ def propagate_labels(
     offsets_t = torch.tensor(offsets, device=keys.device)
 
     out = keys.new_empty(n_y * n_x, cells, k_classes)  # the real tiles only, row-major
-    bytes_per_row = n_nb * n_x * cells * n_ctx * cells * 4
+    per_row = _product_per_row(keys.device)
+    # Scores held per row of target tiles (the products over whole runs also hold the padding
+    # tiles' scores until the real ones are copied out).
+    tiles_per_row = n_x if per_row else n_x + grid_x
+    bytes_per_row = n_nb * tiles_per_row * cells * n_ctx * cells * 4
     rows = max(1, min(n_y, chunk_bytes // bytes_per_row))
     for r0 in range(0, n_y, rows):
         r1 = min(n_y, r0 + rows)
         starts = [(halo + r) * grid_x + halo for r in range(r0, r1)]  # first tile of each row
         n_q = (r1 - r0) * n_x
-        sim = keys.new_empty(n_nb, n_q, cells, n_ctx * cells)
-        for j, off in enumerate(offsets):
-            for i, a in enumerate(starts):
-                rows_out = sim[j, i * n_x : (i + 1) * n_x]
-                torch.bmm(queries[a : a + n_x], keys[a + off : a + off + n_x].mT, out=rows_out)
-        targets = torch.cat([torch.arange(a, a + n_x, device=keys.device) for a in starts])
+        first = torch.tensor(starts, device=keys.device)
+        targets = (first[:, None] + torch.arange(n_x, device=keys.device)).flatten()  # [n_q]
+        if per_row:
+            # One product per row and offset: the padding tiles between rows are skipped.
+            sim = keys.new_empty(n_nb, n_q, cells, n_ctx * cells)
+            for j, off in enumerate(offsets):
+                for i, a in enumerate(starts):
+                    rows_out = sim[j, i * n_x : (i + 1) * n_x]
+                    torch.bmm(queries[a : a + n_x], keys[a + off : a + off + n_x].mT, out=rows_out)
+        else:
+            # One product per offset over all the rows, padding tiles included, then the real
+            # tiles picked out: 10x fewer kernel launches, for a few more flops and one copy.
+            a0, a1 = starts[0], starts[-1] + n_x
+            run = keys.new_empty(n_nb, a1 - a0, cells, n_ctx * cells)
+            for j, off in enumerate(offsets):
+                torch.bmm(queries[a0:a1], keys[a0 + off : a1 + off].mT, out=run[j])
+            sim = run[:, targets - a0]
+            del run
         sources = offsets_t[:, None] + targets[None, :]  # [n_nb, n_q] source tile per offset
         # Candidates outside the frame or outside the target's window never win.
         valid = inside[sources][:, :, None, None, :] & window[:, None, :, None, :]
@@ -164,6 +180,13 @@ def propagate_labels(
     out = out.view(n_y, n_x, tile, tile, k_classes)
     out = out.permute(4, 0, 2, 1, 3).reshape(k_classes, n_y * tile, n_x * tile)
     return out[:, :h, :w].contiguous()
+
+
+def _product_per_row(device: torch.device) -> bool:
+    """Whether the similarity products go one row of target tiles at a time: on the CPU this
+    is ~10 % faster than one product over all rows (no padding tiles computed); on a GPU the
+    many small products would cost more in kernel launches than they save."""
+    return device.type == "cpu"
 
 
 def labels_to_mask(

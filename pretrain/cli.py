@@ -194,7 +194,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=r.save_every,
         help="checkpoint every N steps, and at each epoch end (default %(default)s)",
     )
-    g.add_argument("--log-every", type=int, default=r.log_every)
+    g.add_argument(
+        "--log-every",
+        type=int,
+        default=r.log_every,
+        help="a log.jsonl line every N steps, measured values averaged over them "
+        "(default %(default)s)",
+    )
     g.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,

@@ -163,7 +163,8 @@ class PretrainConfig:
             with a time limit (a SLURM allocation, a 10-minute command) resumes where it
             stopped when the same command runs again. ``None``: no limit.
         save_every: Write a checkpoint every this many steps (and at each epoch end).
-        log_every: Log metrics every this many steps.
+        log_every: Write a log line every this many steps (measured values averaged over
+            them).
         resume: Resume from the run directory's checkpoint when there is one.
         progress: Show a progress display on rank 0.
     """
@@ -179,7 +180,7 @@ class PretrainConfig:
     max_steps: int | None = None
     time_limit: float | None = None
     save_every: int = 500
-    log_every: int = 10
+    log_every: int = 1
     resume: bool = True
     progress: bool = True
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,39 +77,53 @@ class FrameBatch:
         return FrameBatch(self.frames.to(device, non_blocking=non_blocking), self.sizes, self.ids)
 
 
-def _decoder(name: str) -> str:
+def _decoders(name: str) -> tuple[str, ...]:
+    """The decoders to try in order: "auto" is decord (when it imports) then PyAV, so that a
+    file decord cannot read is read with PyAV."""
     if name == "auto":
         try:
             import decord  # noqa: F401
         except ImportError:
-            return "pyav"
-        return "decord"
+            return ("pyav",)
+        return ("decord", "pyav")
     if name not in ("decord", "pyav"):
         raise ValueError(f"unknown decoder {name!r}; use auto, decord or pyav")
-    return name
+    return (name,)
+
+
+def _first_working(decoder: str, read: Callable[[str], Any], failure: str) -> Any:
+    """``read(name)`` with each decoder of ``decoder`` in turn until one succeeds; when none
+    does, a ValueError of ``failure`` and each decoder's error."""
+    errors = []
+    for name in _decoders(decoder):
+        try:
+            return read(name)
+        except Exception as exc:  # decoders raise their own exception types
+            errors.append(f"{name}: {exc}" if decoder == "auto" else str(exc))
+    raise ValueError(f"{failure}: {'; '.join(errors)}")
 
 
 def count_frames(path: str | os.PathLike, decoder: str = "auto") -> int:
     """Number of frames of a video.
 
     Raises:
-        ValueError: The file cannot be opened as a video.
+        ValueError: The file cannot be opened as a video (by any of the decoders).
     """
-    decoder = _decoder(decoder)
-    try:
-        if decoder == "decord":
-            import decord
+    return _first_working(decoder, lambda name: _count(name, path), f"cannot read video {path}")
 
-            return len(decord.VideoReader(str(path), num_threads=1))
-        import av
 
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            if stream.frames > 0:
-                return int(stream.frames)
-            return sum(1 for packet in container.demux(stream) if packet.size > 0)
-    except Exception as exc:  # decoders raise their own exception types
-        raise ValueError(f"cannot read video {path}: {exc}") from exc
+def _count(decoder: str, path: str | os.PathLike) -> int:
+    if decoder == "decord":
+        import decord
+
+        return len(decord.VideoReader(str(path), num_threads=1))
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames > 0:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size > 0)
 
 
 def read_video_frames(
@@ -117,20 +132,23 @@ def read_video_frames(
     """Decode the frames at ``indices`` (any order, repeats allowed) of one video.
 
     Each frame is decoded once, in increasing order, without reading the whole video into
-    memory. An index past the last decodable frame yields the last frame.
+    memory. An index past the last decodable frame yields the last frame. With "auto", a
+    video that decord fails on is read with PyAV.
 
     Returns:
         One uint8 ``[H, W, 3]`` RGB array per index, in the order of ``indices``.
+
+    Raises:
+        ValueError: A negative index, or no decoder could read the frames.
     """
     wanted = sorted(set(int(i) for i in indices))
     if not wanted:
         return []
     if wanted[0] < 0:
         raise ValueError(f"negative frame index {wanted[0]} for {path}")
-    if _decoder(decoder) == "decord":
-        frames = _read_decord(path, wanted)
-    else:
-        frames = _read_pyav(path, wanted)
+    readers = {"decord": _read_decord, "pyav": _read_pyav}
+    failure = f"cannot decode frames {wanted} of {path}"
+    frames = _first_working(decoder, lambda name: readers[name](path, wanted), failure)
     return [frames[int(i)] for i in indices]
 
 
@@ -346,7 +364,8 @@ class FrameBatches(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self.decoder = _decoder(decoder)
+        _decoders(decoder)  # checks the name
+        self.decoder = decoder
         self.epoch = 0
         self.start_batch = 0
         n = sum(frames_per_video if s.is_video else 1 for s in self.sources)
@@ -403,12 +422,7 @@ class FrameBatches(IterableDataset):
             mine = rows[rows[:, 0] == source_index]
             wanted = sorted(set(mine[:, 1].tolist()) | set(mine[:, 2].tolist()))
             if source.is_video:
-                try:
-                    arrays = read_video_frames(source.path, wanted, self.decoder)
-                except Exception as exc:  # decoders raise their own exception types
-                    raise ValueError(
-                        f"cannot decode frames {wanted} of {source.path}: {exc}"
-                    ) from exc
+                arrays = read_video_frames(source.path, wanted, self.decoder)
             else:
                 arrays = [read_image(source.path)] * len(wanted)
             for index, array in zip(wanted, arrays, strict=True):

@@ -367,6 +367,7 @@ def _run(
     on_step: Callable[[StepInfo], None] | None,
 ) -> TrainResult:
     spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size)
+    _check_crop_sizes(cfg, spec)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
@@ -411,6 +412,7 @@ def _run(
     del ckpt
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
         write_json(out / CONFIG_NAME, {"config": config, "resolved": resolved})
         write_json(out / "sources.json", {"sources": sources_to_json(sources)})
         _truncate_log(out / LOG_NAME, resumed_from)
@@ -424,10 +426,11 @@ def _run(
     watch = CollapseWatch(cfg.model.out_dim)
     state = _Saver(cfg, info, trainer, spec, sources, config, resolved, wall)
     last: dict[str, float] = {}
-    window: list[tuple[float, float]] = []
+    window: list[dict[str, float]] = []  # the steps since the last log line
+    batch_size = resolved["global_batch"]
     started = time.monotonic()
     timed_out = False
-    with _progress(info.is_main and cfg.progress, total, trainer.step) as progress:
+    with _progress(info.is_main and cfg.progress, stop, trainer.step) as progress:
         while trainer.step < stop and not timed_out:
             dataset.set_epoch(trainer.epoch, trainer.step % dataset.steps_per_epoch)
             for batch, data_s in _timed(loader):
@@ -436,19 +439,18 @@ def _run(
                 metrics = trainer.train_step(trainer.views(batch))
                 step_s = time.perf_counter() - start + data_s
                 state.wall += step_s
-                window.append((data_s, step_s))
                 step = trainer.step
-                metrics.update(
-                    images_per_s=resolved["global_batch"] / step_s, data_s=data_s, step_s=step_s
-                )
+                metrics.update(images_per_s=batch_size / step_s, data_s=data_s, step_s=step_s)
                 last = metrics
+                window.append(metrics)
                 warning = watch.update(metrics["teacher_entropy"], metrics["kl"], step)
                 if warning:
-                    logger.warning(warning)
-                if info.is_main and (step % cfg.log_every == 0 or step == stop):
-                    _log_line(out / LOG_NAME, step, epoch, metrics, window, state.wall)
+                    progress.warn(warning)
+                if step % cfg.log_every == 0 or step == stop:
+                    if info.is_main:
+                        _log_line(out / LOG_NAME, step, epoch, window, state.wall, batch_size)
                     window = []
-                progress(step, epoch, metrics)
+                progress.update(step, epoch, metrics)
                 if on_step is not None:
                     on_step(StepInfo(step, epoch, metrics, batch.ids, trainer))
                 epoch_end = step % dataset.steps_per_epoch == 0
@@ -465,6 +467,26 @@ def _run(
         logger.info("time limit of %.0f s reached at step %d", cfg.time_limit, trainer.step)
     export = out / EXPORT_NAME
     return TrainResult(out, trainer.step, resumed_from, ckpt_path, export, last, timed_out)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete the half-written checkpoints or exports of a run killed while saving."""
+    for name in (CHECKPOINT_NAME, EXPORT_NAME):
+        for stale in out.glob(f".{name}.*.tmp"):
+            logger.info("removing %s, left by a run stopped while saving", stale)
+            stale.unlink(missing_ok=True)
+
+
+def _check_crop_sizes(cfg: PretrainConfig, spec: BackboneSpec) -> None:
+    sizes = (cfg.augment.global_crop_size, cfg.augment.local_crop_size)
+    patch = spec.patch_size
+    if any(size % patch for size in sizes):
+        fits = [max(1, round(size / patch)) * patch for size in sizes]
+        raise ValueError(
+            f"--global-crop-size {sizes[0]} and --local-crop-size {sizes[1]} must be multiples "
+            f"of the patch size {patch} of {spec.name}; e.g. --global-crop-size {fits[0]} "
+            f"--local-crop-size {fits[1]}"
+        )
 
 
 def _main_then_share(info: distributed.DistInfo, compute: Callable[[], Any]) -> Any:
@@ -561,18 +583,25 @@ def _timed(loader: Any) -> Iterator[tuple[FrameBatch, float]]:
         yield batch, time.perf_counter() - start
 
 
+# Measured per step; a log line gives their means over the steps since the previous line.
+_MEASURED = ("loss", "teacher_entropy", "kl", "grad_norm", "data_s", "step_s")
+
+
 def _log_line(
     path: Path,
     step: int,
     epoch: int,
-    metrics: dict[str, float],
-    window: list[tuple[float, float]],
+    window: list[dict[str, float]],
     wall: float,
+    global_batch: int,
 ) -> None:
-    record = {"step": step, "epoch": epoch, **metrics, "train_time_s": round(wall, 3)}
-    if window:
-        record["data_s"] = sum(d for d, _ in window) / len(window)
-        record["step_s"] = sum(s for _, s in window) / len(window)
+    """Append one JSON line: the last step's values (schedules), with the measured ones
+    (loss, entropy, KL, gradient norm, times) averaged over ``window``."""
+    record = {"step": step, "epoch": epoch, **window[-1], "train_time_s": round(wall, 3)}
+    for key in _MEASURED:
+        record[key] = sum(m[key] for m in window) / len(window)
+    record["images_per_s"] = global_batch / record["step_s"]
+    record["steps_logged"] = len(window)
     with open(path, "a") as fh:
         fh.write(json.dumps(record) + "\n")
 
@@ -587,11 +616,21 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in kept))
 
 
+@dataclass
+class _Display:
+    """What the training loop tells the user: ``update(step, epoch, metrics)`` after each
+    step, ``warn(message)`` for the collapse watch."""
+
+    update: Callable[[int, int, dict[str, float]], None]
+    warn: Callable[[str], None]
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool, total: int, done: int) -> Iterator[Callable[..., None]]:
-    """A rich progress display (epoch, step, loss, lr, images/s, ETA) on rank 0."""
+def _progress(enabled: bool, total: int, done: int) -> Iterator[_Display]:
+    """A rich progress display (epoch, step, loss, lr, images/s, ETA) on rank 0; warnings are
+    printed above it. Disabled: warnings go to the log only."""
     if not enabled:
-        yield lambda *args: None
+        yield _Display(update=lambda *args: None, warn=logger.warning)
         return
     from rich.console import Console
     from rich.progress import (
@@ -626,4 +665,7 @@ def _progress(enabled: bool, total: int, done: int) -> Iterator[Callable[..., No
                 ips=f"{metrics['images_per_s']:.1f}",
             )
 
-        yield update
+        def warn(message: str) -> None:
+            progress.console.print(f"warning: {message}", style="yellow", markup=False)
+
+        yield _Display(update, warn)

@@ -12,6 +12,7 @@ from pretrain_support import SHORT_VIDEOS
 from pretrain.data import (
     FrameBatches,
     Source,
+    count_frames,
     epoch_plan,
     find_sources,
     make_loader,
@@ -119,6 +120,23 @@ def test_decord_and_pyav_decode_the_same_frames(videos):
     np.testing.assert_array_equal(a[1], a[3])
     np.testing.assert_array_equal(a[-1], a[4])  # past the end gives the last frame (34)
     assert not np.array_equal(a[0], a[2])
+
+
+def test_auto_decoder_falls_back_to_pyav_for_a_file_decord_fails_on(videos, monkeypatch):
+    decord = pytest.importorskip("decord")
+    expected = read_video_frames(videos[1], [0, 17], decoder="pyav")
+
+    def broken(*args, **kwargs):  # what decord does on a file its FFmpeg build cannot read
+        raise decord.DECORDError("cannot find video stream")
+
+    monkeypatch.setattr(decord, "VideoReader", broken)
+    assert count_frames(videos[1]) == 35
+    for got, want in zip(read_video_frames(videos[1], [0, 17]), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match=r"cannot decode frames \[0\] of .*: cannot find video"):
+        read_video_frames(videos[1], [0], decoder="decord")  # no fallback when asked for decord
+    with pytest.raises(ValueError, match="cannot read video .*decord: cannot find .*; pyav: "):
+        count_frames(videos[1].with_name("missing.mp4"))
 
 
 def test_batches_pad_frames_and_record_sizes(shared_data, tmp_path):

@@ -6,6 +6,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +79,18 @@ def test_two_steps_on_real_video_frames(videos, tmp_path):
     assert features.shape == (2, 1 + 6 * 8, 64) and torch.isfinite(features).all()
 
 
+def test_log_lines_average_the_steps_since_the_previous_line(videos, tmp_path):
+    steps = []
+    cfg = tiny_config(tmp_path / "run", videos, max_steps=3, log_every=2)
+    train(cfg, on_step=lambda info: steps.append(info.metrics))
+    log = read_log(tmp_path / "run")
+    assert [(r["step"], r["steps_logged"]) for r in log] == [(2, 2), (3, 1)]
+    for key in ("loss", "teacher_entropy", "kl", "step_s"):
+        assert log[0][key] == pytest.approx((steps[0][key] + steps[1][key]) / 2)
+        assert log[1][key] == pytest.approx(steps[2][key])
+    assert log[0]["lr"] == steps[1]["lr"]  # schedules: the line's own step
+
+
 def test_exported_backbone_tracks_a_clip(videos, tmp_path):
     from dinotrack import Tracker
     from dinotrack.video_io import iter_frames
@@ -132,6 +149,43 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(videos, tmp_path):
         train(tiny_config(parts, videos, max_steps=5, optim={"lr": 0.001}))
 
 
+KILLED_RUN = """
+import os, signal, sys
+from pathlib import Path
+from pretrain_support import tiny_config
+from pretrain.train import train
+
+def on_step(info):
+    if info.step == 3:  # after step 3 is logged; the last checkpoint is step 2's
+        os.kill(os.getpid(), signal.SIGKILL)
+
+out, videos = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
+train(tiny_config(out, videos, max_steps=4, save_every=2), on_step=on_step)
+"""
+
+
+def test_killed_run_resumes_exactly(videos, tmp_path):
+    whole = train(tiny_config(tmp_path / "whole", videos, max_steps=4))
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    args = [sys.executable, "-c", KILLED_RUN, str(run), *map(str, videos)]
+    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3]
+    assert load_checkpoint(run / "checkpoint.pth")["step"] == 2
+    stale = run / ".checkpoint.pth.0123456789ab.tmp"  # as a kill during a save leaves it
+    stale.write_bytes(b"half a checkpoint")
+
+    resumed = train(tiny_config(run, videos, max_steps=4, save_every=2))
+    assert (resumed.resumed_from, resumed.step) == (2, 4)
+    assert not stale.exists()
+    a, b = load_checkpoint(whole.checkpoint), load_checkpoint(resumed.checkpoint)
+    for key in ("student", "teacher", "optimizer", "loss", "step", "epoch"):
+        states_equal(a[key], b[key], key)
+    # Step 3's line of the killed run was dropped and written again by the resumed run.
+    assert [r["loss"] for r in read_log(run)] == [r["loss"] for r in read_log(tmp_path / "whole")]
+
+
 def test_time_limit_saves_and_the_same_command_goes_on(videos, tmp_path):
     # save_every 100: the only checkpoints are the time limit's and the last step's.
     cfg = tiny_config(tmp_path / "run", videos, max_steps=3, save_every=100, time_limit=0.0)
@@ -173,6 +227,10 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert code == 2 and "--warmup-epochs 10 must be smaller than --epochs 5" in (
         capsys.readouterr().err
     )
+    code = main(["--data", str(tmp_path), "--arch", "test_vit_tiny16", "--local-crop-size", "40"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "multiples of the patch size 16 of test_vit_tiny16; e.g. --global-crop-size 224 " in err
 
 
 def test_registers_the_dinotrack_subcommand():

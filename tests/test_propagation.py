@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dinotrack import propagation
 from dinotrack.propagation import labels_to_mask, one_hot_labels, propagate_labels
 
 
@@ -47,15 +48,28 @@ def random_case(seed, n_ctx, c, h, w, k):
         (4, 8, 11, 5, 2, 1, 1, 2),  # top-1, tall grid
     ],
 )
-def test_windowed_equals_dense_reference(n_ctx, c, h, w, k, radius, topk, tile):
+@pytest.mark.parametrize("per_row", [True, False], ids=["product-per-row", "product-per-run"])
+def test_windowed_equals_dense_reference(
+    n_ctx, c, h, w, k, radius, topk, tile, per_row, monkeypatch
+):
+    # Both layouts of the similarity products (CPU: per row of tiles; GPU: per run of rows),
+    # each with all rows at once and with one row per chunk.
+    monkeypatch.setattr(propagation, "_product_per_row", lambda device: per_row)
     target, context, labels = random_case(h * w + n_ctx, n_ctx, c, h, w, k)
     expected = dense_reference(target, context, labels, radius, topk, 0.1)
-    got = propagate_labels(
-        target.float(), context.float(), labels.float(), radius=radius, topk=topk, tile=tile
-    )
-    assert got.shape == (k, h, w)
-    torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-4)
-    assert torch.equal(got.argmax(0), expected.argmax(0))
+    for chunk_bytes in (2**30, 1):
+        got = propagate_labels(
+            target.float(),
+            context.float(),
+            labels.float(),
+            radius=radius,
+            topk=topk,
+            tile=tile,
+            chunk_bytes=chunk_bytes,
+        )
+        assert got.shape == (k, h, w)
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-4)
+        assert torch.equal(got.argmax(0), expected.argmax(0))
 
 
 def test_result_does_not_depend_on_tile_size():

@@ -4,8 +4,11 @@ Part 1 (same run, same inputs): grid 60x106, 384 channels, 8 context frames, r=1
 per step (median of repeats) and whether the labels are identical.
 Part 2: peak memory of one windowed step at a 1080p /8 grid (135x240), measured in a fresh
 process; the dense formulation's affinity alone would need T x N^2 x 4 bytes.
+Part 3: the two layouts of the similarity products (one per row of target tiles, used on the
+CPU; one per run of rows, used on a GPU) on `--device`: time per step, ATen operator calls
+and batched products per step (each a kernel launch on a GPU), and whether they agree.
 
-    python tools/bench_propagation.py [--repeats 5] [--skip-1080p]
+    python tools/bench_propagation.py [--repeats 5] [--skip-1080p] [--device cuda]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_protocol import dense_propagation, neighbourhood_mask  # noqa: E402
 from process_memory import peak_rss_gb  # noqa: E402
 
+from dinotrack import propagation  # noqa: E402
 from dinotrack.propagation import propagate_labels  # noqa: E402
 
 
@@ -72,6 +76,43 @@ def compare(repeats: int) -> dict:
     }
 
 
+def layouts(device: torch.device, repeats: int) -> dict:
+    """Both product layouts on one device, side by side, at the 60x106 grid."""
+    target, context, labels = (x.to(device) for x in inputs(60, 106))
+    chosen = propagation._product_per_row
+
+    def step():
+        out = propagate_labels(target, context, labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return out
+
+    results = {}
+    try:
+        for per_row in (True, False):
+            propagation._product_per_row = lambda _device, value=per_row: value
+            with torch.inference_mode():
+                step()  # warm-up
+                seconds, out = timed(step, repeats)
+                with torch.profiler.profile(
+                    activities=[torch.profiler.ProfilerActivity.CPU]
+                ) as prof:
+                    step()
+            counts = {e.key: e.count for e in prof.key_averages()}
+            results["per_row" if per_row else "per_run"] = {
+                "seconds": seconds,
+                "aten_ops": sum(n for key, n in counts.items() if key.startswith("aten::")),
+                "bmm": counts.get("aten::bmm", 0),
+                "out": out.cpu(),
+            }
+    finally:
+        propagation._product_per_row = chosen
+    a, b = results["per_row"].pop("out"), results["per_run"].pop("out")
+    results["max_abs_diff"] = float((a - b).abs().max())
+    results["default"] = "per_row" if chosen(device) else "per_run"
+    return results
+
+
 def step_1080p() -> None:
     """Child process: one windowed step at 135x240, print peak RSS."""
     target, context, labels = inputs(135, 240, k=3)
@@ -88,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-1080p", action="store_true")
+    parser.add_argument("--device", default="cpu", help="device of part 3 (parts 1-2: the CPU)")
     parser.add_argument("--child-1080p", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_1080p:
@@ -102,6 +144,16 @@ def main() -> None:
         f"  identical argmax labels: {result['identical_argmax']}, "
         f"max |soft label diff| {result['max_abs_diff']:.2e}"
     )
+    device = torch.device(args.device)
+    result = layouts(device, args.repeats)
+    print(f"product layouts on {device} (default there: {result['default']}):")
+    for name in ("per_row", "per_run"):
+        r = result[name]
+        print(
+            f"  {name:8s} {r['seconds']:.4f} s/step, {r['aten_ops']} ATen calls, "
+            f"{r['bmm']} batched products"
+        )
+    print(f"  max |soft label diff| between layouts {result['max_abs_diff']:.2e}")
     if not args.skip_1080p:
         out = subprocess.run(
             [sys.executable, __file__, "--child-1080p"], capture_output=True, text=True, check=True
