@@ -96,7 +96,11 @@ def resized_crops(
 ) -> torch.Tensor:
     """Cut ``boxes`` out of ``frames`` and resize each to ``size`` x ``size``.
 
-    Bicubic with antialiasing, clamped to [0, 1] (bicubic overshoots at edges).
+    Bicubic with antialiasing, as ``F.interpolate(crop, mode="bicubic", antialias=True)``
+    (and PIL) compute it, clamped to [0, 1] (bicubic overshoots at edges). On the CPU each
+    crop is resized on its own (work proportional to the crop's area); on a GPU all crops go
+    through a few batched matrix products (see :func:`_batched_resized_crops`), since
+    hundreds of small resizes per step would be bound by kernel launches.
 
     Args:
         frames: uint8 ``[B, 3, H, W]``, any device.
@@ -111,6 +115,8 @@ def resized_crops(
     b = frames.shape[0]
     if boxes.shape[0] != repeats * b:
         raise ValueError(f"expected {repeats * b} boxes for {b} frames, got {boxes.shape[0]}")
+    if frames.device.type != "cpu":
+        return _batched_resized_crops(frames, boxes, size, repeats)
     out = torch.empty(boxes.shape[0], 3, size, size, device=frames.device)
     for k, (top, left, height, width) in enumerate(boxes.tolist()):
         i = k % b
@@ -119,6 +125,49 @@ def resized_crops(
             crop, size=(size, size), mode="bicubic", antialias=True, align_corners=False
         )
     return out.clamp_(0.0, 1.0)
+
+
+def _batched_resized_crops(
+    frames: torch.Tensor, boxes: torch.Tensor, size: int, repeats: int
+) -> torch.Tensor:
+    """:func:`resized_crops` as matrix products: resampling is separable, so each crop is
+    ``rows @ frame @ cols.T`` with per-crop weight matrices that are zero outside its box.
+    More arithmetic than resizing each crop (whole frames are multiplied), but a handful of
+    batched products per call whatever the number and sizes of the boxes."""
+    b, channels, height, width = frames.shape
+    top, left, box_h, box_w = boxes.to(frames.device).T
+    rows = _resampling_weights(top, box_h, size, height).view(repeats, b, size, height)
+    cols = _resampling_weights(left, box_w, size, width).view(repeats, b, size, width)
+    x = frames.float().div_(255.0).view(b, channels * height, width)
+    # Columns first, every crop of a frame in one product: [B, C*H, W] @ [B, W, R*S].
+    x = x @ cols.permute(1, 3, 0, 2).reshape(b, width, repeats * size)
+    x = x.view(b, channels, height, repeats, size).permute(3, 0, 1, 2, 4)  # [R, B, C, H, S]
+    out = rows.unsqueeze(2) @ x  # [R, B, 1, S, H] @ [R, B, C, H, S] -> [R, B, C, S, S]
+    return out.reshape(repeats * b, channels, size, size).clamp_(0.0, 1.0)
+
+
+def _resampling_weights(
+    start: torch.Tensor, length: torch.Tensor, size: int, full: int
+) -> torch.Tensor:
+    """``[N, size, full]``: the weight of input pixel ``x`` in output pixel ``j`` when
+    ``[start, start + length)`` of an axis of ``full`` pixels is resized to ``size``.
+
+    Antialiased bicubic (a = -0.5), PIL's scheme: the kernel is stretched by the downscale
+    factor, only pixels inside the interval count, and each row is normalised to sum 1.
+    """
+    start, length = start.float()[:, None, None], length.float()[:, None, None]
+    scale = length / size
+    stretch = scale.clamp(min=1.0)
+    centre = torch.arange(size, device=start.device, dtype=torch.float32)[None, :, None]
+    centre = start + (centre + 0.5) * scale  # [N, size, 1]
+    pixel = torch.arange(full, device=start.device, dtype=torch.float32)[None, None, :]
+    d = ((pixel + 0.5 - centre) / stretch).abs_()  # [N, size, full]
+    a = -0.5
+    near = ((a + 2) * d - (a + 3)) * d * d + 1  # |d| <= 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a  # 1 < |d| < 2
+    weights = torch.where(d <= 1, near, far.masked_fill_(d >= 2, 0.0))
+    weights.masked_fill_((pixel < start) | (pixel >= start + length), 0.0)
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def _photometric(cfg: AugmentConfig, blur_p: float, solarize_p: float) -> nn.Sequential:

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from pretrain import augment
 from pretrain.augment import MultiCropAugmentation, resized_crops, sample_crop_boxes
 from pretrain.config import AugmentConfig
 
@@ -78,6 +79,21 @@ def test_resized_crops_keep_constant_regions_and_pick_the_box():
     torch.testing.assert_close(out[1], torch.full((3, 16, 16), 51 / 255))
     torch.testing.assert_close(out[2], torch.zeros(3, 16, 16))  # box 2 is in frame 0
     torch.testing.assert_close(out[3], torch.full((3, 16, 16), 51 / 255))
+
+
+@pytest.mark.parametrize("size,scale,repeats", [(48, (0.4, 1.0), 1), (24, (0.05, 0.4), 3)])
+def test_batched_crops_equal_resizing_each_crop(size, scale, repeats):
+    # The GPU path (batched matrix products) against the CPU path (one resize per crop), on
+    # real-like content: downscaled crops and, for the small boxes, upscaled ones.
+    torch.manual_seed(0)
+    frames = torch.randint(0, 256, (4, 3, 60, 90), dtype=torch.uint8)
+    boxes = sample_crop_boxes(
+        torch.tensor([[60, 90], [60, 90], [50, 70], [60, 90]] * repeats), scale
+    )
+    one_by_one = resized_crops(frames, boxes, size, repeats)
+    batched = augment._batched_resized_crops(frames, boxes, size, repeats)
+    assert batched.shape == (4 * repeats, 3, size, size)
+    torch.testing.assert_close(batched, one_by_one, atol=2e-5, rtol=0)
 
 
 def normalised(value, cfg):
