@@ -42,6 +42,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         ValueError: The file is not a readable PyTorch checkpoint holding a dict.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"weights path {path} is a directory; name the checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
     try:
@@ -49,6 +51,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if reason.startswith("Weights only load failed"):
+            # torch's advice to load with weights_only=False would run the file's code.
+            reason = "it holds Python objects other than tensors, which are not loaded, for safety"
         raise ValueError(
             f"cannot read weights file {path}: not a PyTorch checkpoint or corrupt ({reason})"
         ) from exc
@@ -149,6 +154,13 @@ def load_into(net: nn.Module, ckpt: dict[str, Any], source: str | os.PathLike) -
                 more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
                 parts.append(f"{label}: {', '.join(keys[:6])}{more}")
         raise ValueError(f"weights {source} do not fit this backbone: " + "; ".join(parts))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if broken:
+        more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
+        raise ValueError(
+            f"weights {source} hold NaN or infinite values (in {broken[0]}{more}); the training "
+            "that wrote them diverged or the file is damaged"
+        )
     net.load_state_dict(state, strict=True)
 
 

@@ -14,11 +14,12 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from dinotrack import __version__
-from dinotrack.atomic_files import atomic_directory
+from dinotrack.atomic_files import atomic_directory, output_directory, output_file
 from dinotrack.config import (
     DEFAULT_MASS,
     PRECISIONS,
@@ -44,20 +45,82 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         help="backbone name (see `dinotrack models`); default: the architecture recorded in "
         "--weights, else dino_vits8",
     )
-    group.add_argument("--weights", default=None, help="checkpoint file to load instead")
-    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
-    group.add_argument("--precision", default=defaults.precision, choices=PRECISIONS)
     group.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="frames per forward pass"
+        "--weights",
+        default=None,
+        help="checkpoint to load: an official DINO file, a timm state dict, or a backbone.pth "
+        "from `dinotrack pretrain`",
+    )
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    group.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="backbone precision; auto: bf16 on CUDA, fp32 on the CPU (default %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="frames per forward pass (default %(default)s)",
     )
     algo = parser.add_argument_group("propagation (defaults: the DINO paper's)")
-    algo.add_argument("--n-last-frames", type=int, default=defaults.n_last_frames)
-    algo.add_argument("--radius", type=int, default=defaults.radius, help="window, in patches")
-    algo.add_argument("--topk", type=int, default=defaults.topk)
-    algo.add_argument("--temperature", type=float, default=defaults.temperature)
-    algo.add_argument("--short-side", type=int, default=defaults.short_side, help="pixels")
-    algo.add_argument("--resize-rule", default=defaults.resize_rule, choices=RESIZE_RULES)
-    algo.add_argument("--pos-embed", default=None, choices=("dino", "timm"))
+    algo.add_argument(
+        "--n-last-frames",
+        type=int,
+        default=defaults.n_last_frames,
+        help="previous frames kept as context besides the first (default %(default)s)",
+    )
+    algo.add_argument(
+        "--radius",
+        type=int,
+        default=defaults.radius,
+        help="half-side of the search window, in patches; negative: whole frame "
+        "(default %(default)s)",
+    )
+    algo.add_argument(
+        "--topk",
+        type=positive_int,
+        default=defaults.topk,
+        help="most similar source patches kept per target patch (default %(default)s)",
+    )
+    algo.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.temperature,
+        help="softmax temperature of the affinity (default %(default)s)",
+    )
+    algo.add_argument(
+        "--short-side",
+        type=int,
+        default=defaults.short_side,
+        help="network input's short side in pixels (default %(default)s)",
+    )
+    algo.add_argument(
+        "--resize-rule",
+        default=defaults.resize_rule,
+        choices=RESIZE_RULES,
+        help="aspect: one scale for both sides, rounded to the patch size; official: the DINO "
+        "script's (long side floored to a multiple of 64) (default %(default)s)",
+    )
+    algo.add_argument(
+        "--pos-embed",
+        default=None,
+        choices=("dino", "timm"),
+        help="position-embedding resampling: dino (the official rule) or timm "
+        "(default: the backbone's own rule)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
@@ -118,9 +181,18 @@ def _segment_parser(subparsers) -> None:
         default=None,
         help="--auto: share of the attention mass the foreground holds (default 0.6)",
     )
-    p.add_argument("--out", required=True, help="output directory for the per-frame PNGs")
-    p.add_argument("--overlay", default=None, help="also write an mp4 of the masks over frames")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory for the per-frame PNGs; published when the run ends, replacing "
+        "an earlier result (a directory holding other files is refused)",
+    )
+    p.add_argument(
+        "--overlay", default=None, help="also write a video (.mp4/.mov/.mkv) of masks over frames"
+    )
+    p.add_argument(
+        "--max-frames", type=positive_int, default=None, help="stop after this many frames"
+    )
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)
 
@@ -154,7 +226,9 @@ def _attention_parser(subparsers) -> None:
     p.add_argument("--alpha", type=float, default=0.6, help="opacity of the colours, 0..1")
     p.add_argument("--no-outline", action="store_true", help="do not outline the thresholded set")
     p.add_argument("--head", type=int, default=None, help="video: show this head, not the mean")
-    p.add_argument("--max-frames", type=int, default=None, help="video: stop after this many")
+    p.add_argument(
+        "--max-frames", type=positive_int, default=None, help="video: stop after this many"
+    )
     add_tracker_arguments(p)
     p.set_defaults(func=run_attention)
 
@@ -176,7 +250,12 @@ def run_models(args: argparse.Namespace) -> int:
 
     from dinotrack.backbones import get_backbone_spec, list_backbones
 
-    table = Table("name", "patch", "timm architecture", "weights", "description")
+    table = Table()
+    table.add_column("name", no_wrap=True)
+    table.add_column("patch")
+    table.add_column("timm architecture", overflow="fold")  # folded, never cut
+    table.add_column("weights", overflow="fold")
+    table.add_column("description")
     for name in list_backbones():
         spec = get_backbone_spec(name)
         source = "random (tests)" if spec.random_weights else (spec.local_file or "download")
@@ -198,21 +277,30 @@ def run_segment(args: argparse.Namespace) -> int:
     if auto_flags and not args.auto:
         raise ValueError(f"{', '.join(auto_flags)} can only be used with --auto")
     reader = FrameReader(args.input, stop=args.max_frames)  # checks the input exists first
-    info = reader.info
-    palette = davis_palette()
-    if args.auto:
-        first_mask = _auto_start(args, info)
-    else:
-        first = read_mask(args.mask)
-        # Checked (and resized if need be) before any weights are loaded or frames decoded.
-        first_mask = check_first_mask(first.ids, (info.height, info.width))
-        palette = first.palette if first.palette is not None else palette
-    tracker = build_tracker(args)
     overlay = None
     try:
-        with atomic_directory(args.out) as out_tmp:
-            if args.overlay:
-                overlay = OverlayWriter(args.overlay, info.fps, info.width, info.height, palette)
+        info = reader.info
+        out = output_directory(args.out)
+        check_not_input(out, args.input, "--out")
+        palette = davis_palette()
+        if args.auto:
+            first_mask = _auto_start(args, info)
+        else:
+            first = read_mask(args.mask)
+            # Checked (and resized if need be) before any weights are loaded or frames decoded.
+            first_mask = check_first_mask(first.ids, (info.height, info.width))
+            palette = first.palette if first.palette is not None else palette
+        if args.overlay:
+            if _is_within(Path(args.overlay), out):
+                raise ValueError(
+                    f"--overlay {args.overlay} is inside --out {out}, which is replaced as a "
+                    "whole when the run ends; write the overlay elsewhere"
+                )
+            overlay_path = output_file(args.overlay)
+            check_not_input(overlay_path, args.input, "--overlay")
+            overlay = OverlayWriter(overlay_path, info.fps, info.width, info.height, palette)
+        tracker = build_tracker(args)
+        with atomic_directory(out) as out_tmp:
             total = info.num_frames
             if args.max_frames is not None:
                 total = min(total, args.max_frames)
@@ -251,10 +339,24 @@ def run_segment(args: argparse.Namespace) -> int:
     console.print(
         f"segmented {count} frames, {len(objects)} object(s) {objects}, "
         f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} "
-        f"({tracker.spec.name}) -> {args.out}" + (f", overlay {args.overlay}" if overlay else ""),
+        f"({tracker.spec.name}) -> {out}" + (f", overlay {args.overlay}" if overlay else ""),
         soft_wrap=True,
     )
     return 0
+
+
+def check_not_input(output: Path, source: str | os.PathLike[str], flag: str) -> None:
+    """Refuse an output path that is the input itself (a video, or a directory of frames).
+
+    Raises:
+        ValueError: ``output`` and ``source`` are the same file or directory.
+    """
+    if output.exists() and os.path.samefile(output, source):
+        raise ValueError(f"{flag} {output} is the input; name another output")
+
+
+def _is_within(path: Path, directory: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(directory))
 
 
 def _auto_start(args: argparse.Namespace, info):

@@ -26,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from dinotrack.atomic_files import atomic_directory
+from dinotrack.atomic_files import atomic_directory, output_directory, output_file
 from dinotrack.attention import (
     DEFAULT_MASS,
     attention_overlay,
@@ -107,11 +107,14 @@ def _read_image(path: Path) -> np.ndarray:
 def _run_image(args: argparse.Namespace, source: Path) -> int:
     from dinotrack.cli import build_tracker
 
-    target = Path(args.out)
-    if target.suffix.lower() in VIDEO_SUFFIXES:
+    if Path(args.out).suffix.lower() in VIDEO_SUFFIXES:
         raise ValueError(
-            f"{source} is an image: --out names a directory of PNGs, not a video ({target})"
+            f"{source} is an image: --out names a directory of PNGs, not a video ({args.out})"
         )
+    for flag in ("head", "max_frames"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} applies to videos; {source} is an image")
+    target = output_directory(args.out)
     frame = _read_image(source)
     tracker = build_tracker(args)
     attn = tracker.attention(frame[None])[0]  # [heads, h/p, w/p], each summing to 1
@@ -135,21 +138,21 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
 
 
 def _run_video(args: argparse.Namespace, source: Path) -> int:
-    from dinotrack.cli import build_tracker
+    from dinotrack.cli import build_tracker, check_not_input
 
-    target = Path(args.out)
-    if target.suffix.lower() not in _VIDEO_OUTPUTS:
+    if Path(args.out).suffix.lower() not in _VIDEO_OUTPUTS:
         raise ValueError(
-            f"{source} is a video: --out must be a {'/'.join(_VIDEO_OUTPUTS)} file, got {target}"
+            f"{source} is a video: --out must be a {'/'.join(_VIDEO_OUTPUTS)} file, got {args.out}"
         )
     reader = FrameReader(source, stop=args.max_frames)
     try:
         info = reader.info
+        target = output_file(args.out)
+        check_not_input(target, source, "--out")
         tracker = build_tracker(args)
         heads = int(tracker.extractor.net.blocks[-1].attn.num_heads)
         if args.head is not None and not 0 <= args.head < heads:
             raise ValueError(f"--head {args.head} does not exist: the backbone has {heads} heads")
-        target.parent.mkdir(parents=True, exist_ok=True)
         start, count = time.perf_counter(), 0
         settings = _render_args(args)
         # With alpha 0 the writer keeps the pictures' colours and only outlines the masks,

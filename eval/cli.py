@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dinotrack.atomic_files import output_file
 from dinotrack.cli import add_tracker_arguments
 
 __all__ = ["register"]
@@ -133,8 +134,12 @@ def _run_score(args: argparse.Namespace) -> int:
 
     dataset = _open_dataset(args)
     results = Path(args.results)
+    if results.exists() and not results.is_dir():
+        raise NotADirectoryError(f"--results {results} is a file, not a folder of PNG masks")
     if not results.is_dir():
         raise FileNotFoundError(f"results folder {results} does not exist")
+    if args.json is not None:
+        output_file(args.json)  # checked before the scoring, which writes into the folder
     stderr = Console(stderr=True)
     with _progress(stderr) as progress:
         task = progress.add_task("scoring", total=len(dataset.sequences))
@@ -167,6 +172,8 @@ def _run_davis(args: argparse.Namespace) -> int:
     from eval.runner import run_davis
 
     dataset = _open_dataset(args, require_images=True)
+    if args.json is not None:
+        output_file(args.json)
     stderr = Console(stderr=True)
     t0 = time.perf_counter()
     tracker = build_tracker(args)  # the tracker of `dinotrack segment`, from the same flags

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from dinotrack import AutoStart, Tracker, auto_start_mask, mass_threshold
+from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.attention import (
     box_patches,
     colourize,
@@ -141,7 +142,7 @@ def test_attention_command_image_and_video_agree(shared_data, tmp_path, capsys):
     Image.fromarray(frames[index]).save(tmp_path / "frame.png")
     code, err = run(["attention", tmp_path / "frame.png", "--out", tmp_path / "img", *FAST], capsys)
     assert code == 0, err
-    names = sorted(p.name for p in (tmp_path / "img").iterdir())
+    names = sorted(p.name for p in (tmp_path / "img").iterdir() if p.name != MARKER_NAME)
     assert names == sorted(
         ["attention.npy", "mean.png", "mean-mask.png"]
         + [f"head-{k:02d}{s}.png" for k in range(2) for s in ("", "-mask")]
@@ -299,7 +300,7 @@ def test_segment_auto_writes_its_start_mask(clip, tmp_path, tracker, capsys):
     out = tmp_path / "res"
     code, err = run(["segment", clip, "--auto", "--out", out, "--max-frames", 4, *FAST], capsys)
     assert code == 0, err
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != MARKER_NAME)
     assert names == [f"{i:05d}.png" for i in range(4)] + [START_MASK_NAME]
     start = read_mask(out / START_MASK_NAME).ids
     np.testing.assert_array_equal(start, read_mask(out / "00000.png").ids)

@@ -162,12 +162,27 @@ def test_corrupt_and_missing_files(tmp_path):
         load_backbone(TINY, bad)
     with pytest.raises(FileNotFoundError, match="weights file not found"):
         load_backbone(TINY, tmp_path / "nope.pth")
+    with pytest.raises(IsADirectoryError, match="is a directory; name the checkpoint file"):
+        load_backbone(TINY, tmp_path)
 
 
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"state_dict": {}, "obj": Payload()}, path)
-    with pytest.raises(ValueError, match="cannot read weights file"):
+    with pytest.raises(ValueError, match="cannot read weights file") as err:
+        load_backbone(TINY, path)
+    message = str(err.value)
+    assert "Python objects other than tensors" in message
+    assert "weights_only=False" not in message and "\x1b" not in message and "\n" not in message
+
+
+def test_non_finite_weights_are_refused(tmp_path, trained):
+    state = dict(trained.state_dict())
+    state["blocks.0.mlp.fc1.weight"] = state["blocks.0.mlp.fc1.weight"].clone()
+    state["blocks.0.mlp.fc1.weight"][0, 0] = float("nan")
+    path = tmp_path / "diverged.pth"
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"NaN or infinite values \(in blocks.0.mlp.fc1.weight\)"):
         load_backbone(TINY, path)
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.cli import main
 from dinotrack.masks import davis_palette, read_mask, write_mask
 from dinotrack.video_io import iter_frames, probe_video
@@ -33,6 +36,13 @@ def leftovers(folder):
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
+def results(folder):
+    """The files of a results directory, less the marker that lets a later run replace it."""
+    names = sorted(p.name for p in folder.iterdir())
+    assert MARKER_NAME in names
+    return [name for name in names if name != MARKER_NAME]
+
+
 def test_segment_frames_directory(boat, tmp_path, capsys):
     frames, mask = boat
     out = tmp_path / "res"
@@ -40,7 +50,7 @@ def test_segment_frames_directory(boat, tmp_path, capsys):
         ["segment", frames, "--mask", mask, "--out", out, "--max-frames", 5, *FAST], capsys
     )
     assert code == 0, err
-    names = sorted(p.name for p in out.iterdir())
+    names = results(out)
     assert names == [f"{i:05d}.png" for i in range(5)]  # named like the input frames
     first = Image.open(out / "00000.png")
     assert first.mode == "P" and first.size == (854, 480)
@@ -76,7 +86,7 @@ def test_segment_video_file_with_overlay_and_palette_ids(shared_data, tmp_path, 
         capsys,
     )
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(4)]
+    assert results(out) == [f"{i:05d}.png" for i in range(4)]
     last = read_mask(out / "00003.png")
     assert last.format == "palette" and set(np.unique(last.ids)) <= {0, 4, 9}
     np.testing.assert_array_equal(last.palette[4], (10, 200, 30))  # the input's palette
@@ -85,17 +95,53 @@ def test_segment_video_file_with_overlay_and_palette_ids(shared_data, tmp_path, 
     assert len(list(iter_frames(overlay))) == 4
 
 
-def test_rerun_replaces_previous_output(boat, tmp_path, capsys):
+def test_rerun_replaces_its_own_output_and_nothing_else(boat, tmp_path, capsys):
     frames, mask = boat
     out = tmp_path / "res"
-    out.mkdir()
-    (out / "stale.png").write_bytes(b"old")
-    code, _, _ = run(
-        ["segment", frames, "--mask", mask, "--out", out, "--max-frames", 2, *FAST], capsys
-    )
-    assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png"]
+    args = ["segment", frames, "--mask", mask, "--out", out, *FAST]
+    assert run([*args, "--max-frames", 3], capsys)[0] == 0
+    assert run([*args, "--max-frames", 2], capsys)[0] == 0
+    assert results(out) == ["00000.png", "00001.png"]  # the earlier result, replaced whole
     assert not leftovers(tmp_path)
+
+    # A directory of the user's own files, or the input frames, is refused, not deleted.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    code, _, err = run([*args[:4], "--out", mine, *FAST], capsys)
+    assert code == 2 and "did not write (e.g. notes.txt)" in err
+    assert (mine / "notes.txt").read_text() == "keep"
+    copy = tmp_path / "frames"
+    copy.mkdir()
+    for name in ("00000.jpg", "00001.jpg"):
+        (copy / name).write_bytes((Path(frames) / name).read_bytes())
+    code, _, err = run(["segment", copy, "--mask", mask, "--out", copy, *FAST], capsys)
+    assert code == 2 and sorted(p.name for p in copy.iterdir()) == ["00000.jpg", "00001.jpg"]
+
+
+def test_overlay_paths_are_checked_before_any_work(boat, shared_data, tmp_path, capsys):
+    frames, mask = boat
+    args = ["segment", frames, "--mask", mask, "--out", tmp_path / "res", *FAST]
+    video = tmp_path / "clip.mp4"
+    shutil.copyfile(shared_data("videos", "dog-agility.mp4"), video)
+    before = video.read_bytes()
+    cases = [
+        ([*args, "--overlay", tmp_path / "res" / "ov.mp4"], "is inside --out"),
+        ([*args, "--overlay", tmp_path], "is a directory"),
+        (
+            ["segment", video, "--mask", mask, "--out", tmp_path / "r2", "--overlay", video, *FAST],
+            "is the input",
+        ),
+    ]
+    for case, match in cases:
+        code, _, err = run(case, capsys)
+        assert code == 2 and match in err, err
+    assert video.read_bytes() == before
+    assert not (tmp_path / "res").exists() and not (tmp_path / "r2").exists()
+    # Missing parents of the overlay are created, as for --out.
+    code, _, err = run([*args, "--max-frames", 2, "--overlay", tmp_path / "a" / "ov.mp4"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "a" / "ov.mp4").is_file()
 
 
 def error_case(args, capsys, tmp_path, match):

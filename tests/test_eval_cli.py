@@ -90,6 +90,30 @@ def test_score_errors_exit_2_with_one_line(tmp_path, capsys, damage, message):
     assert re.search(message, error_lines[0])
 
 
+def test_score_checks_its_outputs_before_writing_any(tmp_path, capsys):
+    seqs = _sequences()
+    root = write_davis(tmp_path / "davis", seqs)
+    results = write_results(tmp_path / "res", seqs)
+    args = ["eval", "score", "--root", str(root), "--results", str(results)]
+    assert main([*args, "--json", str(results)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert not list(results.glob("*.csv")) and not list(results.glob("*.json"))
+    assert (
+        main(
+            [
+                "eval",
+                "score",
+                "--root",
+                str(root),
+                "--results",
+                str(root / "ImageSets" / "2017" / "val.txt"),
+            ]
+        )
+        == 2
+    )
+    assert "is a file, not a folder of PNG masks" in capsys.readouterr().err
+
+
 def test_score_bad_split_exits_2(tmp_path, capsys):
     root = write_davis(tmp_path / "davis", _sequences())
     code = main(["eval", "score", "--root", str(root), "--split", "test", "--results", str(root)])
