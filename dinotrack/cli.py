@@ -312,7 +312,10 @@ def run_segment(args: argparse.Namespace) -> int:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[fps]:.2f} fps"),
             )
-            with Progress(*columns, console=console, transient=True) as progress:
+            bar = Progress(
+                *columns, console=console, transient=True, disable=not console.is_terminal
+            )
+            with bar as progress:
                 task = progress.add_task("frames", total=total, fps=0.0)
                 for index, mask, frame in tracker.track(reader, first_mask, with_frames=True):
                     if count == 0:

@@ -650,7 +650,8 @@ def _progress(enabled: bool, total: int, done: int) -> Iterator[_Display]:
         TextColumn("{task.fields[ips]} img/s"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(
             "pretrain", total=total, completed=done, epoch="-", loss="-", lr="-", ips="-"
         )
