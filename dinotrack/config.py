@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +29,9 @@ class TrackerConfig:
         n_last_frames: Previous frames kept as context besides the first frame.
         radius: Half-side of the square search window in patches (12 -> 25 x 25 patches).
             A negative value searches the whole frame.
-        topk: Source patches kept per target patch, over all context frames jointly.
-        temperature: Temperature of the affinity ``exp(cos / temperature)``.
+        topk: Source patches kept per target patch, over all context frames jointly, >= 1;
+            a value above the number of candidates keeps them all.
+        temperature: Temperature of the affinity ``exp(cos / temperature)``, finite and > 0.
         short_side: Frames are resized so that their short side has this many pixels.
         resize_rule: ``"aspect"`` (same scale on both sides, rounded to the patch size) or
             ``"official"`` (long side floored to a multiple of 64, as the DINO script).
@@ -39,6 +42,13 @@ class TrackerConfig:
         batch_size: Frames per backbone forward pass.
         tile: Side of the target-patch blocks of the windowed propagation; None picks 6 on
             the CPU and 12 on CUDA (speed only: results do not depend on it).
+
+    Raises:
+        TypeError: A count (``n_last_frames``, ``radius``, ``topk``, ``short_side``,
+            ``batch_size``, ``tile``) that is not an integer, or a temperature that is not a
+            number.
+        ValueError: A value out of range (e.g. a NaN, infinite or non-positive temperature)
+            or an unknown choice.
     """
 
     n_last_frames: int = 7
@@ -53,25 +63,63 @@ class TrackerConfig:
     tile: int | None = None
 
     def __post_init__(self) -> None:
-        if self.n_last_frames < 0:
-            raise ValueError(f"n_last_frames must be >= 0, got {self.n_last_frames}")
-        if self.topk < 1:
-            raise ValueError(f"topk must be >= 1, got {self.topk}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.short_side < 16:
-            raise ValueError(f"short_side must be >= 16 pixels, got {self.short_side}")
+        # Numbers are stored as plain Python ints and floats (numpy scalars are accepted),
+        # so that to_dict() holds plain values.
+        ints = {"n_last_frames": 0, "radius": None, "topk": 1, "short_side": 16, "batch_size": 1}
+        if self.tile is not None:
+            ints["tile"] = 1
+        for name, minimum in ints.items():
+            unit = " pixels" if name == "short_side" else ""
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum, unit))
+        object.__setattr__(self, "temperature", check_temperature(self.temperature))
         if self.resize_rule not in RESIZE_RULES:
             raise ValueError(f"resize_rule must be one of {RESIZE_RULES}, got {self.resize_rule!r}")
         if self.pos_embed not in (None, "dino", "timm"):
             raise ValueError(f"pos_embed must be 'dino', 'timm' or None, got {self.pos_embed!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.tile is not None and self.tile < 1:
-            raise ValueError(f"tile must be >= 1, got {self.tile}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-value copy, for logs and result files."""
         return dataclasses.asdict(self)
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, unit: str = "") -> int:
+    """Checks that a setting is an integer (not a bool), at least ``minimum`` if given.
+
+    Args:
+        name: The setting's name, for the message.
+        value: Its value.
+        minimum: Smallest allowed value, or None for no bound.
+        unit: Appended to the bound in the message (e.g. ``" pixels"``).
+
+    Returns:
+        ``value`` as a Python int.
+
+    Raises:
+        TypeError: If ``value`` is not an integer.
+        ValueError: If it is below ``minimum``.
+    """
+    bound = "" if minimum is None else f" >= {minimum}{unit}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer{bound}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be{bound}, got {value}")
+    return int(value)
+
+
+def check_temperature(value: Any) -> float:
+    """Checks the affinity temperature: a finite number > 0.
+
+    Returns:
+        ``value`` as a Python float.
+
+    Raises:
+        TypeError: If ``value`` is not a real number.
+        ValueError: If it is NaN or infinite, or <= 0.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"temperature must be a finite number > 0, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"temperature must be a finite number > 0, got {value}")
+    return float(value)

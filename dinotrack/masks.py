@@ -24,6 +24,10 @@ from dinotrack.atomic_files import atomic_output
 MAX_OBJECT_ID = 255
 """Largest object id a palette PNG can hold."""
 
+MAX_GRAY_IDS = 64
+"""Most distinct non-zero values a grayscale mask may hold: more looks like a photo or a
+smoothed mask rather than object ids (a palette PNG may hold up to 255 objects)."""
+
 _GRAY_MODES = ("L", "LA", "I;16", "I;16L", "I;16B", "I")
 
 
@@ -70,7 +74,12 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
     - palette ("P"): the palette index is the id; the file's palette is returned too.
     - grayscale ("L", "LA", "1", 16-bit "I;16", 32-bit "I"): if every value is 0 or the
       format's maximum (255, or 65535 for 16-bit), the mask is binary and the maximum becomes
-      id 1 ("gray-binary"); otherwise each value is the id as it is ("gray").
+      id 1 ("gray-binary"); otherwise each value is the id as it is ("gray"). Two kinds of
+      grayscale image are refused as not being id masks: one holding 0, the maximum and any
+      value in between (a binary mask whose edges were anti-aliased or blurred: its edge
+      levels would become spurious objects), and one holding more than `MAX_GRAY_IDS` (64)
+      distinct non-zero values (a photo or a smoothed mask). Threshold such an image, or save
+      the objects as a palette PNG.
     - colour ("RGB", "RGBA"): black is background and each other colour is one object. If every
       colour present is an entry of the DAVIS palette, its palette index is the id, so a
       DAVIS-coloured RGB export keeps its ids; otherwise the colours are numbered 1..n in the
@@ -87,7 +96,8 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
     Raises:
         FileNotFoundError: If `path` does not exist.
         ValueError: If the file is not a readable image, is a JPEG, has an unsupported mode,
-            holds more than 255 colours, or holds ids above 255.
+            holds more than 255 colours, holds ids above 255, or is a grayscale image that
+            looks anti-aliased or like a photo (see above).
     """
     path = Path(path)
     if not path.exists():
@@ -140,6 +150,20 @@ def _gray_to_mask(values: np.ndarray, full: int, path: Path) -> LoadedMask:
     present = np.unique(values)
     if np.isin(present, [0, full]).all():
         return LoadedMask(ids=(values == full).astype(np.int64), palette=None, format="gray-binary")
+    levels = int((present != 0).sum())
+    if present[0] == 0 and present[-1] == full:
+        between = f"{len(present) - 2} level{'s' if len(present) > 3 else ''}"
+        raise ValueError(
+            f"mask {path} holds gray values 0 and {full} and {between} in between; it looks "
+            "like an anti-aliased binary mask, whose edge levels would become spurious objects. "
+            f"Threshold it to 0/{full}, or save the objects as a palette PNG"
+        )
+    if levels > MAX_GRAY_IDS:
+        raise ValueError(
+            f"mask {path} holds {levels} gray levels besides black; a grayscale mask may hold "
+            f"at most {MAX_GRAY_IDS} object ids. Is it a photo or a blurred mask rather than "
+            "an id mask? Threshold it, or save the objects as a palette PNG"
+        )
     if present[0] < 0 or present[-1] > MAX_OBJECT_ID:
         raise ValueError(
             f"mask {path} holds gray values {present[0]}..{present[-1]}; object ids must be "

@@ -18,9 +18,12 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dinotrack.config import check_int, check_temperature
 
 
 def one_hot_labels(ids: Tensor, num_channels: int) -> Tensor:
@@ -79,23 +82,37 @@ def propagate_labels(
     ``a(q, s) = exp(cos(f_q, f_s) / temperature)``; the ``topk`` largest over all context frames
     are kept, normalised to sum 1, and the output is ``sum_s a(q, s) * label(s)``.
 
+    ``topk`` is clamped to the largest number of candidates a target can have,
+    ``T * min(2 radius + 1, h) * min(2 radius + 1, w)``, so any ``topk >= 1`` works and a large
+    one keeps every candidate. Targets near the border have fewer candidates than that; the
+    missing ones score ``-inf`` and get weight 0. Every target has at least ``T`` candidates
+    (its own position in each context frame), so its weights always sum to 1.
+
     Args:
         target_feats: ``[C, h, w]`` features of the target frame.
         context_feats: ``[T, C, h, w]`` features of the context frames.
         context_labels: ``[T, K, h, w]`` float soft labels of the context frames.
-        radius: Half-side of the square search window, in patches. A negative value searches
-            the whole frame.
-        topk: Number of source patches kept per target patch.
-        temperature: Softmax temperature of the affinity.
-        tile: Side of the blocks of target patches processed together (speed/memory only;
-            results do not depend on it).
+        radius: Half-side of the square search window, in patches (an integer). A negative
+            value searches the whole frame.
+        topk: Number of source patches kept per target patch, an integer >= 1 (clamped as
+            said above).
+        temperature: Softmax temperature of the affinity, finite and > 0.
+        tile: Side of the blocks of target patches processed together, >= 1 (speed/memory
+            only; results do not depend on it).
         normalized: Whether the features are already L2-normalised along ``C``.
         chunk_bytes: Rough bound on the similarity scores held at once (memory only).
 
     Returns:
         ``[K, h, w]`` float32 soft labels of the target frame; each position's labels are a
         convex combination of source labels.
+
+    Raises:
+        ValueError: Tensors of the wrong dimensions or mismatched shapes, or a setting out of
+            range (e.g. ``topk < 1``, a NaN or infinite temperature).
+        TypeError: ``radius``, ``topk`` or ``tile`` not an integer, or ``temperature`` not a
+            number.
     """
+    _check_settings(radius, topk, temperature, tile)
     if target_feats.dim() != 3 or context_feats.dim() != 4 or context_labels.dim() != 4:
         raise ValueError(
             "expected target [C, h, w], context features [T, C, h, w] and context labels "
@@ -108,10 +125,11 @@ def propagate_labels(
             f"shape mismatch: target {tuple(target_feats.shape)}, context features "
             f"{tuple(context_feats.shape)}, context labels {tuple(context_labels.shape)}"
         )
-    if topk < 1 or temperature <= 0:
-        raise ValueError(f"need topk >= 1 and temperature > 0, got {topk} and {temperature}")
     if radius < 0 or radius >= max(h, w):
         radius = max(h, w)  # the window covers the whole frame
+    # No target has more candidates than a full window (fewer near the border): beyond that,
+    # topk would only add -inf scores, and torch.topk fails past the candidates it is given.
+    topk = min(topk, n_ctx * min(2 * radius + 1, h) * min(2 * radius + 1, w))
     if not normalized:
         target_feats = F.normalize(target_feats.float(), dim=0)
         context_feats = F.normalize(context_feats.float(), dim=1)
@@ -182,6 +200,13 @@ def propagate_labels(
     return out[:, :h, :w].contiguous()
 
 
+def _check_settings(radius: int, topk: int, temperature: float, tile: int) -> None:
+    check_int("radius", radius)
+    check_int("topk", topk, minimum=1)
+    check_temperature(temperature)
+    check_int("tile", tile, minimum=1)
+
+
 def _product_per_row(device: torch.device) -> bool:
     """Whether the similarity products go one row of target tiles at a time: on the CPU this
     is ~10 % faster than one product over all rows (no padding tiles computed); on a GPU the
@@ -245,11 +270,15 @@ class LabelPropagator:
     Args:
         first_feats: ``[C, h, w]`` features of the first frame.
         first_labels: ``[K, h, w]`` float soft labels of the first frame (one-hot usually).
-        n_last_frames: Number of previous frames kept besides the first.
+        n_last_frames: Number of previous frames kept besides the first, >= 0.
         radius: Search window half-side in patches (negative: whole frame).
-        topk: Sources kept per target patch.
-        temperature: Affinity temperature.
-        tile: Block size of the windowed computation (speed only).
+        topk: Sources kept per target patch, >= 1 (see :func:`propagate_labels`).
+        temperature: Affinity temperature, finite and > 0.
+        tile: Block size of the windowed computation (speed only), >= 1.
+
+    Raises:
+        ValueError, TypeError: As :func:`propagate_labels`, for a bad setting or
+            ``n_last_frames``, or features and labels on different grids.
     """
 
     def __init__(
@@ -263,6 +292,8 @@ class LabelPropagator:
         temperature: float = 0.1,
         tile: int = 6,
     ) -> None:
+        check_int("n_last_frames", n_last_frames, minimum=0)
+        _check_settings(radius, topk, temperature, tile)
         if first_feats.shape[-2:] != first_labels.shape[-2:]:
             raise ValueError(
                 f"first-frame features {tuple(first_feats.shape)} and labels "
@@ -303,21 +334,63 @@ def propagate_sequence(
 
     Args:
         features: Iterable of ``[C, h, w]`` feature maps, the first frame's first.
-        first_labels: ``[h, w]`` int64 channel indices (0 = background, 1..K-1 objects) or
-            ``[K, h, w]`` float soft labels of the first frame.
+        first_labels: ``[h, w]`` integer (or bool) channel indices (0 = background, 1..K-1
+            objects) or ``[K, h, w]`` float soft labels of the first frame; a tensor or a
+            numpy array.
         **kwargs: :class:`LabelPropagator` settings (``n_last_frames``, ``radius``, ``topk``,
             ``temperature``, ``tile``).
 
     Yields:
         ``[K, h, w]`` float32 soft labels for every frame after the first.
+
+    Raises:
+        ValueError: Labels that are not ``[h, w]`` or ``[K, h, w]``, negative channel
+            indices, or a bad setting (see :class:`LabelPropagator`).
+        TypeError: ``[h, w]`` labels that are not integers.
     """
+    first_labels = _first_labels(first_labels)
     frames = iter(features)
     try:
         first = next(frames)
     except StopIteration:
         return
-    if first_labels.dim() == 2:
-        first_labels = one_hot_labels(first_labels, int(first_labels.max()) + 1)
     propagator = LabelPropagator(first, first_labels.to(first.device), **kwargs)
     for feats in frames:
         yield propagator.step(feats)
+
+
+def _first_labels(labels: Tensor | np.ndarray) -> Tensor:
+    """:func:`propagate_sequence`'s first labels as ``[K, h, w]`` float soft labels."""
+    if isinstance(labels, np.ndarray):
+        # Converted to a fresh array: torch warns about read-only ones (np.asarray of PIL).
+        if labels.dtype == np.bool_ or np.issubdtype(labels.dtype, np.integer):
+            labels = torch.from_numpy(labels.astype(np.int64))
+        elif np.issubdtype(labels.dtype, np.floating):
+            labels = torch.from_numpy(labels.astype(np.float32))
+        else:
+            raise TypeError(f"first_labels must hold numbers, got numpy dtype {labels.dtype}")
+    elif not isinstance(labels, Tensor):
+        raise TypeError(
+            f"first_labels must be a tensor or numpy array, got {type(labels).__name__}"
+        )
+    if labels.dim() == 3:
+        return labels.float()
+    if labels.dim() != 2:
+        raise ValueError(
+            "first_labels must be [h, w] channel indices or [K, h, w] soft labels, got shape "
+            f"{tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype.is_complex:
+        raise TypeError(
+            f"[h, w] first_labels must hold integer channel indices, got {labels.dtype}; "
+            "give [K, h, w] for soft labels"
+        )
+    labels = labels.long()
+    if labels.numel() == 0:
+        raise ValueError(f"first_labels is empty (shape {tuple(labels.shape)})")
+    if int(labels.min()) < 0:
+        raise ValueError(
+            f"first_labels holds negative channel indices (min {int(labels.min())}); channel "
+            "indices must be >= 0 (0 = background)"
+        )
+    return one_hot_labels(labels, int(labels.max()) + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +17,7 @@ from torch import Tensor, nn
 
 from dinotrack.attention import iter_attention, upsample_attention
 from dinotrack.backbones import BackboneSpec, load_backbone
-from dinotrack.config import TrackerConfig
+from dinotrack.config import TrackerConfig, check_int
 from dinotrack.features import FeatureExtractor, network_input_size
 from dinotrack.masks import resize_mask
 from dinotrack.propagation import LabelPropagator, labels_to_mask, one_hot_labels
@@ -69,13 +70,18 @@ class TrackingSession:
 
         Returns:
             ``[H, W]`` object ids (uint8 when all ids are below 256, else int32).
+
+        Raises:
+            TypeError: ``frame`` is not a numpy array.
+            ValueError: ``frame`` is not ``[H, W, 3]`` uint8, or not of the first frame's size.
         """
+        _check_frame(frame)
         if tuple(frame.shape[:2]) != self.state.frame_size:
             raise ValueError(
                 f"frame {self.state.frame_index + 1} is {frame.shape[1]}x{frame.shape[0]}, "
                 f"but the video started at {self.state.frame_size[1]}x{self.state.frame_size[0]}"
             )
-        feats = self.tracker.extractor(frame[None], self.state.input_size)[0]
+        feats = self.tracker.extractor(_as_batch(frame), self.state.input_size)[0]
         return self.step_features(feats)
 
     def step_features(self, feats: Tensor) -> np.ndarray:
@@ -182,17 +188,24 @@ class Tracker:
 
         Args:
             frame: ``[H, W, 3]`` uint8 RGB first frame.
-            mask: ``[H', W']`` integer object ids (0 = background). A mask of another size
-                with the same aspect ratio is resized (nearest) with a warning.
+            mask: ``[H', W']`` integer (or bool) object ids (0 = background). A mask of
+                another size that is a rescale of the frame's is resized (nearest) with a
+                warning (see :func:`check_first_mask`).
             feats: The first frame's features ``[C, h/p, w/p]`` if already computed.
 
         Returns:
             A session whose :meth:`TrackingSession.step` segments the following frames.
 
+        Warns:
+            UserWarning: The mask was resized, or an object covers less than one patch at the
+                network input (it may be lost after the first frame).
+
         Raises:
-            ValueError: Empty mask, negative ids, or a mask whose aspect ratio differs from
-                the frame's.
+            TypeError: ``frame`` is not a numpy array.
+            ValueError: ``frame`` is not ``[H, W, 3]`` uint8; empty mask, negative ids, a mask
+                of another aspect ratio or too small.
         """
+        _check_frame(frame)
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         return self._start_checked(frame, check_first_mask(mask, frame_size), feats)
 
@@ -203,8 +216,9 @@ class Tracker:
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         object_ids = tuple(int(i) for i in np.unique(mask) if i != 0)
         input_size = self.input_size(*frame_size)
+        _warn_small_objects(mask, input_size, self.patch_size)
         if feats is None:
-            feats = self.extractor(frame[None], input_size)[0]
+            feats = self.extractor(_as_batch(frame), input_size)[0]
         grid = (input_size[0] // self.patch_size, input_size[1] // self.patch_size)
         channels = self.ids_to_channels(resize_mask(mask, *grid), object_ids)
         labels = one_hot_labels(torch.from_numpy(channels).to(feats.device), len(object_ids) + 1)
@@ -263,7 +277,30 @@ class Tracker:
             ``(index, mask)`` or ``(index, mask, frame)`` for every frame from ``start``;
             ``mask`` is ``[H, W]`` object ids with the user's ids (the first frame's mask is
             the one given).
+
+        Warns:
+            UserWarning: As :meth:`start`.
+
+        Raises:
+            TypeError, ValueError: At the call, ``start`` or ``stop`` out of range; while
+                iterating, frames that are not ``[H, W, 3]`` uint8 of one size, a bad first
+                mask (see :func:`check_first_mask`), or no frame between ``start`` and
+                ``stop``.
         """
+        start = check_int("start", start, minimum=0)
+        if stop is not None and check_int("stop", stop) <= start:
+            raise ValueError(f"stop must be greater than start ({start}), got {stop}")
+        return self._track(video, first_mask, with_frames, start, stop)
+
+    def _track(
+        self,
+        video: VideoSource,
+        first_mask: StartMask,
+        with_frames: bool,
+        start: int,
+        stop: int | None,
+    ) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """:meth:`track` once its arguments are checked."""
         if isinstance(video, (str, os.PathLike)):
             frames: Iterable[np.ndarray] = FrameReader(Path(video), start=start, stop=stop)
         else:
@@ -288,17 +325,45 @@ class Tracker:
                 yield (index, mask, frame) if with_frames else (index, mask)
                 index += 1
         if session is None:
-            raise ValueError(f"no frames to track in {video}")
+            # Name the source briefly: an iterable's repr may hold whole frame arrays.
+            source = str(video) if isinstance(video, (str, os.PathLike)) else "the given frames"
+            span = "" if start == 0 and stop is None else f" from index {start}"
+            span += "" if stop is None else f" to {stop}"
+            raise ValueError(f"no frames to track in {source}{span}")
+
+
+MIN_MASK_SIDE = 16
+"""Shortest side, in pixels, of a first mask that is resized to the frames: a smaller one
+cannot carry an object's shape."""
 
 
 def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
     """The first-frame mask, checked against the frames' ``(H, W)`` and resized (nearest,
-    with a warning) when its size differs but its aspect ratio does not.
+    with a warning) when its size differs but it is a rescale of the frame size.
+
+    A mask of ``W' x H'`` is a rescale of frames of ``W x H`` when one scale factor ``s``
+    makes both sides agree up to rounding: ``|W' - s W|`` and ``|H' - s H|`` within half a
+    pixel on each image, that is, when the intervals
+    ``[(W' - 0.5) / (W + 0.5), (W' + 0.5) / (W - 0.5)]`` and the same for the heights
+    overlap. So for 854x480 frames, 3840x2160, 1920x1080, 1280x720 and 427x240 masks are
+    resized, while 480x480 and 854x400 are refused. A mask of another size whose short
+    side is below :data:`MIN_MASK_SIDE` pixels is refused too.
+
+    Args:
+        mask: ``[H', W']`` integer or bool object ids (bool: ``True`` is object 1).
+        frame_size: ``(H, W)`` of the frames.
+
+    Returns:
+        ``[H, W]`` integer object ids (the given array when no resize was needed, bool masks
+        as uint8).
 
     Raises:
-        ValueError: Not a 2-D integer array, negative ids, no object, or another aspect ratio.
+        ValueError: Not a 2-D integer or bool array, negative ids, no object, another aspect
+            ratio, or a mask of another size too small to carry a shape.
     """
     mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        mask = mask.astype(np.uint8)
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(
             f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
@@ -310,7 +375,13 @@ def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarra
         raise ValueError("the first mask is empty: it holds no object (all pixels are 0)")
     (fh, fw), (mh, mw) = frame_size, mask.shape
     if (mh, mw) != (fh, fw):
-        if abs(mh * fw - mw * fh) > max(fh, fw):  # aspect ratios differ by more than a pixel
+        if min(mh, mw) < MIN_MASK_SIDE:
+            raise ValueError(
+                f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; a mask smaller than "
+                f"{MIN_MASK_SIDE} pixels on its short side is too small to carry a shape. Give "
+                "a mask of the first frame's size"
+            )
+        if not _is_rescale((mh, mw), (fh, fw)):
             raise ValueError(
                 f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
                 "ratio); give a mask of the first frame's size"
@@ -324,6 +395,36 @@ def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarra
     return mask
 
 
+def _is_rescale(size: tuple[int, int], reference: tuple[int, int]) -> bool:
+    """Whether ``size`` ``(h, w)`` is ``reference`` scaled by one factor and rounded, with half
+    a pixel of rounding allowed on every side of both."""
+    low, high = 0.0, math.inf
+    for a, b in zip(size, reference, strict=True):
+        low = max(low, (a - 0.5) / (b + 0.5))
+        high = min(high, (a + 0.5) / (b - 0.5))
+    return low <= high
+
+
+def _warn_small_objects(mask: np.ndarray, input_size: tuple[int, int], patch_size: int) -> None:
+    """Warns about the objects of a first mask ``[H, W]`` that cover less than one patch once
+    the frame is resized to the network's ``input_size`` ``(h, w)``: below the patch grid's
+    resolution they may vanish from the first propagated frame on."""
+    ids, counts = np.unique(mask, return_counts=True)
+    scale = input_size[0] * input_size[1] / mask.size
+    small = [
+        int(i) for i, n in zip(ids, counts, strict=True) if i != 0 and n * scale < patch_size**2
+    ]
+    if small:
+        listed = ", ".join(str(i) for i in small)
+        warnings.warn(
+            f"object{'s' if len(small) > 1 else ''} {listed} of the first mask "
+            f"{'are' if len(small) > 1 else 'is'} smaller than one {patch_size}x{patch_size} "
+            f"patch at the network input ({input_size[1]}x{input_size[0]}) and may be lost "
+            "after the first frame; a larger short side keeps small objects",
+            stacklevel=4,
+        )
+
+
 def _ids_dtype(object_ids: tuple[int, ...]) -> type[np.integer]:
     """Output mask dtype: uint8 when every id fits (palette PNGs), else int32."""
     return np.uint8 if max(object_ids, default=0) < 256 else np.int32
@@ -334,10 +435,25 @@ def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarra
         yield batch
 
 
+def _check_frame(frame: np.ndarray) -> None:
+    """Frames are ``[H, W, 3]`` uint8 RGB numpy arrays (one message for every entry point)."""
+    if not isinstance(frame, np.ndarray):
+        raise TypeError(
+            f"frames must be [H, W, 3] uint8 RGB numpy arrays, got {type(frame).__name__}"
+        )
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        raise ValueError(f"frames must be [H, W, 3] uint8 RGB, got {frame.dtype} {frame.shape}")
+
+
+def _as_batch(frame: np.ndarray) -> np.ndarray:
+    """``[1, H, W, 3]`` view of a frame; a copy when it is read-only (``np.asarray`` of a PIL
+    image), which torch would otherwise warn about."""
+    return frame[None] if frame.flags.writeable else frame[None].copy()
+
+
 def _check_sizes(batch: list[np.ndarray], size: tuple[int, ...]) -> None:
     for frame in batch:
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frames must be [H, W, 3] uint8 RGB, got {frame.dtype} {frame.shape}")
+        _check_frame(frame)
         if tuple(frame.shape[:2]) != tuple(size[:2]):
             raise ValueError(
                 f"frame of size {frame.shape[1]}x{frame.shape[0]} in a video of "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from dinotrack.masks import (
+    MAX_GRAY_IDS,
     LoadedMask,
     blend_overlay,
     davis_palette,
@@ -76,12 +77,65 @@ def test_gray_small_ints_are_ids(tmp_path):
     np.testing.assert_array_equal(loaded.ids, values)
 
 
-def test_gray_with_255_and_other_values_keeps_values(tmp_path):
-    values = np.array([[0, 1, 255]], dtype=np.uint8)
+def test_gray_ids_below_the_maximum_are_kept(tmp_path):
+    values = np.array([[0, 1, 254], [7, 7, 0]], dtype=np.uint8)
     Image.fromarray(values).save(tmp_path / "g.png")
     loaded = read_mask(tmp_path / "g.png")
     assert loaded.format == "gray"
     np.testing.assert_array_equal(loaded.ids, values)
+
+
+def binary_disc(height=40, width=60):
+    y, x = np.mgrid[:height, :width]
+    return ((y - 20) ** 2 + (x - 30) ** 2 < 12**2).astype(np.uint8) * 255
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: np.asarray(Image.fromarray(binary_disc()).filter(ImageFilter.GaussianBlur(2))),
+        lambda: np.asarray(Image.fromarray(binary_disc()).resize((30, 20), Image.BILINEAR)),
+        lambda: np.array([[0, 1, 255]], dtype=np.uint8),  # 0, 255 and one level between
+    ],
+    ids=["blurred", "downscaled-bilinear", "one-level-between"],
+)
+def test_anti_aliased_gray_mask_is_refused(tmp_path, make):
+    values = make()
+    assert {0, 255} <= set(np.unique(values)) and len(np.unique(values)) > 2
+    Image.fromarray(values).save(tmp_path / "aa.png")
+    with pytest.raises(ValueError, match="anti-aliased binary mask") as error:
+        read_mask(tmp_path / "aa.png")
+    message = str(error.value)
+    assert "Threshold it to 0/255, or save the objects as a palette PNG" in message
+    assert "\n" not in message
+    # Thresholded, it is a binary mask again.
+    Image.fromarray(np.where(values >= 128, 255, 0).astype(np.uint8)).save(tmp_path / "t.png")
+    assert read_mask(tmp_path / "t.png").format == "gray-binary"
+
+
+def test_anti_aliased_16_bit_gray_mask_is_refused(tmp_path):
+    blurred = Image.fromarray(binary_disc()).filter(ImageFilter.GaussianBlur(2))
+    values = (np.asarray(blurred).astype(np.uint16) * 257).astype(np.uint16)  # 0..65535
+    Image.fromarray(values).save(tmp_path / "aa16.png")
+    with pytest.raises(ValueError, match="0 and 65535 and .* in between.*0/65535"):
+        read_mask(tmp_path / "aa16.png")
+
+
+def test_gray_photo_is_refused_but_many_small_ids_are_kept(tmp_path):
+    rng = np.random.default_rng(0)
+    photo = rng.integers(10, 240, (32, 32)).astype(np.uint8)  # neither 0 nor 255
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    with pytest.raises(ValueError, match="Is it a photo") as error:
+        read_mask(tmp_path / "photo.png")
+    assert f"at most {MAX_GRAY_IDS} object ids" in str(error.value)
+    assert "palette PNG" in str(error.value)
+
+    ids = np.arange(MAX_GRAY_IDS + 1, dtype=np.uint8).reshape(5, 13)  # 0 and 64 ids
+    Image.fromarray(ids).save(tmp_path / "ids.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "ids.png").ids, ids)
+    Image.fromarray(ids + 1).save(tmp_path / "too_many.png")  # 65 non-zero values
+    with pytest.raises(ValueError, match="65 gray levels besides black"):
+        read_mask(tmp_path / "too_many.png")
 
 
 def test_one_bit_and_16_bit_gray(tmp_path):
@@ -271,3 +325,12 @@ def test_real_davis2017_palette_annotation_keeps_ids(shared_data):
     assert loaded.format == "palette"
     assert set(np.unique(loaded.ids)) == {0, 3, 4, 5}
     np.testing.assert_array_equal(loaded.palette[:6], davis_palette()[:6])
+
+
+def test_real_davis2016_annotation_blurred_is_refused(shared_data, tmp_path):
+    path = shared_data("davis2016-dev", "Annotations", "480p", "boat", "00000.png")
+    with Image.open(path) as image:
+        blurred = image.convert("L").filter(ImageFilter.GaussianBlur(1.5))
+    blurred.save(tmp_path / "blurred.png")
+    with pytest.raises(ValueError, match="anti-aliased"):
+        read_mask(tmp_path / "blurred.png")

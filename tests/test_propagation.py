@@ -1,11 +1,20 @@
 """Golden tests of the propagation algorithm against a dense reference of the same formula."""
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from dinotrack import propagation
-from dinotrack.propagation import labels_to_mask, one_hot_labels, propagate_labels
+from dinotrack.propagation import (
+    LabelPropagator,
+    labels_to_mask,
+    one_hot_labels,
+    propagate_labels,
+    propagate_sequence,
+)
 
 
 def dense_reference(target, context, labels, radius, topk, temperature):
@@ -137,3 +146,97 @@ def test_labels_to_mask_minmax_and_resize():
     assert set(out.unique().tolist()) <= {0, 1}
     small = labels_to_mask(soft, patch_size=4, out_size=(5, 7))
     assert small.shape == (5, 7) and small[0, 0] == 1
+
+
+@pytest.mark.parametrize("radius", [0, 1, 3, 20, -1])
+def test_topk_above_the_candidates_keeps_them_all(radius):
+    # torch.topk fails past the candidates it is given; propagate_labels clamps topk, and
+    # the -inf scores of border targets' missing candidates get weight 0.
+    n_ctx, h, w = 3, 7, 9
+    target, context, labels = random_case(radius + 5, n_ctx, 8, h, w, 3)
+    window = max(h, w) if radius < 0 else radius
+    expected = dense_reference(target, context, labels, window, n_ctx * h * w, 0.1)
+    for tile in (2, 4):
+        got = propagate_labels(
+            target.float(), context.float(), labels.float(), radius=radius, topk=100_000, tile=tile
+        )
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_every_target_has_a_finite_candidate():
+    # With radius 0 a target's only candidates are its own position in each context frame
+    # (the corner ones too): its weights still sum to 1, so one-hot labels stay a partition.
+    g = torch.Generator().manual_seed(3)
+    target, context = torch.randn(8, 5, 6, generator=g), torch.randn(2, 8, 5, 6, generator=g)
+    ids = torch.randint(0, 3, (2, 5, 6), generator=g)
+    labels = torch.stack([one_hot_labels(i, 3) for i in ids])
+    for topk in (1, 2, 50):
+        out = propagate_labels(target, context, labels, radius=0, topk=topk, tile=4)
+        assert torch.isfinite(out).all()
+        torch.testing.assert_close(out.sum(0), torch.ones(5, 6))
+
+
+@pytest.mark.parametrize(
+    "setting,error,match",
+    [
+        (dict(temperature=float("nan")), ValueError, "temperature must be a finite number > 0"),
+        (dict(temperature=float("inf")), ValueError, "temperature must be a finite number > 0"),
+        (dict(temperature=0.0), ValueError, "temperature must be a finite number > 0, got 0.0"),
+        (dict(temperature="0.1"), TypeError, "temperature must be a finite number"),
+        (dict(topk=2.5), TypeError, "topk must be an integer >= 1, got 2.5"),
+        (dict(topk=0), ValueError, "topk must be >= 1, got 0"),
+        (dict(radius=1.5), TypeError, "radius must be an integer, got 1.5"),
+        (dict(tile=0), ValueError, "tile must be >= 1"),
+    ],
+)
+def test_settings_are_checked(setting, error, match):
+    target, context, labels = torch.randn(4, 5, 5), torch.randn(1, 4, 5, 5), torch.rand(1, 2, 5, 5)
+    with pytest.raises(error, match=match):
+        propagate_labels(target, context, labels, **setting)
+    with pytest.raises(error, match=match):  # at construction, not at the first step
+        LabelPropagator(target, labels[0], **setting)
+
+
+def test_label_propagator_checks_n_last_frames():
+    with pytest.raises(ValueError, match="n_last_frames must be >= 0"):
+        LabelPropagator(torch.randn(4, 5, 5), torch.rand(2, 5, 5), n_last_frames=-1)
+
+
+def sequence_case():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(16, 6, 8, generator=g)
+    feats = [base + 0.01 * torch.randn(16, 6, 8, generator=g) for _ in range(3)]
+    labels = torch.zeros(6, 8, dtype=torch.long)
+    labels[2:4, 3:6] = 2
+    labels[0, 0] = 1
+    return feats, labels
+
+
+def test_propagate_sequence_accepts_numpy_labels():
+    feats, labels = sequence_case()
+    expected = list(propagate_sequence(feats, labels, topk=2, radius=2))
+    read_only = labels.numpy().astype(np.uint8)
+    read_only.setflags(write=False)
+    soft = one_hot_labels(labels, 3).numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "non-writable array" warning from torch
+        for given in (labels.numpy(), read_only, soft):
+            got = list(propagate_sequence(feats, given, topk=2, radius=2))
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected, strict=True):
+                torch.testing.assert_close(a, b)
+
+
+def test_propagate_sequence_checks_labels():
+    feats, labels = sequence_case()
+    with pytest.raises(ValueError, match="negative channel indices"):
+        list(propagate_sequence(feats, labels - 1))
+    with pytest.raises(ValueError, match="negative channel indices"):
+        list(propagate_sequence(feats, (labels - 1).numpy()))
+    with pytest.raises(TypeError, match="integer channel indices"):
+        list(propagate_sequence(feats, labels.float()))
+    with pytest.raises(ValueError, match=r"\[h, w\] channel indices or \[K, h, w\]"):
+        list(propagate_sequence(feats, labels[None, None]))
+    with pytest.raises(TypeError, match="tensor or numpy array"):
+        list(propagate_sequence(feats, labels.tolist()))
