@@ -63,7 +63,7 @@ def test_topk_above_the_candidates_runs(boat, tmp_path, capsys):
         [frames, "--mask", mask, "--out", out, "--topk", 100000, "--max-frames", 3], capsys
     )
     assert code == 0, lines
-    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert sorted(out.glob("*.png")) == [out / f"0000{i}.png" for i in range(3)]
 
 
 def test_4k_mask_for_480p_frames_is_resized_with_a_warning(boat, tmp_path):
