@@ -158,7 +158,8 @@ def _segment_parser(subparsers) -> None:
     start.add_argument(
         "--mask",
         help="first-frame mask: palette PNG (index = object id), 8-bit grayscale (0/255 = one "
-        "object; small integers = ids) or RGB (each colour an object, black = background)",
+        "object; small integers = ids; anti-aliased masks are refused) or RGB (each colour an "
+        "object, black = background); the first frame's size or a rescale of it",
     )
     start.add_argument(
         "--auto",
