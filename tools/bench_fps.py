@@ -1,0 +1,125 @@
+"""Tracking throughput (frames/s) of `Tracker.track` on a real video, and of its backbone alone.
+
+Random weights of the named architecture (speed does not depend on the weights; official ones
+cannot be downloaded here). End to end = decoding (background thread), preprocessing, the
+backbone in batches, propagation, the label map at frame size, copied to the host; the first
+`--warmup` frames are left out of the rate. Backbone alone = the same frames' forward passes
+only, preprocessed beforehand. On CUDA every timing ends with a synchronise.
+
+    python tools/bench_fps.py --device cuda --model dino_vits8 --frames 200   # GPU target
+    python tools/bench_fps.py --device cpu --model test_vit_tiny --frames 20  # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dinotrack import Tracker, TrackerConfig, load_backbone
+from dinotrack.video_io import iter_frames
+
+DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "bear.mp4"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def first_mask(height: int, width: int) -> np.ndarray:
+    mask = np.zeros((height, width), np.uint8)
+    mask[height // 4 : height // 2, width // 3 : width // 2] = 1
+    mask[height // 2 : 3 * height // 4, width // 2 : 2 * width // 3] = 2
+    return mask
+
+
+def measure(args: argparse.Namespace) -> dict:
+    net, spec = load_backbone(args.model, pretrained=False)
+    config = TrackerConfig(
+        short_side=args.short_side, precision=args.precision, batch_size=args.batch_size
+    )
+    tracker = Tracker(net, spec, config, device=args.device)
+    device = tracker.device
+    frames = list(iter_frames(args.video, stop=args.frames))
+    if len(frames) <= args.warmup:
+        raise SystemExit(f"need more than --warmup {args.warmup} frames, got {len(frames)}")
+    height, width = frames[0].shape[:2]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    stamps = []
+    for _ in tracker.track(args.video, first_mask(height, width), stop=args.frames):
+        stamps.append(time.perf_counter())  # the mask is on the host: the GPU work is done
+    timed = len(stamps) - args.warmup
+    end_to_end = timed / (stamps[-1] - stamps[args.warmup - 1]) if args.warmup else None
+    if end_to_end is None:
+        raise SystemExit("--warmup must be at least 1")
+
+    input_size = tracker.input_size(height, width)
+    batches = [
+        tracker.extractor.preprocess(np.stack(frames[i : i + args.batch_size]), input_size)
+        for i in range(0, len(frames), args.batch_size)
+    ]
+    tracker.extractor.forward(batches[0])  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for batch in batches:
+        tracker.extractor.forward(batch)
+    synchronize(device)
+    backbone = len(frames) / (time.perf_counter() - start)
+    return {
+        "model": spec.name,
+        "device": str(device),
+        "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": tracker.extractor.precision_name
+        if hasattr(tracker.extractor, "precision_name")
+        else args.precision,
+        "video": str(args.video),
+        "frame_size": [width, height],
+        "input_size": list(input_size),
+        "frames_timed": timed,
+        "batch_size": args.batch_size,
+        "end_to_end_fps": end_to_end,
+        "backbone_fps": backbone,
+        "peak_gpu_memory_gb": torch.cuda.max_memory_allocated(device) / 1e9
+        if device.type == "cuda"
+        else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--model", default="dino_vits8")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--short-side", type=int, default=480)
+    parser.add_argument("--batch-size", type=int, default=TrackerConfig().batch_size)
+    parser.add_argument("--frames", type=int, default=200, help="frames of the video to track")
+    parser.add_argument("--warmup", type=int, default=8, help="first frames left out of the rate")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    result = measure(args)
+    print(
+        f"{result['model']} on {result['hardware']} ({result['precision']}), "
+        f"{result['frame_size'][0]}x{result['frame_size'][1]} frames -> input "
+        f"{result['input_size'][1]}x{result['input_size'][0]}, batch {result['batch_size']}: "
+        f"end to end {result['end_to_end_fps']:.1f} frames/s over {result['frames_timed']} "
+        f"frames; backbone alone {result['backbone_fps']:.1f} frames/s"
+        + (
+            f"; peak GPU memory {result['peak_gpu_memory_gb']:.2f} GB"
+            if result["peak_gpu_memory_gb"] is not None
+            else ""
+        )
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
