@@ -11,8 +11,19 @@ Backends:
 - "decord": video files through `decord.VideoReader` (optional; imported only when used).
 - "pyav": video files through PyAV (FFmpeg), always available.
 
-"auto" picks "frames" for a directory, else "decord" when it imports, else "pyav". Display
-rotation metadata (phone videos) is ignored by both video backends: frames come out as stored.
+"auto" picks "frames" for a directory, else "decord" when it imports, else "pyav"; and it reads
+a file with PyAV when decord cannot open it or decode its first frame, or (from that frame on)
+when decord fails to decode a later frame. Display rotation metadata (phone videos) is ignored
+by both video backends: frames come out as stored.
+
+Damaged files. A file that cannot be opened raises `ValueError("cannot read video <path>:
+<reason>")`, and a frame that cannot be decoded raises `ValueError("cannot decode frame <i> of
+<path>: <reason>")` while iterating. A cut-off file usually declares more frames than it holds:
+its frames are read up to the last one that decodes, and then the iterator ends with a
+`UserWarning` saying how many of the declared frames there were, instead of raising. (PyAV's
+decoder ends such a stream without an error; decord raises at the cut, which "auto" hands over to
+PyAV and "decord" turns into the ValueError.) FFmpeg's and decord's own log lines are silenced:
+everything they report reaches the caller through these exceptions and warnings.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import queue
 import re
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -62,7 +74,7 @@ class VideoInfo:
             frame count the container declares, or, when it declares none (mkv, webm), the
             number of video packets found by demuxing the file (without decoding). Iteration
             never yields more frames than this, and yields fewer only if the decoder produces
-            fewer (a damaged file).
+            fewer (a cut-off file; it warns then).
         fps: Frames per second; `FRAMES_DIR_FPS` (24) for a frames directory.
         height: Frame height in pixels.
         width: Frame width in pixels.
@@ -128,7 +140,8 @@ def iter_frames(
 
     The video is opened (and its errors raised) when this is called; frames are decoded as
     the iterator is advanced. `stop` past the end is clipped to the end. With "pyav" the
-    frames before `start` are decoded and dropped; "decord" seeks to them.
+    frames before `start` are decoded and dropped; "decord" seeks to them. A file that ends
+    before `stop` (a cut-off file) ends the iterator early with a `UserWarning`.
 
     Args:
         path: Video file or directory of frames.
@@ -146,12 +159,26 @@ def iter_frames(
     """
     _check_range(start, stop)
     info, handle = _open(path, backend)
+    return _iter_open(info, handle, start, stop, backend == "auto")
+
+
+def _iter_open(
+    info: VideoInfo, handle: Any, start: int, stop: int | None, fallback: bool
+) -> Iterator[np.ndarray]:
+    """Iterates over a video `_open` opened; with `fallback`, a decord failure continues with
+    PyAV."""
     stop = info.num_frames if stop is None else min(stop, info.num_frames)
     if info.backend == "frames":
         return _iter_frame_files(handle, info, start, stop)
     if info.backend == "decord":
-        return _iter_decord(handle, info, start, stop)
+        return _iter_decord(handle, info, start, stop, fallback)
     return _iter_pyav(handle, info, start, stop)
+
+
+def _reopen(info: VideoInfo, start: int, stop: int | None, fallback: bool) -> Iterator[np.ndarray]:
+    """Opens the video `info` describes again, with the backend that read it, and iterates."""
+    info, handle = _open(info.path, info.backend)
+    return _iter_open(info, handle, start, stop, fallback)
 
 
 def _check_range(start: int, stop: int | None) -> None:
@@ -162,22 +189,72 @@ def _check_range(start: int, stop: int | None) -> None:
 
 
 def _import_decord() -> Any:
+    """decord, imported on first use, or None where it is not installed.
+
+    The log of decord's own copy of FFmpeg (lines like "[h264 @ 0x...] Invalid NAL unit size")
+    is switched off; decord's failures reach us as exceptions.
+    """
     try:
         import decord
     except (ImportError, OSError):
         return None
+    decord_logging = getattr(decord, "logging", None)
+    if decord_logging is not None and hasattr(decord_logging, "set_level"):
+        decord_logging.set_level(decord_logging.QUIET)
     return decord
 
 
 def _import_av() -> Any:
-    """PyAV, imported on first use (reading frame folders and PNGs does not need it)."""
+    """PyAV, imported on first use (reading frame folders and PNGs does not need it).
+
+    PyAV drops FFmpeg's log by default (level None); this re-asserts that, in case FFmpeg's own
+    printing callback was restored, unless the application chose a level for PyAV's "libav"
+    Python logger, which it keeps.
+    """
     try:
         import av
     except ImportError as error:
         raise ValueError(
             f"PyAV is not installed here ({error}); pip install av to read or write videos"
         ) from error
+    if av.logging.get_level() is None:
+        av.logging.set_level(None)
     return av
+
+
+def _import_av_if_installed() -> Any:
+    try:
+        return _import_av()
+    except ValueError:
+        return None
+
+
+_LOG_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
+"""The "[02:33:37] src/video/video_reader.cc:486: " that decord puts before its messages."""
+
+_CHECK_FAILED = re.compile(r"Check failed: .* \(-?\d+ vs\. -?\d+\) (?P<message>.+)")
+"""A failed check of decord's: "Check failed: <C++ expression> (-22 vs. 0) <message>"."""
+
+
+def _reason(error: BaseException) -> str:
+    """Why a video library failed, in one line, without its source locations."""
+    strerror = getattr(error, "strerror", None)  # PyAV's errors: errno, strerror, filename
+    text = strerror if isinstance(strerror, str) and strerror else str(error)
+    lines = [line.strip() for line in _LOG_PREFIX.sub("", text).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    if lines[0].startswith("Error reading "):  # decord.VideoReader's whole message
+        return "decord cannot open it (a damaged file, or not a video)"
+    check = _CHECK_FAILED.fullmatch(lines[0])
+    return check["message"] if check else lines[0]
+
+
+def _warn_cut_off(info: VideoInfo, end: int) -> None:
+    warnings.warn(
+        f"video {info.path} ends after {end} of the {info.num_frames} frames it declares; "
+        "it is probably cut off",
+        stacklevel=3,
+    )
 
 
 def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
@@ -206,8 +283,18 @@ def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
         raise ValueError(
             "video backend 'decord' is not installed here; install decord or use backend 'pyav'"
         )
-    if decord is not None:
+    if decord is None:
+        return _open_pyav(path)
+    av = _import_av_if_installed()
+    if av is not None:
+        # When FFmpeg cannot open a file, decord prints a line to stderr that no setting
+        # silences and raises an error without the reason; PyAV opening it first does neither.
+        _open_container(av, path).close()
+    try:
         return _open_decord(decord, path)
+    except ValueError:
+        if backend == "decord" or av is None:
+            raise
     return _open_pyav(path)
 
 
@@ -301,8 +388,8 @@ def _open_decord(decord: Any, path: Path) -> tuple[VideoInfo, Any]:
         height, width = reader[0].shape[:2]
         fps = float(reader.get_avg_fps())
         reader.seek(0)
-    except (RuntimeError, ValueError) as error:  # decord.DECORDError is a RuntimeError
-        raise ValueError(f"cannot read video {path}: {error}") from error
+    except (decord.DECORDError, RuntimeError, ValueError) as error:  # DECORDError: Exception
+        raise ValueError(f"cannot read video {path}: {_reason(error)}") from error
     info = VideoInfo(
         path=path,
         num_frames=num_frames,
@@ -315,21 +402,37 @@ def _open_decord(decord: Any, path: Path) -> tuple[VideoInfo, Any]:
     return info, reader
 
 
-def _iter_decord(reader: Any, info: VideoInfo, start: int, stop: int) -> Iterator[np.ndarray]:
-    if start >= stop:
-        return
+def _iter_decord(
+    reader: Any, info: VideoInfo, start: int, stop: int, fallback: bool
+) -> Iterator[np.ndarray]:
+    """Frames `start` to `stop - 1` from decord; with `fallback`, PyAV decodes the file again
+    from the start and yields on from the frame decord failed at, so the frames stay in order
+    with none repeated or skipped."""
+    decord = _import_decord()
     index = start
     try:
-        if start > 0:
+        if start < stop and start > 0:
             reader.seek_accurate(start)
-        for index in range(start, stop):
+        while index < stop:
             try:
                 frame = reader.next().asnumpy()
             except StopIteration:
+                _warn_cut_off(info, index)
                 return
             yield _checked_size(frame, info, index)
-    except RuntimeError as error:
-        raise ValueError(f"cannot read video {info.path}: frame {index}: {error}") from error
+            index += 1
+        return
+    except (decord.DECORDError, RuntimeError) as error:
+        failure = error
+    av = _import_av_if_installed() if fallback else None
+    error = ValueError(f"cannot decode frame {index} of {info.path}: {_reason(failure)}")
+    if av is None:
+        raise error from failure
+    try:
+        container = _open_container(av, info.path)
+    except ValueError:
+        raise error from failure
+    yield from _iter_pyav(container, info, index, stop)
 
 
 def _checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
@@ -344,15 +447,22 @@ def _checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
 # PyAV.
 
 
-def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
-    av = _import_av()
+def _open_container(av: Any, path: Path) -> Any:
+    """`av.open(path)`, checked to hold a video stream."""
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read video {path}: {error}") from error
+        raise ValueError(f"cannot read video {path}: {_reason(error)}") from error
+    if not container.streams.video:
+        container.close()
+        raise ValueError(f"cannot read video {path}: it has no video stream")
+    return container
+
+
+def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
+    av = _import_av()
+    container = _open_container(av, path)
     try:
-        if not container.streams.video:
-            raise ValueError(f"cannot read video {path}: it has no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else FRAMES_DIR_FPS
@@ -362,7 +472,7 @@ def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
             raise ValueError(f"cannot read video {path}: its video stream is empty")
     except (av.error.FFmpegError, OSError) as error:
         container.close()
-        raise ValueError(f"cannot read video {path}: {error}") from error
+        raise ValueError(f"cannot read video {path}: {_reason(error)}") from error
     except ValueError:
         container.close()
         raise
@@ -400,8 +510,9 @@ def _iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterat
             index += 1
             if index >= stop:
                 return
+        _warn_cut_off(info, index)
     except av.error.FFmpegError as error:
-        raise ValueError(f"cannot read video {info.path}: frame {index}: {error}") from error
+        raise ValueError(f"cannot decode frame {index} of {info.path}: {_reason(error)}") from error
     finally:
         container.close()
 
@@ -500,8 +611,9 @@ class FrameReader:
 
     Decoding runs in a daemon thread that stays at most `prefetch` frames ahead, so decoding
     overlaps with the consumer's work and memory stays bounded. An exception raised while
-    decoding is re-raised, unchanged, in the consuming thread. Leaving the loop early, closing
-    the reader or dropping it stops the thread.
+    decoding is re-raised, unchanged, in the consuming thread (a cut-off video's warning comes
+    from the decoding thread). Leaving the loop early, closing the reader or dropping it stops
+    the thread.
 
     Each `iter(reader)` starts a fresh pass over the frames. Example:
 
@@ -542,7 +654,7 @@ class FrameReader:
         _check_range(start, stop)
         self.info = probe_video(path, backend)
         self._prefetch = prefetch
-        self._produce = partial(iter_frames, self.info.path, self.info.backend, start, stop)
+        self._produce = partial(_reopen, self.info, start, stop, backend == "auto")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._closed:

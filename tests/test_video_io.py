@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import av
@@ -267,6 +268,241 @@ def test_corrupt_video(tmp_path, backend):
         iter_frames(path, backend)
     with pytest.raises(ValueError, match="cannot read video"):
         FrameReader(path, backend)
+
+
+# Damaged files.
+
+CUTS = (0.3, 0.95)
+"""Where the damaged clips are cut off, as fractions of the file's bytes."""
+
+
+def write_noisy_video(path: Path, num_frames: int, index_first: bool) -> Path:
+    """A 854x480 clip whose frames carry a patch of noise, so that the frame data dominates
+    the file and a cut lands in it. `index_first` writes the index (the mp4 "moov" atom) before
+    the frame data ("faststart"), so a cut-off file still opens; PyAV's default writes it last,
+    so a cut-off file has none."""
+    rng = np.random.default_rng(0)
+    options = {"movflags": "faststart"} if index_first else {}
+    with av.open(str(path), mode="w", options=options) as container:
+        stream = container.add_stream("libx264" if h264_available() else "mpeg4", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 854, 480, "yuv420p"
+        for index in range(num_frames):
+            frame = np.repeat(np.repeat(synthetic_frame(index), 10, axis=0), 10, axis=1)
+            frame = np.ascontiguousarray(frame[:480, :854])
+            frame[100:200, 100:300] = rng.integers(0, 256, (100, 200, 3), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> dict:
+    """Intact 12-frame clips (index first and index last) and their copies cut at `CUTS`,
+    keyed ("first" | "last", None | cut), with the intact clip's frames under "frames"."""
+    root = tmp_path_factory.mktemp("damaged")
+    clips: dict = {}
+    for layout in ("first", "last"):
+        intact = write_noisy_video(root / f"index_{layout}.mp4", 12, layout == "first")
+        clips[layout, None] = intact
+        data = intact.read_bytes()
+        for cut in CUTS:
+            path = root / f"index_{layout}_cut{round(cut * 100)}.mp4"
+            path.write_bytes(data[: int(len(data) * cut)])
+            clips[layout, cut] = path
+    clips["frames"] = list(iter_frames(clips["first", None], "pyav"))
+    assert len(clips["frames"]) == 12
+    return clips
+
+
+def read_damaged(path: Path, backend: str, reader: bool) -> tuple:
+    """Reads all frames through `FrameReader` or `iter_frames`; returns (frames, the
+    ValueError raised at opening or None, the one raised while iterating or None, warnings).
+    Any other exception fails the test."""
+    frames: list[np.ndarray] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            source = FrameReader(path, backend) if reader else iter_frames(path, backend)
+        except ValueError as error:
+            return frames, error, None, caught
+        try:
+            for frame in source:
+                frames.append(frame)
+        except ValueError as error:
+            return frames, None, error, caught
+        finally:
+            if reader:
+                source.close()
+    return frames, None, None, caught
+
+
+def assert_prefix_of(frames: list[np.ndarray], intact: list[np.ndarray]) -> None:
+    """The frames are the intact clip's first ones, in order, none repeated or skipped."""
+    assert len(frames) <= len(intact)
+    for frame, expected in zip(frames, intact, strict=False):
+        assert frame.shape == (480, 854, 3)
+        assert np.abs(frame.astype(np.int16) - expected).mean() < 2.0
+
+
+@pytest.mark.parametrize("reader", [False, True], ids=["iter_frames", "FrameReader"])
+@pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.parametrize("backend", ["auto", "decord", "pyav"])
+def test_cut_off_video_gives_frames_or_one_clear_error(damaged, backend, cut, reader, capfd):
+    if backend not in ("auto", *VIDEO_BACKENDS):
+        pytest.skip("decord is not installed here")
+    intact = damaged["frames"]
+
+    # Index last: nothing to read, for every backend.
+    path = damaged["last", cut]
+    frames, at_open, later, _ = read_damaged(path, backend, reader)
+    assert at_open is not None and not frames, later
+    message = str(at_open)
+    assert message.startswith(f"cannot read video {path}: ") and "\n" not in message
+
+    # Index first: the frames before the cut.
+    path = damaged["first", cut]
+    frames, at_open, later, caught = read_damaged(path, backend, reader)
+    assert_prefix_of(frames, intact)
+    if backend == "decord":  # decord raises at the cut; "auto" reads on with PyAV
+        error = at_open or later
+        assert error is not None or caught
+        if at_open is not None:
+            assert str(at_open).startswith(f"cannot read video {path}: ")
+        if later is not None:
+            assert str(later).startswith(f"cannot decode frame {len(frames)} of {path}: ")
+        assert error is None or "\n" not in str(error)
+    else:
+        assert at_open is None and later is None, at_open or later
+        assert 0 < len(frames) < len(intact)
+        (warning,) = caught
+        assert f"ends after {len(frames)} of the " in str(warning.message)
+        assert "cut off" in str(warning.message)
+        if backend == "auto":
+            pyav_frames, *_ = read_damaged(path, "pyav", reader)
+            assert len(frames) >= len(pyav_frames)
+
+    # FFmpeg's and decord's own log lines are silenced.
+    out, err = capfd.readouterr()
+    assert err == "", err
+
+
+@pytest.mark.parametrize("backend", ["auto", *VIDEO_BACKENDS])
+def test_text_file_named_mp4(tmp_path, backend, capfd):
+    path = tmp_path / "notes.mp4"
+    path.write_text("these are notes, not a video\n" * 20)
+    for read in (probe_video, iter_frames, FrameReader):
+        with pytest.raises(ValueError) as caught:
+            read(path, backend)
+        assert str(caught.value) == (
+            f"cannot read video {path}: Invalid data found when processing input"
+        )
+    assert capfd.readouterr().err == ""
+
+
+def test_intact_clips_read_without_warnings(damaged):
+    for layout in ("first", "last"):
+        for backend in ("auto", *VIDEO_BACKENDS):
+            frames, at_open, later, caught = read_damaged(damaged[layout, None], backend, True)
+            assert (at_open, later, caught) == (None, None, [])
+            assert len(frames) == 12
+            assert_prefix_of(frames, damaged["frames"])
+
+
+class DecordFailingAt:
+    """A real decord reader whose frame `fail_at` fails to decode, as a damaged one would."""
+
+    def __init__(self, reader, fail_at: int) -> None:
+        self.reader, self.fail_at, self.position = reader, fail_at, 0
+
+    def seek_accurate(self, index: int) -> None:
+        self.reader.seek_accurate(index)
+        self.position = index
+
+    def next(self):
+        if self.position == self.fail_at:
+            import decord
+
+            raise decord.DECORDError(
+                "[02:33:37] /src/video/ffmpeg/filter_graph.cc:100: Check failed: "
+                "av_buffersrc_add_frame_flags(ctx, frame, 4) >= 0 (-22 vs. 0) "
+                "Error while feeding the filter graph"
+            )
+        self.position += 1
+        return self.reader.next()
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_auto_reads_on_with_pyav_after_a_decord_failure(synthetic_mp4, monkeypatch, start):
+    if "decord" not in VIDEO_BACKENDS:
+        pytest.skip("decord is not installed here")
+    decord_frames = list(iter_frames(synthetic_mp4, "decord"))
+    pyav_frames = list(iter_frames(synthetic_mp4, "pyav"))
+    open_decord = video_io._open_decord
+
+    def failing(decord, path):
+        info, reader = open_decord(decord, path)
+        return info, DecordFailingAt(reader, 12)
+
+    monkeypatch.setattr(video_io, "_open_decord", failing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        frames = list(iter_frames(synthetic_mp4, "auto", start=start))
+        with FrameReader(synthetic_mp4, prefetch=2, start=start) as reader:
+            from_reader = list(reader)
+    expected = decord_frames[start:12] + pyav_frames[12:]  # in order, no repeat, no gap
+    for got in (frames, from_reader):
+        assert len(got) == 40 - start
+        for a, b in zip(got, expected, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    received = []
+    message = f"cannot decode frame 12 of {synthetic_mp4}: Error while feeding the filter graph"
+    with pytest.raises(ValueError) as caught:
+        for frame in iter_frames(synthetic_mp4, "decord", start=start):
+            received.append(frame)
+    assert str(caught.value) == message and len(received) == 12 - start
+
+
+@pytest.mark.parametrize("layout", ["first", "last"])
+def test_cli_on_a_cut_off_video(damaged, tmp_path, layout):
+    mask = np.zeros((480, 854), dtype=np.uint8)
+    mask[100:250, 300:500] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dinotrack",
+            "segment",
+            str(damaged[layout, 0.95]),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--out",
+            str(tmp_path / "out"),
+            *("--model", "test_vit_tiny", "--short-side", "64", "--device", "cpu"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    lines = done.stderr.splitlines()
+    assert "Traceback" not in done.stderr
+    assert not [line for line in lines if line.startswith("[") or "@ 0x" in line], lines
+    if layout == "first":  # PyAV reads the frames before the cut
+        assert done.returncode == 0, done.stderr
+        assert lines[0].startswith("dinotrack: warning: video ") and "cut off" in lines[0]
+        written = sorted(path.name for path in (tmp_path / "out").iterdir())
+        assert 0 < len(written) < 12 and written[0] == "00000.png"
+    else:
+        assert done.returncode == 2
+        assert lines == [
+            f"dinotrack: error: cannot read video {damaged[layout, 0.95]}: "
+            "Invalid data found when processing input"
+        ]
+        assert not (tmp_path / "out").exists()
 
 
 def test_path_and_argument_errors(tmp_path, synthetic_mp4):
