@@ -46,8 +46,8 @@ def measure(args: argparse.Namespace) -> dict:
     tracker = Tracker(net, spec, config, device=args.device)
     device = tracker.device
     frames = list(iter_frames(args.video, stop=args.frames))
-    if len(frames) <= args.warmup:
-        raise SystemExit(f"need more than --warmup {args.warmup} frames, got {len(frames)}")
+    if not 1 <= args.warmup < len(frames):
+        raise SystemExit(f"--warmup must be in [1, {len(frames) - 1}] for {len(frames)} frames")
     height, width = frames[0].shape[:2]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -56,9 +56,7 @@ def measure(args: argparse.Namespace) -> dict:
     for _ in tracker.track(args.video, first_mask(height, width), stop=args.frames):
         stamps.append(time.perf_counter())  # the mask is on the host: the GPU work is done
     timed = len(stamps) - args.warmup
-    end_to_end = timed / (stamps[-1] - stamps[args.warmup - 1]) if args.warmup else None
-    if end_to_end is None:
-        raise SystemExit("--warmup must be at least 1")
+    end_to_end = timed / (stamps[-1] - stamps[args.warmup - 1])
 
     input_size = tracker.input_size(height, width)
     batches = [
@@ -76,9 +74,9 @@ def measure(args: argparse.Namespace) -> dict:
         "model": spec.name,
         "device": str(device),
         "hardware": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "precision": tracker.extractor.precision_name
-        if hasattr(tracker.extractor, "precision_name")
-        else args.precision,
+        "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
+            tracker.extractor.dtype
+        ],
         "video": str(args.video),
         "frame_size": [width, height],
         "input_size": list(input_size),
