@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import re
 import sys
 import time
 import warnings
@@ -403,6 +404,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The message of a user error in one line. An error raised in a DataLoader worker comes
+    wrapped with the worker's traceback; its last line is the original error."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if re.match(r"[\w.]+(Error|Exception): ", last) else last
+    return " ".join(text.split("\n"))
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
     return f"dinotrack: warning: {message}\n"
 
@@ -424,7 +435,7 @@ def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
     except USER_ERRORS as exc:
         if os.environ.get("DINOTRACK_DEBUG"):
             raise
-        print(f"dinotrack: error: {exc}", file=sys.stderr)
+        print(f"dinotrack: error: {error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dinotrack: interrupted; no output was published", file=sys.stderr)

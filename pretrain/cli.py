@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from dinotrack.cli import error_line
 from pretrain.config import (
     DECODERS,
     PRECISIONS,
@@ -280,5 +281,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"pretrain: error: {exc}", file=sys.stderr)
+        print(f"pretrain: error: {error_line(exc)}", file=sys.stderr)
         return 2

@@ -421,10 +421,16 @@ class FrameBatches(IterableDataset):
             source = self.sources[int(source_index)]
             mine = rows[rows[:, 0] == source_index]
             wanted = sorted(set(mine[:, 1].tolist()) | set(mine[:, 2].tolist()))
-            if source.is_video:
-                arrays = read_video_frames(source.path, wanted, self.decoder)
-            else:
-                arrays = [read_image(source.path)] * len(wanted)
+            try:
+                if source.is_video:
+                    arrays = read_video_frames(source.path, wanted, self.decoder)
+                else:
+                    arrays = [read_image(source.path)] * len(wanted)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{exc}; remove or repair that file, then run the same command again: the "
+                    "run resumes from its last checkpoint"
+                ) from exc
             for index, array in zip(wanted, arrays, strict=True):
                 images[int(source_index), index] = self._fit(array)
         views = [[images[int(r[0]), int(r[1 + k])] for k in range(t)] for r in rows]

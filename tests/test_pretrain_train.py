@@ -233,6 +233,26 @@ def test_cli_errors_are_one_line(capsys, tmp_path):
     assert "multiples of the patch size 16 of test_vit_tiny16; e.g. --global-crop-size 224 " in err
 
 
+def test_damaged_image_met_by_a_loader_worker_is_one_error_line(shared_data, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for k in range(4):
+        name = f"{k:05d}.jpg"
+        (data / name).write_bytes(
+            shared_data("davis2016-dev", "JPEGImages", "480p", "boat", name).read_bytes()
+        )
+    (data / "00002.jpg").write_bytes((data / "00002.jpg").read_bytes()[:3000])  # cut off
+    args = ["--data", str(data), "--arch", "test_vit_tiny", "--out", str(tmp_path / "run")]
+    args += ["--global-crop-size", "32", "--local-crop-size", "16", "--out-dim", "64"]
+    args += ["--batch-size", "4", "--num-workers", "1", "--device", "cpu", "--no-progress"]
+    args += ["--epochs", "2", "--warmup-epochs", "1", "--max-steps", "1"]
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.startswith("pretrain: error: cannot read image ") and err.count("\n") == 1
+    assert "00002.jpg" in err and "run the same command again" in err
+
+
 def test_registers_the_dinotrack_subcommand():
     parser = argparse.ArgumentParser(prog="dinotrack")
     register(parser.add_subparsers(dest="command"))
