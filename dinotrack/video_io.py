@@ -802,6 +802,12 @@ class OverlayWriter:
                 self._stream.options = {"crf": "20", "preset": "veryfast"}
             else:
                 self._stream.bit_rate = max(2_000_000, int(width * height * fps * 0.2))
+            # Creates the file now (PyAV would at the first frame), so that an unwritable
+            # place fails before any work, not when the first frame is encoded.
+            self._container.start_encoding()
+        except (OSError, self._av.error.FFmpegError) as error:
+            self.abort()
+            raise OSError(f"cannot write {self.path}: {_reason(error)}") from None
         except BaseException:
             self.abort()
             raise

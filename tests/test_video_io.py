@@ -696,3 +696,10 @@ def test_overlay_writer_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="palette"):
         OverlayWriter(tmp_path / "out.mp4", 24, 16, 16, np.zeros((3, 4), dtype=np.uint8))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_overlay_writer_fails_at_once_where_it_cannot_write():
+    # The file is created when the writer is, not at the first frame (after the work).
+    with pytest.raises(OSError, match="cannot write /proc/out.mp4: "):
+        OverlayWriter("/proc/out.mp4", 24, 16, 16, davis_palette())
