@@ -75,7 +75,8 @@ def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
         "--sequences",
         type=_comma_list,
         default=None,
-        help="comma-separated sequence names to restrict the run to",
+        help="comma-separated sequence names to restrict the run to (its score files are "
+        "then named <split>-subset, e.g. global_results-val-subset.csv)",
     )
     group.add_argument(
         "--year",
@@ -149,7 +150,7 @@ def _run_score(args: argparse.Namespace) -> int:
             workers=args.workers,
             on_sequence_done=lambda name: progress.advance(task),
         )
-    global_path, per_sequence_path = write_csvs(evaluation, results)
+    global_path, per_sequence_path = write_csvs(evaluation, results, dataset.tag)
     record = evaluation_record(
         evaluation,
         {
@@ -158,7 +159,7 @@ def _run_score(args: argparse.Namespace) -> int:
             "year": dataset.year,
         },
     )
-    json_path = write_json(results / f"scores-{dataset.split}.json", record)
+    json_path = write_json(results / f"scores-{dataset.tag}.json", record)
     if args.json is not None:
         write_json(args.json, record)
     print_table(evaluation)
@@ -204,7 +205,7 @@ def _run_davis(args: argparse.Namespace) -> int:
     stderr.print(
         f"J&F {run.evaluation.global_row()['J&F-Mean']:.4f}; "
         + (f"{fps:.2f} frames/s on {tracker.device}; " if fps else "")
-        + f"wrote {run.out}/scores-{dataset.split}.json and the CSVs",
+        + f"wrote {run.out}/scores-{dataset.tag}.json and the CSVs",
         soft_wrap=True,
     )
     return 0

@@ -71,6 +71,7 @@ class DavisDataset:
         resolution: Resolution folder, e.g. ``"480p"``.
         split_file: The file listing the split's sequences.
         sequences: The sequences, in split-file order (restricted by ``sequences=``).
+        subset: Whether ``sequences=`` left out some of the split's sequences.
     """
 
     root: Path
@@ -79,11 +80,19 @@ class DavisDataset:
     resolution: str
     split_file: Path
     sequences: tuple[DavisSequence, ...]
+    subset: bool = False
 
     @property
     def sequence_names(self) -> tuple[str, ...]:
         """Names of the sequences, in order."""
         return tuple(seq.name for seq in self.sequences)
+
+    @property
+    def tag(self) -> str:
+        """What names the score files: the split (``global_results-val.csv``), or for a part
+        of it ``<split>-subset``, so that scoring a few sequences does not overwrite the
+        whole split's scores."""
+        return f"{self.split}-subset" if self.subset else self.split
 
 
 def open_davis(
@@ -124,6 +133,7 @@ def open_davis(
     names = _read_split_file(split_file)
     if not names:
         raise ValueError(f"split file {split_file} lists no sequences")
+    subset = False
     if sequences is not None:
         unknown = [name for name in sequences if name not in names]
         if unknown:
@@ -131,6 +141,7 @@ def open_davis(
                 f"sequences {', '.join(unknown)} are not in split {split!r} ({split_file}); "
                 f"it lists: {', '.join(names)}"
             )
+        subset = set(sequences) != set(names)
         names = list(dict.fromkeys(sequences))
     annotations_dir = root / "Annotations" / resolution
     if not annotations_dir.is_dir():
@@ -164,6 +175,7 @@ def open_davis(
         resolution=resolution,
         split_file=split_file,
         sequences=tuple(seqs),
+        subset=subset,
     )
 
 

@@ -45,12 +45,15 @@ def per_sequence_csv_name(split: str) -> str:
     return f"per-sequence_results-{split}.csv"
 
 
-def write_csvs(evaluation: Evaluation, folder: str | Path) -> tuple[Path, Path]:
+def write_csvs(
+    evaluation: Evaluation, folder: str | Path, tag: str | None = None
+) -> tuple[Path, Path]:
     """Write the official global and per-sequence CSVs into a folder.
 
     Args:
         evaluation: The scores.
         folder: Destination folder (created if needed).
+        tag: What the file names carry (default: the split; see ``DavisDataset.tag``).
 
     Returns:
         Paths of the global and the per-sequence CSV.
@@ -58,13 +61,14 @@ def write_csvs(evaluation: Evaluation, folder: str | Path) -> tuple[Path, Path]:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     g = evaluation.global_row()
-    global_path = folder / global_csv_name(evaluation.split)
+    tag = tag or evaluation.split
+    global_path = folder / global_csv_name(tag)
     global_rows = [[g[c] for c in GLOBAL_COLUMNS]]
     write_text_atomic(global_path, _csv_text(list(GLOBAL_COLUMNS), global_rows))
     rows = [
         [name, *(row[c] for c in GLOBAL_COLUMNS)] for name, row in evaluation.object_rows().items()
     ]
-    per_sequence_path = folder / per_sequence_csv_name(evaluation.split)
+    per_sequence_path = folder / per_sequence_csv_name(tag)
     write_text_atomic(per_sequence_path, _csv_text(["Sequence", *GLOBAL_COLUMNS], rows))
     return global_path, per_sequence_path
 

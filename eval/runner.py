@@ -92,7 +92,7 @@ class DavisRun:
         out: Output folder.
         evaluation: The scores.
         sequences: Per-sequence tracking records.
-        record: The JSON record written to ``<out>/scores-<split>.json``.
+        record: The JSON record written to ``<out>/scores-<tag>.json``.
     """
 
     out: Path
@@ -201,7 +201,8 @@ def run_davis(
     Args:
         dataset: The split, opened with ``require_images=True``.
         tracker: The tracker (backbone and configuration).
-        out: Output root: masks, ``run.json``, the official CSVs and ``scores-<split>.json``.
+        out: Output root: masks, ``run.json``, the official CSVs and ``scores-<tag>.json``
+            (tag: the split, or ``<split>-subset`` for a part of it; see ``DavisDataset.tag``).
         weights: The weights file the tracker was built from, for the checksum (None: the
             backbone's own weights).
         overwrite: Track every sequence again even when its outputs are complete.
@@ -244,7 +245,7 @@ def run_davis(
     tracking_seconds = time.perf_counter() - started
 
     evaluation = score_results(dataset, out, workers=workers)
-    write_csvs(evaluation, out)
+    write_csvs(evaluation, out, dataset.tag)
     tracked = [r for r in runs if not r.resumed]
     frames_tracked = sum(r.num_frames for r in tracked)
     seconds_tracked = sum(r.seconds or 0.0 for r in tracked)
@@ -269,7 +270,7 @@ def run_davis(
             },
         },
     )
-    write_json(out / f"scores-{dataset.split}.json", record)
+    write_json(out / f"scores-{dataset.tag}.json", record)
     return DavisRun(out=out, evaluation=evaluation, sequences=tuple(runs), record=record)
 
 

@@ -54,8 +54,15 @@ def test_score_sequences_flag_restricts(tmp_path):
     results = write_results(tmp_path / "res", {"beta": seqs["beta"]})
     args = ["eval", "score", "--root", str(root), "--results", str(results)]
     assert main([*args, "--sequences", "beta"]) == 0
-    record = json.loads((results / "scores-val.json").read_text())
+    record = json.loads((results / "scores-val-subset.json").read_text())
     assert list(record["per_object"]) == ["beta_1"]
+    # A part of the split has its own files: the whole split's scores are not overwritten.
+    names = sorted(p.name for p in results.iterdir() if p.is_file())
+    assert names == [
+        "global_results-val-subset.csv",
+        "per-sequence_results-val-subset.csv",
+        "scores-val-subset.json",
+    ]
 
 
 @pytest.mark.parametrize(
