@@ -371,7 +371,12 @@ def test_cut_off_video_gives_frames_or_one_clear_error(damaged, backend, cut, re
         if at_open is not None:
             assert str(at_open).startswith(f"cannot read video {path}: ")
         if later is not None:
-            assert str(later).startswith(f"cannot decode frame {len(frames)} of {path}: ")
+            # decord is not deterministic on such files: FrameReader's thread, which opens the
+            # file again, may already fail to open it where the probe succeeded.
+            reopened = not frames and str(later).startswith(f"cannot read video {path}: ")
+            assert reopened or str(later).startswith(
+                f"cannot decode frame {len(frames)} of {path}: "
+            )
         assert error is None or "\n" not in str(error)
     else:
         assert at_open is None and later is None, at_open or later
