@@ -90,6 +90,8 @@ class TrackingSession:
             soft = self.state.propagator.step(feats)
             channels = labels_to_mask(soft, self.tracker.spec.patch_size, self.state.frame_size)
         self.state.frame_index += 1
+        if channels.device.type != "cpu" and len(self.state.object_ids) < 256:
+            channels = channels.to(torch.uint8)  # an 8th of the bytes to copy to the host
         return self.tracker.channels_to_ids(channels.cpu().numpy(), self.state.object_ids)
 
 
