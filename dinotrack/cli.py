@@ -160,7 +160,8 @@ def _segment_parser(subparsers) -> None:
         "--mask",
         help="first-frame mask: palette PNG (index = object id), 8-bit grayscale (0/255 = one "
         "object; small integers = ids; anti-aliased masks are refused) or RGB (each colour an "
-        "object, black = background); the first frame's size or a rescale of it",
+        "object, black = background) of the first frame (or of --start-frame), at its size "
+        "or a rescale of it",
     )
     start.add_argument(
         "--auto",
@@ -194,6 +195,14 @@ def _segment_parser(subparsers) -> None:
     )
     p.add_argument(
         "--max-frames", type=positive_int, default=None, help="stop after this many frames"
+    )
+    p.add_argument(
+        "--start-frame",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the mask is frame N's (counted from 0): track from there on, skipping the frames "
+        "before it (default 0)",
     )
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)
@@ -278,10 +287,19 @@ def run_segment(args: argparse.Namespace) -> int:
     auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
     if auto_flags and not args.auto:
         raise ValueError(f"{', '.join(auto_flags)} can only be used with --auto")
-    reader = FrameReader(args.input, stop=args.max_frames)  # checks the input exists first
+    start_frame = args.start_frame
+    if start_frame < 0:
+        raise ValueError(f"--start-frame must be 0 or more, got {start_frame}")
+    stop = None if args.max_frames is None else start_frame + args.max_frames
+    reader = FrameReader(args.input, start=start_frame, stop=stop)  # checks the input exists first
     overlay = None
     try:
         info = reader.info
+        if start_frame >= info.num_frames:
+            raise ValueError(
+                f"--start-frame {start_frame} is past the last frame: {args.input} has "
+                f"{info.num_frames} frames (0 to {info.num_frames - 1})"
+            )
         out = output_directory(args.out)
         check_not_input(out, args.input, "--out")
         palette = davis_palette()
@@ -303,7 +321,7 @@ def run_segment(args: argparse.Namespace) -> int:
             overlay = OverlayWriter(overlay_path, info.fps, info.width, info.height, palette)
         tracker = build_tracker(args)
         with atomic_directory(out) as out_tmp:
-            total = info.num_frames
+            total = info.num_frames - start_frame
             if args.max_frames is not None:
                 total = min(total, args.max_frames)
             start = time.perf_counter()
@@ -319,11 +337,12 @@ def run_segment(args: argparse.Namespace) -> int:
             )
             with bar as progress:
                 task = progress.add_task("frames", total=total, fps=0.0)
-                for index, mask, frame in tracker.track(reader, first_mask, with_frames=True):
+                for step, mask, frame in tracker.track(reader, first_mask, with_frames=True):
                     if count == 0:
                         objects = sorted(int(i) for i in np.unique(mask) if i)
                         if args.auto:
                             write_mask(out_tmp / START_MASK_NAME, mask, palette)
+                    index = start_frame + step  # the frame's index in the video
                     names = info.frame_names
                     name = names[index] if index < len(names) else f"{index:05d}.png"
                     write_mask(out_tmp / name, mask, palette)

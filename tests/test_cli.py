@@ -95,6 +95,33 @@ def test_segment_video_file_with_overlay_and_palette_ids(shared_data, tmp_path, 
     assert len(list(iter_frames(overlay))) == 4
 
 
+def test_start_frame_tracks_from_the_masked_frame(boat, shared_data, tmp_path, capsys):
+    frames, _ = boat
+    mask = shared_data("davis2016-dev", "Annotations", "480p", "boat", "00003.png")
+    out = tmp_path / "res"
+    args = ["segment", frames, "--mask", mask, "--out", out, "--start-frame", 3, *FAST]
+    code, _, err = run([*args, "--max-frames", 3], capsys)
+    assert code == 0, err
+    assert results(out) == ["00003.png", "00004.png", "00005.png"]  # named as the frames
+    given = read_mask(mask).ids
+    np.testing.assert_array_equal(read_mask(out / "00003.png").ids, given)  # the mask, as given
+
+    # The same from a video file: the names follow the start frame.
+    video = shared_data("videos", "boat.mp4")
+    code, _, err = run(
+        ["segment", video, "--mask", mask, "--out", tmp_path / "v", "--start-frame", 3]
+        + ["--max-frames", 2, *FAST],
+        capsys,
+    )
+    assert code == 0, err
+    assert results(tmp_path / "v") == ["00003.png", "00004.png"]
+
+    code, _, err = run(
+        ["segment", frames, "--mask", mask, "--out", out, "--start-frame", 75, *FAST], capsys
+    )
+    assert code == 2 and "--start-frame 75 is past the last frame" in err and "75 frames" in err
+
+
 def test_rerun_replaces_its_own_output_and_nothing_else(boat, tmp_path, capsys):
     frames, mask = boat
     out = tmp_path / "res"
