@@ -79,7 +79,7 @@ def main() -> None:
             start = time.perf_counter()
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             res = json.loads(out.stdout.strip().splitlines()[-1])
-            written = len(list((Path(tmp) / f"out{n}").iterdir()))
+            written = len(list((Path(tmp) / f"out{n}").glob("*.png")))
             print(
                 f"{args.model}, {n} frames of {Path(args.video).name} (short side "
                 f"{args.short_side}): {written} masks in {time.perf_counter() - start:.0f} s, "
