@@ -13,14 +13,16 @@
 #
 # Settings (environment): ARCH (vit_small), PATCH (8), BATCH (48 per GPU), EPOCHS (60),
 # TIME_LIMIT (seconds of training in this command, default 360), SPLIT (dev), NAME
-# (dinotrack_vits8_davis16), RUN (runs/$NAME: keep it between commands to resume), PRETRAIN_ARGS
+# (dinotrack_vits8_davis16), RUN (runs/$NAME: keep it between commands to resume), WORKERS
+# (DataLoader workers: the CPU cores less 2, at least 1; with one keyframe per DAVIS clip a random
+# frame costs ~0.1-0.17 s of decoding, so a GPU needs many of them), PRETRAIN_ARGS
 # (more `pretrain` flags), EVAL_ARGS (more `eval davis` flags), PY (python3), ONLY_TRAIN (1: stop
 # after training, for the commands before the last one).
 # Wheels in .whl/ (e.g. decord, kornia, kornia_rs) are installed into /tmp/site first.
 set -euo pipefail
 
 if [ $# -lt 3 ]; then
-    sed -n '2,20p' "$0" >&2
+    sed -n '2,21p' "$0" >&2
     exit 2
 fi
 davis=$1
@@ -35,6 +37,8 @@ SPLIT=${SPLIT:-dev}
 NAME=${NAME:-dinotrack_vits8_davis16}
 RUN=${RUN:-runs/$NAME}
 PY=${PY:-python3}
+cores=$(nproc)
+WORKERS=${WORKERS:-$((cores > 3 ? cores - 2 : 1))}
 export PYTHONUNBUFFERED=1
 
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -55,7 +59,7 @@ done
 # shellcheck disable=SC2086
 "$PY" -m pretrain "${data_flags[@]}" --arch "$ARCH" --patch-size "$PATCH" --out "$RUN" \
     --batch-size "$BATCH" --epochs "$EPOCHS" --time-limit "$TIME_LIMIT" --no-progress \
-    --log-every 5 ${PRETRAIN_ARGS:-}
+    --num-workers "$WORKERS" --log-every 5 ${PRETRAIN_ARGS:-}
 cp "$RUN/log.jsonl" "$RUN/config.json" "$out/"
 if [ "${ONLY_TRAIN:-0}" = 1 ]; then
     echo "trained: $RUN (run again to continue)"
