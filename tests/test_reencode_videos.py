@@ -1,0 +1,47 @@
+"""tools/reencode_videos.py: short keyframe intervals, same frames, frame-exact random access."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+from tool_support import load_tool
+
+from dinotrack.video_io import available_backends
+from pretrain.data import count_frames, read_video_frames
+
+
+def decode_all(path):
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def keyframes(path):
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size and packet.is_keyframe)
+
+
+def test_reencoded_clip_has_short_gops_and_exact_random_access(shared_data, tmp_path, capsys):
+    tool = load_tool("reencode_videos")
+    source = shared_data("videos", "dog-agility.mp4")  # 25 frames, a single keyframe
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "dog-agility.mp4").write_bytes(source.read_bytes())
+    (tmp_path / "in" / "broken.mp4").write_bytes(b"not a video")
+    assert tool.main([str(tmp_path / "in"), str(tmp_path / "out"), "--gop", "8"]) == 0
+    assert "skipping" in capsys.readouterr().err
+    target = tmp_path / "out" / "dog-agility.mp4"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["dog-agility.mp4"]
+
+    original, frames = decode_all(source), decode_all(target)
+    assert keyframes(source) == 1 and keyframes(target) == 4  # frames 0, 8, 16, 24
+    assert len(frames) == len(original) == count_frames(target) == 25
+    for a, b in zip(frames, original, strict=True):
+        assert np.abs(a.astype(np.int16) - b).mean() < 4  # the same pictures, re-encoded
+    wanted = [24, 3, 9, 16, 15]
+    for decoder in ["pyav", "decord"] if "decord" in available_backends() else ["pyav"]:
+        for index, frame in zip(wanted, read_video_frames(target, wanted, decoder), strict=True):
+            np.testing.assert_array_equal(frame, frames[index])  # seeks land on exact frames
+
+    mtime = target.stat().st_mtime_ns
+    assert tool.main([str(tmp_path / "in"), str(tmp_path / "out"), "--gop", "8"]) == 0
+    assert target.stat().st_mtime_ns == mtime  # existing outputs are kept
