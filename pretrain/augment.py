@@ -117,6 +117,13 @@ def resized_crops(
         raise ValueError(f"expected {repeats * b} boxes for {b} frames, got {boxes.shape[0]}")
     if frames.device.type != "cpu":
         return _batched_resized_crops(frames, boxes, size, repeats)
+    return _resized_crops_one_by_one(frames, boxes, size)
+
+
+def _resized_crops_one_by_one(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`resized_crops` with one ``F.interpolate`` per crop (box ``k`` in frame
+    ``k % B``): work proportional to each crop's area."""
+    b = frames.shape[0]
     out = torch.empty(boxes.shape[0], 3, size, size, device=frames.device)
     for k, (top, left, height, width) in enumerate(boxes.tolist()):
         i = k % b

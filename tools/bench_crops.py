@@ -1,9 +1,9 @@
 """Multi-crop resizing: one resize per crop vs batched matrix products, side by side.
 
-`pretrain.augment.resized_crops` resizes each crop on its own on the CPU and uses the batched
-matrix form (`_batched_resized_crops`) on other devices; this prints both on one device, for
-DINO's crops (2 global 224 px, 8 local 96 px per frame) of 854x480 frames, and their largest
-difference.
+`pretrain.augment.resized_crops` resizes each crop on its own on the CPU
+(`_resized_crops_one_by_one`) and uses the batched matrix form (`_batched_resized_crops`) on
+other devices; this prints both on one device, for DINO's crops (2 global 224 px, 8 local
+96 px per frame) of 854x480 frames, and their largest difference.
 
     python tools/bench_crops.py [--device cuda] [--batch-sizes 4,16,64] [--repeats 5]
 """
@@ -15,20 +15,16 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from pretrain.augment import _batched_resized_crops, sample_crop_boxes
+from pretrain.augment import (
+    _batched_resized_crops,
+    _resized_crops_one_by_one,
+    sample_crop_boxes,
+)
 
 
 def one_by_one(frames, boxes, size, repeats):
-    b = frames.shape[0]
-    out = torch.empty(boxes.shape[0], 3, size, size, device=frames.device)
-    for k, (top, left, height, width) in enumerate(boxes.tolist()):
-        crop = frames[k % b : k % b + 1, :, top : top + height, left : left + width]
-        out[k : k + 1] = F.interpolate(
-            crop.float() / 255.0, size=(size, size), mode="bicubic", antialias=True
-        )
-    return out.clamp_(0.0, 1.0)
+    return _resized_crops_one_by_one(frames, boxes, size)
 
 
 def run_jobs(fn, frames, jobs):
@@ -38,12 +34,12 @@ def run_jobs(fn, frames, jobs):
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-sizes", default="4,16")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
     print(f"frames 854x480, 2 x 224 px + 8 x 96 px crops per frame, on {device}")
