@@ -181,6 +181,11 @@ def _reopen(info: VideoInfo, start: int, stop: int | None, fallback: bool) -> It
     return _iter_open(info, handle, start, stop, fallback)
 
 
+def _check_prefetch(prefetch: int) -> None:
+    if not isinstance(prefetch, int) or prefetch < 1:
+        raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+
+
 def _check_range(start: int, stop: int | None) -> None:
     if not isinstance(start, int) or start < 0:
         raise ValueError(f"start must be an integer >= 0, got {start!r}")
@@ -649,8 +654,7 @@ class FrameReader:
         """
         self._workers: list[_Worker] = []
         self._closed = False
-        if not isinstance(prefetch, int) or prefetch < 1:
-            raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        _check_prefetch(prefetch)
         _check_range(start, stop)
         self.info = probe_video(path, backend)
         self._prefetch = prefetch
@@ -705,8 +709,7 @@ def read_image_files(
         ValueError: (while iterating) A file that cannot be decoded or whose size differs
             from the first one's.
     """
-    if not isinstance(prefetch, int) or prefetch < 1:
-        raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+    _check_prefetch(prefetch)
     files = [Path(path) for path in paths]
     return _read_in_background(prefetch, partial(_iter_image_files, files))
 
