@@ -20,6 +20,22 @@ UPSAMPLE_MODES = ("nearest", "bilinear")
 DEFAULT_MASS = 0.6
 """Share of the attention mass the thresholded maps keep (the DINO paper's figures)."""
 
+# The DINO paper's DAVIS protocol: the defaults of TrackerConfig and of the propagation API.
+N_LAST_FRAMES = 7
+"""Previous frames kept as context besides the first."""
+RADIUS = 12
+"""Half-side of the search window in patches (25 x 25 patches)."""
+TOPK = 5
+"""Source patches kept per target patch."""
+TEMPERATURE = 0.1
+"""Temperature of the affinity ``exp(cos / temperature)``."""
+
+# Speed only (results do not depend on them).
+CPU_TILE = 6
+"""Side of the blocks of target patches propagated together on the CPU."""
+CUDA_TILE = 12
+"""The same on CUDA."""
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
@@ -40,8 +56,9 @@ class TrackerConfig:
         precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``,
             ``"fp16"``.
         batch_size: Frames per backbone forward pass.
-        tile: Side of the target-patch blocks of the windowed propagation; None picks 6 on
-            the CPU and 12 on CUDA (speed only: results do not depend on it).
+        tile: Side of the target-patch blocks of the windowed propagation; None picks
+            ``CPU_TILE`` (6) on the CPU and ``CUDA_TILE`` (12) on CUDA (speed only: results do
+            not depend on it).
 
     Raises:
         TypeError: A count (``n_last_frames``, ``radius``, ``topk``, ``short_side``,
@@ -51,10 +68,10 @@ class TrackerConfig:
             or an unknown choice.
     """
 
-    n_last_frames: int = 7
-    radius: int = 12
-    topk: int = 5
-    temperature: float = 0.1
+    n_last_frames: int = N_LAST_FRAMES
+    radius: int = RADIUS
+    topk: int = TOPK
+    temperature: float = TEMPERATURE
     short_side: int = 480
     resize_rule: str = "aspect"
     pos_embed: str | None = None

@@ -23,7 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dinotrack.config import check_int, check_temperature
+from dinotrack.config import (
+    CPU_TILE,
+    N_LAST_FRAMES,
+    RADIUS,
+    TEMPERATURE,
+    TOPK,
+    check_int,
+    check_temperature,
+)
+
+PRODUCT_LAYOUTS = ("auto", "per_row", "per_run")
+"""How :func:`propagate_labels` batches its similarity products (speed only): ``per_row``
+(one product per row of target tiles, the CPU's default), ``per_run`` (one product over all
+the rows, padding tiles included: fewer kernel launches, a GPU's default) or ``auto``."""
 
 
 def one_hot_labels(ids: Tensor, num_channels: int) -> Tensor:
@@ -68,12 +81,13 @@ def propagate_labels(
     context_feats: Tensor,
     context_labels: Tensor,
     *,
-    radius: int = 12,
-    topk: int = 5,
-    temperature: float = 0.1,
-    tile: int = 6,
+    radius: int = RADIUS,
+    topk: int = TOPK,
+    temperature: float = TEMPERATURE,
+    tile: int = CPU_TILE,
     normalized: bool = False,
     chunk_bytes: int = 256 * 2**20,
+    layout: str = "auto",
 ) -> Tensor:
     """Propagate soft labels from context frames to a target frame.
 
@@ -101,6 +115,8 @@ def propagate_labels(
             only; results do not depend on it).
         normalized: Whether the features are already L2-normalised along ``C``.
         chunk_bytes: Rough bound on the similarity scores held at once (memory only).
+        layout: How the similarity products are batched, one of :data:`PRODUCT_LAYOUTS`
+            (speed only; ``"auto"``: :func:`product_layout` of the features' device).
 
     Returns:
         ``[K, h, w]`` float32 soft labels of the target frame; each position's labels are a
@@ -108,11 +124,13 @@ def propagate_labels(
 
     Raises:
         ValueError: Tensors of the wrong dimensions or mismatched shapes, or a setting out of
-            range (e.g. ``topk < 1``, a NaN or infinite temperature).
+            range (e.g. ``topk < 1``, a NaN or infinite temperature, an unknown layout).
         TypeError: ``radius``, ``topk`` or ``tile`` not an integer, or ``temperature`` not a
             number.
     """
     _check_settings(radius, topk, temperature, tile)
+    if layout not in PRODUCT_LAYOUTS:
+        raise ValueError(f"layout must be one of {PRODUCT_LAYOUTS}, got {layout!r}")
     if target_feats.dim() != 3 or context_feats.dim() != 4 or context_labels.dim() != 4:
         raise ValueError(
             "expected target [C, h, w], context features [T, C, h, w] and context labels "
@@ -153,7 +171,9 @@ def propagate_labels(
     offsets_t = torch.tensor(offsets, device=keys.device)
 
     out = keys.new_empty(n_y * n_x, cells, k_classes)  # the real tiles only, row-major
-    per_row = _product_per_row(keys.device)
+    if layout == "auto":
+        layout = product_layout(keys.device)
+    per_row = layout == "per_row"
     # Scores held per row of target tiles (the products over whole runs also hold the padding
     # tiles' scores until the real ones are copied out).
     tiles_per_row = n_x if per_row else n_x + grid_x
@@ -207,11 +227,14 @@ def _check_settings(radius: int, topk: int, temperature: float, tile: int) -> No
     check_int("tile", tile, minimum=1)
 
 
-def _product_per_row(device: torch.device) -> bool:
-    """Whether the similarity products go one row of target tiles at a time: on the CPU this
-    is ~10 % faster than one product over all rows (no padding tiles computed); on a GPU the
-    many small products would cost more in kernel launches than they save."""
-    return device.type == "cpu"
+def product_layout(device: torch.device) -> str:
+    """The product layout :func:`propagate_labels` uses on ``device`` by default.
+
+    ``"per_row"`` on the CPU, where one product per row of target tiles is ~10 % faster than
+    one over all rows (no padding tiles computed); ``"per_run"`` elsewhere, since on a GPU the
+    many small products would cost more in kernel launches than they save.
+    """
+    return "per_row" if device.type == "cpu" else "per_run"
 
 
 def labels_to_mask(
@@ -286,11 +309,11 @@ class LabelPropagator:
         first_feats: Tensor,
         first_labels: Tensor,
         *,
-        n_last_frames: int = 7,
-        radius: int = 12,
-        topk: int = 5,
-        temperature: float = 0.1,
-        tile: int = 6,
+        n_last_frames: int = N_LAST_FRAMES,
+        radius: int = RADIUS,
+        topk: int = TOPK,
+        temperature: float = TEMPERATURE,
+        tile: int = CPU_TILE,
     ) -> None:
         check_int("n_last_frames", n_last_frames, minimum=0)
         _check_settings(radius, topk, temperature, tile)

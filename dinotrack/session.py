@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from dinotrack.attention import iter_attention, upsample_attention
 from dinotrack.backbones import BackboneSpec, load_backbone
-from dinotrack.config import TrackerConfig, check_int
+from dinotrack.config import CPU_TILE, CUDA_TILE, TrackerConfig, check_int
 from dinotrack.features import FeatureExtractor, network_input_size
 from dinotrack.masks import resize_mask
 from dinotrack.propagation import LabelPropagator, labels_to_mask, one_hot_labels
@@ -181,7 +181,7 @@ class Tracker:
     def _tile(self) -> int:
         if self.config.tile is not None:
             return self.config.tile
-        return 12 if self.device.type == "cuda" else 6
+        return CUDA_TILE if self.device.type == "cuda" else CPU_TILE
 
     def start(
         self, frame: np.ndarray, mask: np.ndarray, feats: Tensor | None = None

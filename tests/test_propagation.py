@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinotrack import propagation
 from dinotrack.propagation import (
     LabelPropagator,
     labels_to_mask,
     one_hot_labels,
+    product_layout,
     propagate_labels,
     propagate_sequence,
 )
@@ -57,13 +57,10 @@ def random_case(seed, n_ctx, c, h, w, k):
         (4, 8, 11, 5, 2, 1, 1, 2),  # top-1, tall grid
     ],
 )
-@pytest.mark.parametrize("per_row", [True, False], ids=["product-per-row", "product-per-run"])
-def test_windowed_equals_dense_reference(
-    n_ctx, c, h, w, k, radius, topk, tile, per_row, monkeypatch
-):
+@pytest.mark.parametrize("layout", ["per_row", "per_run"])
+def test_windowed_equals_dense_reference(n_ctx, c, h, w, k, radius, topk, tile, layout):
     # Both layouts of the similarity products (CPU: per row of tiles; GPU: per run of rows),
     # each with all rows at once and with one row per chunk.
-    monkeypatch.setattr(propagation, "_product_per_row", lambda device: per_row)
     target, context, labels = random_case(h * w + n_ctx, n_ctx, c, h, w, k)
     expected = dense_reference(target, context, labels, radius, topk, 0.1)
     for chunk_bytes in (2**30, 1):
@@ -75,6 +72,7 @@ def test_windowed_equals_dense_reference(
             topk=topk,
             tile=tile,
             chunk_bytes=chunk_bytes,
+            layout=layout,
         )
         assert got.shape == (k, h, w)
         torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-4)
@@ -196,6 +194,16 @@ def test_settings_are_checked(setting, error, match):
         propagate_labels(target, context, labels, **setting)
     with pytest.raises(error, match=match):  # at construction, not at the first step
         LabelPropagator(target, labels[0], **setting)
+
+
+def test_product_layout_is_checked_and_auto_follows_the_device():
+    target, context, labels = torch.randn(4, 5, 5), torch.randn(1, 4, 5, 5), torch.rand(1, 2, 5, 5)
+    with pytest.raises(ValueError, match=r"layout must be one of \('auto', 'per_row', 'per_run'\)"):
+        propagate_labels(target, context, labels, layout="per_tile")
+    assert product_layout(torch.device("cpu")) == "per_row"
+    assert product_layout(torch.device("cuda")) == "per_run"  # no GPU needed to ask
+    auto = propagate_labels(target, context, labels)
+    assert torch.equal(auto, propagate_labels(target, context, labels, layout="per_row"))
 
 
 def test_label_propagator_checks_n_last_frames():

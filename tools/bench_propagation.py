@@ -19,17 +19,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from official_protocol import dense_propagation, neighbourhood_mask  # tools/, the script's folder
+from process_memory import peak_rss_gb
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from official_protocol import dense_propagation, neighbourhood_mask  # noqa: E402
-from process_memory import peak_rss_gb  # noqa: E402
-
-from dinotrack import propagation  # noqa: E402
-from dinotrack.propagation import propagate_labels  # noqa: E402
+from dinotrack.propagation import product_layout, propagate_labels
 
 
 def inputs(h, w, channels=384, n_ctx=8, k=3, seed=0):
@@ -79,37 +75,30 @@ def compare(repeats: int) -> dict:
 def layouts(device: torch.device, repeats: int) -> dict:
     """Both product layouts on one device, side by side, at the 60x106 grid."""
     target, context, labels = (x.to(device) for x in inputs(60, 106))
-    chosen = propagation._product_per_row
-
-    def step():
-        out = propagate_labels(target, context, labels)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return out
-
     results = {}
-    try:
-        for per_row in (True, False):
-            propagation._product_per_row = lambda _device, value=per_row: value
-            with torch.inference_mode():
-                step()  # warm-up
-                seconds, out = timed(step, repeats)
-                with torch.profiler.profile(
-                    activities=[torch.profiler.ProfilerActivity.CPU]
-                ) as prof:
-                    step()
-            counts = {e.key: e.count for e in prof.key_averages()}
-            results["per_row" if per_row else "per_run"] = {
-                "seconds": seconds,
-                "aten_ops": sum(n for key, n in counts.items() if key.startswith("aten::")),
-                "bmm": counts.get("aten::bmm", 0),
-                "out": out.cpu(),
-            }
-    finally:
-        propagation._product_per_row = chosen
+    for layout in ("per_row", "per_run"):
+
+        def step(layout=layout):
+            out = propagate_labels(target, context, labels, layout=layout)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            return out
+
+        with torch.inference_mode():
+            step()  # warm-up
+            seconds, out = timed(step, repeats)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                step()
+        counts = {e.key: e.count for e in prof.key_averages()}
+        results[layout] = {
+            "seconds": seconds,
+            "aten_ops": sum(n for key, n in counts.items() if key.startswith("aten::")),
+            "bmm": counts.get("aten::bmm", 0),
+            "out": out.cpu(),
+        }
     a, b = results["per_row"].pop("out"), results["per_run"].pop("out")
     results["max_abs_diff"] = float((a - b).abs().max())
-    results["default"] = "per_row" if chosen(device) else "per_run"
+    results["default"] = product_layout(device)
     return results
 
 
