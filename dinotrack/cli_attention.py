@@ -150,7 +150,7 @@ def _run_video(args: argparse.Namespace, source: Path) -> int:
         target = output_file(args.out)
         check_not_input(target, source, "--out")
         tracker = build_tracker(args)
-        heads = int(tracker.extractor.net.blocks[-1].attn.num_heads)
+        heads = tracker.num_heads
         if args.head is not None and not 0 <= args.head < heads:
             raise ValueError(f"--head {args.head} does not exist: the backbone has {heads} heads")
         start, count = time.perf_counter(), 0

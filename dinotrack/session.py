@@ -150,6 +150,11 @@ class Tracker:
         """Patch size of the backbone in pixels."""
         return self.spec.patch_size
 
+    @property
+    def num_heads(self) -> int:
+        """Attention heads of the backbone's last block (the maps :meth:`attention` gives)."""
+        return int(self.extractor.net.blocks[-1].attn.num_heads)
+
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size ``(h, w)`` for frames of ``height x width``."""
         cfg = self.config

@@ -91,8 +91,14 @@ def sample_crop_boxes(
     return torch.stack([top, left, ch, cw], dim=1).to(torch.int64)
 
 
+RESIZE_METHODS = ("auto", "one_by_one", "batched")
+"""How :func:`resized_crops` computes its resizes (speed only, the results agree to float
+rounding): one ``F.interpolate`` per crop, a few batched matrix products for all the crops, or
+``auto`` (one by one on the CPU, batched on other devices)."""
+
+
 def resized_crops(
-    frames: torch.Tensor, boxes: torch.Tensor, size: int, repeats: int = 1
+    frames: torch.Tensor, boxes: torch.Tensor, size: int, repeats: int = 1, method: str = "auto"
 ) -> torch.Tensor:
     """Cut ``boxes`` out of ``frames`` and resize each to ``size`` x ``size``.
 
@@ -108,14 +114,23 @@ def resized_crops(
             frame ``k % B``.
         size: Output side in pixels.
         repeats: Crops per frame.
+        method: One of :data:`RESIZE_METHODS`; ``"auto"`` picks by ``frames``' device as
+            said above.
 
     Returns:
         float32 ``[repeats * B, 3, size, size]`` in [0, 1], on ``frames``' device.
+
+    Raises:
+        ValueError: The number of boxes is not ``repeats * B``, or an unknown ``method``.
     """
     b = frames.shape[0]
     if boxes.shape[0] != repeats * b:
         raise ValueError(f"expected {repeats * b} boxes for {b} frames, got {boxes.shape[0]}")
-    if frames.device.type != "cpu":
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"method must be one of {RESIZE_METHODS}, got {method!r}")
+    if method == "auto":
+        method = "one_by_one" if frames.device.type == "cpu" else "batched"
+    if method == "batched":
         return _batched_resized_crops(frames, boxes, size, repeats)
     return _resized_crops_one_by_one(frames, boxes, size)
 

@@ -50,7 +50,8 @@ def test_maps_are_distributions_over_patches(tracker):
     frames = random_frames(4)
     attn = tracker.attention(frames)
     gh, gw = (s // 8 for s in tracker.input_size(50, 70))
-    assert attn.shape == (4, 2, gh, gw) and attn.dtype == torch.float32
+    assert attn.shape == (4, tracker.num_heads, gh, gw) and attn.dtype == torch.float32
+    assert tracker.num_heads == 2  # test_vit_tiny's
     assert (attn >= 0).all()
     torch.testing.assert_close(attn.sum((-2, -1)), torch.ones(4, 2), atol=1e-5, rtol=0)
     # Before renormalising, the class token and the patches share the mass: patches get < 1.

@@ -38,3 +38,25 @@ def test_bench_crops_times_both_forms_and_they_agree(capsys):
     )
     assert match, line
     assert float(match[1]) < 2e-5  # the two forms give the same crops
+
+
+def test_official_protocol_baseline_leaves_the_callers_tracker_as_it_is(shared_data):
+    import numpy as np
+
+    from dinotrack import Tracker
+    from dinotrack.video_io import iter_frames
+
+    tracker = Tracker.from_pretrained("test_vit_tiny", device="cpu", short_side=64)
+    frames = list(iter_frames(shared_data("videos", "dog-agility.mp4"), stop=3))
+    mask = np.zeros(frames[0].shape[:2], np.uint8)
+    mask[100:300, 200:500] = 1
+    before = [blk.attn.fused_attn for blk in tracker.extractor.net.blocks]
+    assert all(before)  # timm fuses attention by default
+    baseline = load_tool("official_protocol").OfficialProtocol(tracker)
+    assert all(not blk.attn.fused_attn for blk in baseline.extractor.net.blocks)
+    assert [blk.attn.fused_attn for blk in tracker.extractor.net.blocks] == before
+    official = [m for _, m in baseline.track(frames, mask)]
+    ours = [m for _, m in tracker.track(frames, mask)]
+    assert len(official) == len(ours) == 3
+    # Same weights, same protocol: the two agree on nearly every pixel.
+    assert min((a == b).mean() for a, b in zip(official, ours, strict=True)) > 0.99

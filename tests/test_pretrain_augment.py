@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from pretrain import augment
 from pretrain.augment import MultiCropAugmentation, resized_crops, sample_crop_boxes
 from pretrain.config import AugmentConfig
 
@@ -90,10 +89,13 @@ def test_batched_crops_equal_resizing_each_crop(size, scale, repeats):
     boxes = sample_crop_boxes(
         torch.tensor([[60, 90], [60, 90], [50, 70], [60, 90]] * repeats), scale
     )
-    one_by_one = resized_crops(frames, boxes, size, repeats)
-    batched = augment._batched_resized_crops(frames, boxes, size, repeats)
+    one_by_one = resized_crops(frames, boxes, size, repeats)  # "auto" on the CPU
+    assert torch.equal(one_by_one, resized_crops(frames, boxes, size, repeats, "one_by_one"))
+    batched = resized_crops(frames, boxes, size, repeats, method="batched")
     assert batched.shape == (4 * repeats, 3, size, size)
     torch.testing.assert_close(batched, one_by_one, atol=2e-5, rtol=0)
+    with pytest.raises(ValueError, match="method must be one of"):
+        resized_crops(frames, boxes, size, repeats, method="bilinear")
 
 
 def normalised(value, cfg):

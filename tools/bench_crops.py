@@ -1,8 +1,8 @@
 """Multi-crop resizing: one resize per crop vs batched matrix products, side by side.
 
 `pretrain.augment.resized_crops` resizes each crop on its own on the CPU
-(`_resized_crops_one_by_one`) and uses the batched matrix form (`_batched_resized_crops`) on
-other devices; this prints both on one device, for DINO's crops (2 global 224 px, 8 local
+(`method="one_by_one"`) and uses the batched matrix form (`method="batched"`) on other
+devices; this prints both on one device, for DINO's crops (2 global 224 px, 8 local
 96 px per frame) of 854x480 frames, and their largest difference.
 
     python tools/bench_crops.py [--device cuda] [--batch-sizes 4,16,64] [--repeats 5]
@@ -16,19 +16,11 @@ import time
 
 import torch
 
-from pretrain.augment import (
-    _batched_resized_crops,
-    _resized_crops_one_by_one,
-    sample_crop_boxes,
-)
+from pretrain.augment import resized_crops, sample_crop_boxes
 
 
-def one_by_one(frames, boxes, size, repeats):
-    return _resized_crops_one_by_one(frames, boxes, size)
-
-
-def run_jobs(fn, frames, jobs):
-    out = [fn(frames, boxes, size, repeats) for boxes, size, repeats in jobs]
+def run_jobs(method, frames, jobs):
+    out = [resized_crops(frames, boxes, size, repeats, method) for boxes, size, repeats in jobs]
     if frames.device.type == "cuda":
         torch.cuda.synchronize(frames.device)
     return out
@@ -52,12 +44,12 @@ def main(argv: list[str] | None = None) -> None:
             (sample_crop_boxes(sizes.repeat(8, 1), (0.05, 0.4)), 96, 8),
         ]
         seconds, outputs = {}, {}
-        for name, fn in (("one_by_one", one_by_one), ("batched", _batched_resized_crops)):
-            outputs[name] = run_jobs(fn, frames, jobs)  # warm-up
+        for name in ("one_by_one", "batched"):
+            outputs[name] = run_jobs(name, frames, jobs)  # warm-up
             times = []
             for _ in range(args.repeats):
                 start = time.perf_counter()
-                run_jobs(fn, frames, jobs)
+                run_jobs(name, frames, jobs)
                 times.append(time.perf_counter() - start)
             seconds[name] = statistics.median(times)
         diff = max(

@@ -19,16 +19,17 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-CHILD = f"""
-import json, sys, time
-sys.path.insert(0, {str(HERE)!r})
-from dinotrack.cli import main
-from process_memory import peak_rss_gb
-start = time.perf_counter()
-code = main(sys.argv[1:])
-elapsed = time.perf_counter() - start
-print(json.dumps({{'code': code, 'seconds': elapsed, 'peak_rss_gb': peak_rss_gb()}}))
-"""
+
+def child(argv: list[str]) -> None:
+    """A fresh process: run the CLI in-process on ``argv``, print its time and peak RSS."""
+    from process_memory import peak_rss_gb  # tools/, the script's folder
+
+    from dinotrack.cli import main as cli_main
+
+    start = time.perf_counter()
+    code = cli_main(argv)
+    elapsed = time.perf_counter() - start
+    print(json.dumps({"code": code, "seconds": elapsed, "peak_rss_gb": peak_rss_gb()}))
 
 
 def first_mask(video: str, path: Path) -> None:
@@ -59,8 +60,8 @@ def main() -> None:
         for n in args.frames.split(","):
             cmd = [
                 sys.executable,
-                "-c",
-                CHILD,
+                __file__,
+                "--child",
                 "segment",
                 args.video,
                 "--mask",
@@ -88,4 +89,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2:])
+    else:
+        main()

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from process_memory import peak_rss_gb  # tools/, the script's folder
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from process_memory import peak_rss_gb  # noqa: E402
 
 
 def child(args: argparse.Namespace) -> None:

@@ -11,6 +11,7 @@ side; not part of the package.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 
 import numpy as np
@@ -83,11 +84,12 @@ class OfficialProtocol:
     """Per-frame DINO protocol with a dense affinity, for side-by-side comparisons.
 
     Args:
-        tracker: Supplies the backbone, spec and config (the same weights as the fast path).
+        tracker: Supplies the backbone, spec and config (the same weights as the fast path);
+            it is left as it is (the baseline runs a copy of its backbone).
     """
 
     def __init__(self, tracker: Tracker) -> None:
-        net = tracker.extractor.net
+        net = copy.deepcopy(tracker.extractor.net)
         for blk in net.blocks:  # the official ViT computes attention explicitly
             blk.attn.fused_attn = False
         self.extractor = FeatureExtractor(net, tracker.spec, tracker.device, "fp32", "dino")
