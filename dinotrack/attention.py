@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,10 +33,6 @@ from torch import Tensor
 
 from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
 from dinotrack.masks import resize_mask
-
-if TYPE_CHECKING:
-    from dinotrack.session import Tracker
-
 
 Box = tuple[int, int, int, int]
 
@@ -124,55 +118,6 @@ def upsample_attention(attn: Tensor, size: tuple[int, int], mode: str = "nearest
     else:
         out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
     return out.reshape(*lead, *size)
-
-
-def iter_attention(
-    tracker: Tracker, frames: Iterable[np.ndarray]
-) -> Iterator[tuple[np.ndarray, Tensor]]:
-    """Streams the renormalised class-token attention of each frame.
-
-    Frames go through the backbone in batches of ``tracker.config.batch_size`` at the
-    tracker's input size; memory does not grow with the number of frames.
-
-    Args:
-        tracker: Supplies the backbone, the input size and the batch size.
-        frames: ``[H, W, 3]`` uint8 RGB frames, all of one size.
-
-    Yields:
-        ``(frame, attn)``: the frame as given and its attention ``[heads, h/p, w/p]``
-        float32 on the tracker's device, each head summing to 1 over the patches.
-
-    Raises:
-        ValueError: A frame is not ``[H, W, 3]`` uint8 or differs in size from the first.
-    """
-    batch: list[np.ndarray] = []
-    input_size = None
-    for frame in frames:
-        frame = np.asarray(frame)
-        if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            raise ValueError(f"frames must be [H, W, 3] uint8 RGB, got {frame.dtype} {frame.shape}")
-        if input_size is None:
-            first_size = frame.shape
-            input_size = tracker.input_size(*frame.shape[:2])
-        elif frame.shape != first_size:
-            raise ValueError(
-                f"frame of size {frame.shape[1]}x{frame.shape[0]} after frames of "
-                f"{first_size[1]}x{first_size[0]}: all frames must have the same size"
-            )
-        batch.append(frame)
-        if len(batch) == tracker.config.batch_size:
-            yield from _batch_attention(tracker, batch, input_size)
-            batch = []
-    if batch:
-        yield from _batch_attention(tracker, batch, input_size)
-
-
-def _batch_attention(
-    tracker: Tracker, batch: list[np.ndarray], input_size: tuple[int, int]
-) -> Iterator[tuple[np.ndarray, Tensor]]:
-    extractor = tracker.extractor
-    _, attn = extractor.forward(extractor.preprocess(np.stack(batch), input_size), attention=True)
-    yield from zip(batch, normalize_attention(attn), strict=True)
 
 
 @functools.cache

@@ -1,8 +1,10 @@
 """The ``dinotrack`` command line.
 
-``dinotrack segment`` and ``dinotrack models`` live here; other packages (``eval``,
-``pretrain``) add sub-commands through the ``dinotrack.commands`` entry-point group, each a
-function ``register(subparsers)`` that adds a parser whose ``func(args) -> int`` runs it.
+``dinotrack segment`` and ``dinotrack models`` live here (``attention`` in
+:mod:`dinotrack.cli_attention`); other packages (``eval``, ``pretrain``) add sub-commands
+through the ``dinotrack.commands`` entry-point group, each a function
+``register(subparsers)`` that adds a parser whose ``func(args) -> int`` runs it. What every
+command shares (error handling, exit codes, the tracker's flags) is :mod:`dinotrack.clikit`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-import re
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -21,130 +21,17 @@ import numpy as np
 
 from dinotrack import __version__
 from dinotrack.atomic_files import atomic_directory, output_directory, output_file
-from dinotrack.config import (
-    DEFAULT_MASS,
-    PRECISIONS,
-    RESIZE_RULES,
-    UPSAMPLE_MODES,
-    TrackerConfig,
+from dinotrack.clikit import (
+    add_tracker_arguments,
+    build_tracker,
+    check_not_input,
+    positive_int,
+    run_command,
 )
-
-# Errors that are the user's to fix: one line, exit status 2, no traceback.
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
 
 START_MASK_NAME = "start_mask.png"
 """File name, inside the results directory, of the start mask that ``segment --auto`` made."""
-
-
-def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the backbone, device and propagation flags shared by every command that tracks."""
-    defaults = TrackerConfig()
-    group = parser.add_argument_group("backbone")
-    group.add_argument(
-        "--model",
-        default=None,
-        help="backbone name (see `dinotrack models`); default: the architecture recorded in "
-        "--weights, else dino_vits8",
-    )
-    group.add_argument(
-        "--weights",
-        default=None,
-        help="checkpoint to load: an official DINO file, a timm state dict, or a backbone.pth "
-        "from `dinotrack pretrain`",
-    )
-    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
-    group.add_argument(
-        "--precision",
-        default=defaults.precision,
-        choices=PRECISIONS,
-        help="backbone precision; auto: bf16 on CUDA, fp32 on the CPU (default %(default)s)",
-    )
-    group.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=defaults.batch_size,
-        help="frames per forward pass (default %(default)s)",
-    )
-    algo = parser.add_argument_group("propagation (defaults: the DINO paper's)")
-    algo.add_argument(
-        "--n-last-frames",
-        type=int,
-        default=defaults.n_last_frames,
-        help="previous frames kept as context besides the first (default %(default)s)",
-    )
-    algo.add_argument(
-        "--radius",
-        type=int,
-        default=defaults.radius,
-        help="half-side of the search window, in patches; negative: whole frame "
-        "(default %(default)s)",
-    )
-    algo.add_argument(
-        "--topk",
-        type=positive_int,
-        default=defaults.topk,
-        help="most similar source patches kept per target patch (default %(default)s)",
-    )
-    algo.add_argument(
-        "--temperature",
-        type=float,
-        default=defaults.temperature,
-        help="softmax temperature of the affinity (default %(default)s)",
-    )
-    algo.add_argument(
-        "--short-side",
-        type=int,
-        default=defaults.short_side,
-        help="network input's short side in pixels (default %(default)s)",
-    )
-    algo.add_argument(
-        "--resize-rule",
-        default=defaults.resize_rule,
-        choices=RESIZE_RULES,
-        help="aspect: one scale for both sides, rounded to the patch size; official: the DINO "
-        "script's (long side floored to a multiple of 64) (default %(default)s)",
-    )
-    algo.add_argument(
-        "--pos-embed",
-        default=None,
-        choices=("dino", "timm"),
-        help="position-embedding resampling: dino (the official rule) or timm "
-        "(default: the backbone's own rule)",
-    )
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
-    """The :class:`TrackerConfig` described by the flags of :func:`add_tracker_arguments`."""
-    return TrackerConfig(
-        n_last_frames=args.n_last_frames,
-        radius=args.radius,
-        topk=args.topk,
-        temperature=args.temperature,
-        short_side=args.short_side,
-        resize_rule=args.resize_rule,
-        pos_embed=args.pos_embed,
-        precision=args.precision,
-        batch_size=args.batch_size,
-    )
-
-
-def build_tracker(args: argparse.Namespace):
-    """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`."""
-    from dinotrack.session import Tracker
-
-    config = tracker_config_from_args(args)
-    return Tracker.from_pretrained(args.model, args.weights, device=args.device, config=config)
 
 
 def _segment_parser(subparsers) -> None:
@@ -369,16 +256,6 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_not_input(output: Path, source: str | os.PathLike[str], flag: str) -> None:
-    """Refuse an output path that is the input itself (a video, or a directory of frames).
-
-    Raises:
-        ValueError: ``output`` and ``source`` are the same file or directory.
-    """
-    if output.exists() and os.path.samefile(output, source):
-        raise ValueError(f"{flag} {output} is the input; name another output")
-
-
 def _is_within(path: Path, directory: Path) -> bool:
     return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(directory))
 
@@ -423,39 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def error_line(exc: BaseException) -> str:
-    """The message of a user error in one line. An error raised in a DataLoader worker comes
-    wrapped with the worker's traceback; its last line is the original error."""
-    text = str(exc)
-    if "Original Traceback" in text:
-        last = [line for line in text.splitlines() if line.strip()][-1]
-        text = last.split(": ", 1)[1] if re.match(r"[\w.]+(Error|Exception): ", last) else last
-    return " ".join(text.split("\n"))
-
-
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
-    return f"dinotrack: warning: {message}\n"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 ok, 2 bad input or failure, 130 interrupted)."""
     parser = build_parser()
     return run_command(parser, parser.parse_args(argv))
-
-
-def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
-    """Run parsed arguments' ``func`` with the CLI's error handling; returns the exit status."""
-    warnings.formatwarning = _one_line_warning
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except USER_ERRORS as exc:
-        if os.environ.get("DINOTRACK_DEBUG"):
-            raise
-        print(f"dinotrack: error: {error_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dinotrack: interrupted; no output was published", file=sys.stderr)
-        return 130

@@ -30,10 +30,10 @@ from dinotrack.atomic_files import atomic_directory, output_directory, output_fi
 from dinotrack.attention import (
     DEFAULT_MASS,
     attention_overlay,
-    iter_attention,
     mass_threshold,
     upsample_attention,
 )
+from dinotrack.clikit import build_tracker, check_not_input
 from dinotrack.masks import blend_overlay, davis_palette, write_mask
 from dinotrack.video_io import VIDEO_SUFFIXES, FrameReader, OverlayWriter
 
@@ -105,8 +105,6 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _run_image(args: argparse.Namespace, source: Path) -> int:
-    from dinotrack.cli import build_tracker
-
     if Path(args.out).suffix.lower() in VIDEO_SUFFIXES:
         raise ValueError(
             f"{source} is an image: --out names a directory of PNGs, not a video ({args.out})"
@@ -138,8 +136,6 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
 
 
 def _run_video(args: argparse.Namespace, source: Path) -> int:
-    from dinotrack.cli import build_tracker, check_not_input
-
     if Path(args.out).suffix.lower() not in _VIDEO_OUTPUTS:
         raise ValueError(
             f"{source} is a video: --out must be a {'/'.join(_VIDEO_OUTPUTS)} file, got {args.out}"
@@ -159,7 +155,7 @@ def _run_video(args: argparse.Namespace, source: Path) -> int:
         # as the image path does.
         size = (info.width, info.height)
         with OverlayWriter(target, info.fps, *size, outline_palette(), alpha=0.0) as writer:
-            for frame, attn in iter_attention(tracker, reader):
+            for frame, attn in tracker.iter_attention(reader):
                 attn_map = attn.mean(0) if args.head is None else attn[args.head]
                 picture, mask = render(frame, attn_map, **settings)
                 writer.write(picture, np.zeros_like(mask) if args.no_outline else mask)

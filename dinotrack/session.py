@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dinotrack.attention import iter_attention, upsample_attention
+from dinotrack.attention import normalize_attention, upsample_attention
 from dinotrack.backbones import BackboneSpec, load_backbone
 from dinotrack.config import CPU_TILE, CUDA_TILE, TrackerConfig, check_int
 from dinotrack.features import FeatureExtractor, network_input_size
@@ -175,13 +175,51 @@ class Tracker:
             ``upsample``, ``[T, heads, H, W]``.
         """
         maps = []
-        for frame, attn in iter_attention(self, frames):
+        for frame, attn in self.iter_attention(frames):
             if upsample is not None:
                 attn = upsample_attention(attn, frame.shape[:2], upsample)
             maps.append(attn.cpu())
         if not maps:
             raise ValueError("no frames to compute the attention of")
         return torch.stack(maps)
+
+    def iter_attention(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Tensor]]:
+        """Streams the renormalised class-token attention of each frame.
+
+        Frames go through the backbone in batches of ``config.batch_size`` at the tracker's
+        input size, as in :meth:`track`; memory does not grow with the number of frames.
+
+        Args:
+            frames: ``[H, W, 3]`` uint8 RGB frames, all of one size.
+
+        Yields:
+            ``(frame, attn)``: the frame as given and its attention ``[heads, h/p, w/p]``
+            float32 on the tracker's device, each head summing to 1 over the patches (see
+            :func:`dinotrack.attention.normalize_attention`).
+
+        Raises:
+            TypeError: A frame is not a numpy array.
+            ValueError: A frame is not ``[H, W, 3]`` uint8 or differs in size from the first.
+        """
+        for batch, input_size in self._frame_batches(frames):
+            images = self.extractor.preprocess(np.stack(batch), input_size)
+            _, attn = self.extractor.forward(images, attention=True)
+            yield from zip(batch, normalize_attention(attn), strict=True)
+
+    def _frame_batches(
+        self, frames: Iterable[np.ndarray]
+    ) -> Iterator[tuple[list[np.ndarray], tuple[int, int]]]:
+        """The one batching loop of :meth:`track` and :meth:`iter_attention`: lists of
+        ``config.batch_size`` frames (fewer at the end), each checked to be ``[H, W, 3]``
+        uint8 of the first frame's size, with the network input size of that size."""
+        input_size = None
+        for batch in _batches(iter(frames), self.config.batch_size):
+            if input_size is None:
+                frame_size = batch[0].shape
+                _check_frame(batch[0])
+                input_size = self.input_size(*frame_size[:2])
+            _check_sizes(batch, frame_size)
+            yield batch, input_size
 
     def _tile(self) -> int:
         if self.config.tile is not None:
@@ -314,10 +352,7 @@ class Tracker:
             frames = islice(video, start, stop)
         session: TrackingSession | None = None
         index = start
-        for batch in _batches(iter(frames), self.config.batch_size):
-            if session is None:
-                input_size = self.input_size(*batch[0].shape[:2])
-            _check_sizes(batch, batch[0].shape if session is None else session.state.frame_size)
+        for batch, input_size in self._frame_batches(frames):
             images = self.extractor.preprocess(np.stack(batch), input_size)
             auto = session is None and callable(first_mask)
             feats, attn = self.extractor.forward(images, attention=auto)

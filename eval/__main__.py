@@ -5,7 +5,7 @@ on ``PYTHONPATH``)."""
 import argparse
 import sys
 
-from dinotrack.cli import run_command
+from dinotrack.clikit import run_command
 from eval.cli import register
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dinotrack.atomic_files import output_file
-from dinotrack.cli import add_tracker_arguments
+from dinotrack.clikit import add_tracker_arguments
 
 __all__ = ["register"]
 
@@ -168,7 +168,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_davis(args: argparse.Namespace) -> int:
-    from dinotrack.cli import build_tracker
+    from dinotrack.clikit import build_tracker
     from eval.report import print_table, write_json
     from eval.runner import run_davis
 

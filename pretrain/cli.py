@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dinotrack.cli import error_line
+from dinotrack.clikit import run_command
 from pretrain.config import (
     DECODERS,
     PRECISIONS,
@@ -29,6 +29,9 @@ DESCRIPTION = (
     "Run several processes with torchrun --nproc-per-node N -m pretrain ...; restarting the "
     "same command resumes from OUT/checkpoint.pth."
 )
+
+ON_INTERRUPT = "run the same command again to resume from the last checkpoint"
+"""What Ctrl-C leaves: the checkpoints written so far (see ``--save-every``)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -267,19 +270,16 @@ def register(subparsers: Any) -> None:
         description=DESCRIPTION,
     )
     add_arguments(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, on_interrupt=ON_INTERRUPT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pretrain``; returns the exit status.
 
-    Bad input (and a non-finite loss) gives one error line on stderr and status 2.
+    As every dinotrack command (:func:`dinotrack.clikit.run_command`): bad input (and a
+    non-finite loss) gives one error line on stderr and status 2, Ctrl-C status 130.
     """
     parser = argparse.ArgumentParser(prog="python -m pretrain", description=DESCRIPTION)
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
-        print(f"pretrain: error: {error_line(exc)}", file=sys.stderr)
-        return 2
+    parser.set_defaults(func=run, on_interrupt=ON_INTERRUPT)
+    return run_command(parser, parser.parse_args(argv), prog="pretrain")

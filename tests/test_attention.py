@@ -15,7 +15,6 @@ from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.attention import (
     box_patches,
     colourize,
-    iter_attention,
     kmeans,
     normalize_attention,
     parse_box,
@@ -130,7 +129,7 @@ def test_colourize_spans_the_colour_map():
 
 def test_streamed_video_attention_equals_single_frame_attention(tracker, shared_data):
     frames = list(iter_frames(shared_data("videos", "bear.mp4"), stop=5))
-    streamed = [attn for _, attn in iter_attention(tracker, frames)]  # batches of 3, then 2
+    streamed = [attn for _, attn in tracker.iter_attention(frames)]  # batches of 3, then 2
     for index in (0, 4):
         single = tracker.attention(frames[index][None])[0]
         torch.testing.assert_close(streamed[index], single, atol=1e-5, rtol=1e-4)

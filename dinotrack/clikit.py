@@ -1,0 +1,191 @@
+"""The toolkit that every command-line entry point shares.
+
+``dinotrack`` (``segment``, ``attention``, ``models``), its plug-in sub-commands ``eval`` and
+``pretrain``, and ``python -m eval`` / ``python -m pretrain`` all run through
+:func:`run_command`: a user error is one line on stderr and exit status 2, Ctrl-C is one line
+and status 130, and ``DINOTRACK_DEBUG=1`` shows the traceback instead. Commands that track
+build their tracker from the same flags (:func:`add_tracker_arguments`, :func:`build_tracker`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+
+from dinotrack.config import PRECISIONS, RESIZE_RULES, TrackerConfig
+
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+"""Errors that are the user's to fix: one line, exit status 2, no traceback."""
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+"""Exit statuses of every command: success, a user error (or a failure), Ctrl-C."""
+
+INTERRUPTED = "no output was published"
+"""What :func:`run_command` says after Ctrl-C, unless the command sets ``on_interrupt`` (a
+parser default) to its own sentence."""
+
+
+def run_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, prog: str = "dinotrack"
+) -> int:
+    """Run parsed arguments' ``func`` with the CLI's error handling; returns the exit status.
+
+    Args:
+        parser: The parser, for its help when no sub-command was given.
+        args: Parsed arguments; ``args.func(args)`` runs the command and returns its status
+            (None counts as 0).
+        prog: Program name that starts the error and warning lines.
+
+    Returns:
+        :data:`EXIT_OK` (or the command's own status), :data:`EXIT_ERROR` for a user error
+        (:data:`USER_ERRORS`) or no sub-command, :data:`EXIT_INTERRUPTED` on Ctrl-C.
+    """
+    warnings.formatwarning = lambda message, *_args, **_kwargs: f"{prog}: warning: {message}\n"
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except USER_ERRORS as exc:
+        if os.environ.get("DINOTRACK_DEBUG"):
+            raise
+        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; {getattr(args, 'on_interrupt', INTERRUPTED)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of a user error in one line. An error raised in a DataLoader worker comes
+    wrapped with the worker's traceback; its last line is the original error."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if re.match(r"[\w.]+(Error|Exception): ", last) else last
+    return " ".join(text.split("\n"))
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the backbone, device and propagation flags shared by every command that tracks."""
+    defaults = TrackerConfig()
+    group = parser.add_argument_group("backbone")
+    group.add_argument(
+        "--model",
+        default=None,
+        help="backbone name (see `dinotrack models`); default: the architecture recorded in "
+        "--weights, else dino_vits8",
+    )
+    group.add_argument(
+        "--weights",
+        default=None,
+        help="checkpoint to load: an official DINO file, a timm state dict, or a backbone.pth "
+        "from `dinotrack pretrain`",
+    )
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
+    group.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=PRECISIONS,
+        help="backbone precision; auto: bf16 on CUDA, fp32 on the CPU (default %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=defaults.batch_size,
+        help="frames per forward pass (default %(default)s)",
+    )
+    algo = parser.add_argument_group("propagation (defaults: the DINO paper's)")
+    algo.add_argument(
+        "--n-last-frames",
+        type=int,
+        default=defaults.n_last_frames,
+        help="previous frames kept as context besides the first (default %(default)s)",
+    )
+    algo.add_argument(
+        "--radius",
+        type=int,
+        default=defaults.radius,
+        help="half-side of the search window, in patches; negative: whole frame "
+        "(default %(default)s)",
+    )
+    algo.add_argument(
+        "--topk",
+        type=positive_int,
+        default=defaults.topk,
+        help="most similar source patches kept per target patch (default %(default)s)",
+    )
+    algo.add_argument(
+        "--temperature",
+        type=float,
+        default=defaults.temperature,
+        help="softmax temperature of the affinity (default %(default)s)",
+    )
+    algo.add_argument(
+        "--short-side",
+        type=int,
+        default=defaults.short_side,
+        help="network input's short side in pixels (default %(default)s)",
+    )
+    algo.add_argument(
+        "--resize-rule",
+        default=defaults.resize_rule,
+        choices=RESIZE_RULES,
+        help="aspect: one scale for both sides, rounded to the patch size; official: the DINO "
+        "script's (long side floored to a multiple of 64) (default %(default)s)",
+    )
+    algo.add_argument(
+        "--pos-embed",
+        default=None,
+        choices=("dino", "timm"),
+        help="position-embedding resampling: dino (the official rule) or timm "
+        "(default: the backbone's own rule)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
+    """The :class:`TrackerConfig` described by the flags of :func:`add_tracker_arguments`."""
+    return TrackerConfig(
+        n_last_frames=args.n_last_frames,
+        radius=args.radius,
+        topk=args.topk,
+        temperature=args.temperature,
+        short_side=args.short_side,
+        resize_rule=args.resize_rule,
+        pos_embed=args.pos_embed,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+
+
+def build_tracker(args: argparse.Namespace):
+    """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`."""
+    from dinotrack.session import Tracker
+
+    config = tracker_config_from_args(args)
+    return Tracker.from_pretrained(args.model, args.weights, device=args.device, config=config)
+
+
+def check_not_input(output: Path, source: str | os.PathLike[str], flag: str) -> None:
+    """Refuse an output path that is the input itself (a video, or a directory of frames).
+
+    Raises:
+        ValueError: ``output`` and ``source`` are the same file or directory.
+    """
+    if output.exists() and os.path.samefile(output, source):
+        raise ValueError(f"{flag} {output} is the input; name another output")
