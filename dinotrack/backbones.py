@@ -22,11 +22,7 @@ from torch import nn
 
 from dinotrack.atomic_files import atomic_output
 from dinotrack.checkpoints import export_metadata, load_into, read_checkpoint
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# The official DINO video-segmentation script normalises with std 0.228 for the red channel.
-DINO_EVAL_STD = (0.228, 0.224, 0.225)
+from dinotrack.config import DINO_VIDEO_PROTOCOL_STD, IMAGENET_MEAN, IMAGENET_STD
 
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
 _DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{0}/{0}_pretrain.pth"
@@ -113,7 +109,7 @@ def _dino(name: str, timm_arch: str, patch: int, release: str, what: str) -> Bac
         patch_size=patch,
         url=_DINO_URL.format(release),
         mean=IMAGENET_MEAN,
-        std=DINO_EVAL_STD,
+        std=DINO_VIDEO_PROTOCOL_STD,
         license="Apache-2.0",
         pos_embed="dino",
         description=f"DINO {what}, official release weights (Caron et al. 2021)",

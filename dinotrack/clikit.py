@@ -91,7 +91,8 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         default=defaults.precision,
         choices=PRECISIONS,
-        help="backbone precision; auto: bf16 on CUDA, fp32 on the CPU (default %(default)s)",
+        help="backbone precision; auto: bf16 on CUDA (fp16 on GPUs without bf16), fp32 on the "
+        "CPU (default %(default)s)",
     )
     group.add_argument(
         "--batch-size",

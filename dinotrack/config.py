@@ -8,11 +8,20 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+"""Per-channel RGB mean of ImageNet (images in [0, 1]), as torchvision normalises."""
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""Per-channel RGB std of ImageNet: what DINO pretraining and timm's backbones use."""
+DINO_VIDEO_PROTOCOL_STD = (0.228, 0.224, 0.225)
+"""The std of the official DINO video-segmentation script (``eval_video_segmentation.py``),
+0.228 for red: the DINO backbones are run with it, so that their masks match that script's."""
+
 RESIZE_RULES = ("official", "aspect")
 """Frame resizing rules (see :func:`dinotrack.features.network_input_size`)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-"""Backbone precisions: ``auto`` is bf16 autocast on CUDA and fp32 on the CPU."""
+"""Precisions of the backbone, for tracking and pretraining alike: ``auto`` is what
+:func:`resolve_precision` makes of it."""
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 """How patch-level attention maps are resized to the frame."""
@@ -53,8 +62,8 @@ class TrackerConfig:
             ``"official"`` (long side floored to a multiple of 64, as the DINO script).
         pos_embed: Position-embedding resampling, ``"dino"`` (official), ``"timm"``, or None
             for the backbone's own rule.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``,
-            ``"fp16"``.
+        precision: ``"auto"`` (see :func:`resolve_precision`: bf16 autocast on CUDA, fp16
+            on a GPU without bf16, fp32 on the CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
         batch_size: Frames per backbone forward pass.
         tile: Side of the target-patch blocks of the windowed propagation; None picks
             ``CPU_TILE`` (6) on the CPU and ``CUDA_TILE`` (12) on CUDA (speed only: results do
@@ -99,6 +108,33 @@ class TrackerConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-value copy, for logs and result files."""
         return dataclasses.asdict(self)
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """The precision that ``precision`` means on ``device``, the same for every command.
+
+    ``"auto"`` is bf16 autocast on a CUDA device that supports it, fp16 on one that does
+    not, and fp32 elsewhere (the CPU); the other names are kept.
+
+    Args:
+        precision: One of :data:`PRECISIONS`.
+        device: A ``torch.device``.
+
+    Returns:
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    Raises:
+        ValueError: An unknown precision.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    import torch  # here, so that importing the settings does not import torch
+
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, unit: str = "") -> int:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinotrack.backbones import BackboneSpec
-from dinotrack.config import PRECISIONS, RESIZE_RULES
+from dinotrack.config import RESIZE_RULES, resolve_precision
 
 
 def network_input_size(
@@ -107,11 +107,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None = full fp32)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
+    """The autocast dtype for ``precision`` on ``device`` (None = full fp32; ``"auto"`` as
+    :func:`dinotrack.config.resolve_precision` says)."""
+    precision = resolve_precision(precision, device)
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
@@ -122,8 +120,8 @@ class FeatureExtractor:
         net: A timm ``VisionTransformer`` (from :func:`dinotrack.backbones.load_backbone`).
         spec: Its registry entry (patch size, mean/std, position-embedding rule).
         device: Where to run.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"``
-            or ``"fp16"``.
+        precision: ``"auto"`` (see :func:`dinotrack.config.resolve_precision`), ``"fp32"``,
+            ``"bf16"`` or ``"fp16"``.
         pos_embed: ``"dino"`` (official DINO resampling), ``"timm"``, or None for the
             backbone's own rule.
     """

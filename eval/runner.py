@@ -33,8 +33,8 @@ __all__ = [
     "SequenceRun",
     "backbone_record",
     "output_complete",
-    "propagate_sequence",
     "run_davis",
+    "track_sequence",
 ]
 
 RUN_FILE = "run.json"
@@ -139,7 +139,7 @@ def output_complete(sequence: DavisSequence, out: str | Path) -> bool:
     return all((folder / name).is_file() for name in _output_names(sequence))
 
 
-def propagate_sequence(
+def track_sequence(
     tracker: Tracker,
     sequence: DavisSequence,
     out: str | Path,
@@ -239,7 +239,7 @@ def run_davis(
             progress.sequence_done(sequence.name, True)
             continue
         t0 = time.perf_counter()
-        written = propagate_sequence(tracker, sequence, out, progress)
+        written = track_sequence(tracker, sequence, out, progress)
         runs.append(SequenceRun(sequence.name, written, time.perf_counter() - t0))
         progress.sequence_done(sequence.name, False)
     tracking_seconds = time.perf_counter() - started

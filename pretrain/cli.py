@@ -175,7 +175,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default=r.precision,
-        help="auto = bf16 autocast on CUDA, fp32 on CPU (default %(default)s)",
+        help="auto = bf16 autocast on CUDA (fp16 on GPUs without bf16), fp32 on CPU "
+        "(default %(default)s)",
     )
     g.add_argument("--seed", type=int, default=r.seed)
     g.add_argument(

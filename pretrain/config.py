@@ -16,10 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dinotrack.atomic_files import atomic_output
-from dinotrack.config import PRECISIONS
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dinotrack.config import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
 
 DECODERS = ("auto", "decord", "pyav")
 
@@ -153,7 +150,8 @@ class PretrainConfig:
         optim: Optimisation.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; under
             torchrun ``"cuda"`` means the process's local GPU.
-        precision: ``"auto"`` (bf16 autocast on CUDA, fp32 on CPU), ``"fp32"``, ``"bf16"`` or
+        precision: ``"auto"`` (as :func:`dinotrack.config.resolve_precision`: bf16 autocast
+            on CUDA, fp16 on a GPU without bf16, fp32 on the CPU), ``"fp32"``, ``"bf16"`` or
             ``"fp16"`` (autocast with a gradient scaler).
         seed: Seeds model initialisation, data sampling and augmentation.
         max_steps: Stop after this many optimiser steps in all (for smoke runs); the

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dinotrack.backbones import BackboneSpec
 from dinotrack.checkpoints import save_backbone_export
+from dinotrack.config import resolve_precision
 from pretrain import distributed
 from pretrain.augment import MultiCropAugmentation
 from pretrain.checkpoint import (
@@ -54,15 +55,6 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``"auto"`` becomes bf16 on a CUDA device that supports it (else fp16) and fp32 on CPU."""
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
 
 
 @dataclass

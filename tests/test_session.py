@@ -138,6 +138,38 @@ def test_config_refuses_bad_numbers(setting, error, match):
         Tracker.from_pretrained("test_vit_tiny", device="cpu", **setting)
 
 
+def test_defaults_have_one_source():
+    # The API's defaults are the config's (the DINO paper's), named once in dinotrack.config.
+    import inspect
+
+    from dinotrack.propagation import LabelPropagator, propagate_labels
+
+    config = TrackerConfig()
+    for func in (LabelPropagator.__init__, propagate_labels):
+        params = inspect.signature(func).parameters
+        for name in ("radius", "topk", "temperature"):
+            assert params[name].default == getattr(config, name)
+        assert params["tile"].default == 6
+    assert inspect.signature(LabelPropagator.__init__).parameters["n_last_frames"].default == 7
+    assert (config.n_last_frames, config.radius, config.topk, config.temperature) == (7, 12, 5, 0.1)
+
+
+def test_auto_precision_means_one_thing_for_tracking_and_pretraining():
+    from dinotrack.config import resolve_precision
+    from dinotrack.features import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == "fp32" and autocast_dtype("auto", cpu) is None
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        assert resolve_precision(name, cpu) == name and autocast_dtype(name, cpu) == dtype
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", cpu)
+    if torch.cuda.is_available():
+        cuda = torch.device("cuda")
+        expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        assert resolve_precision("auto", cuda) == expected
+
+
 def test_config_stores_plain_numbers():
     config = TrackerConfig(topk=np.int64(3), temperature=np.float32(0.5), radius=-1, tile=4)
     assert type(config.topk) is int and type(config.temperature) is float
