@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from dinotrack.atomic_files import atomic_directory, output_directory, output_file
@@ -35,10 +35,13 @@ from dinotrack.attention import (
 )
 from dinotrack.clikit import build_tracker, check_not_input
 from dinotrack.masks import blend_overlay, davis_palette, write_mask
-from dinotrack.video_io import VIDEO_SUFFIXES, FrameReader, OverlayWriter
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-"""Input file suffixes read as a single image (case-insensitive)."""
+from dinotrack.video_io import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    FrameReader,
+    OverlayWriter,
+    read_image,
+)
 
 _VIDEO_OUTPUTS = (".mp4", ".mov", ".mkv")
 
@@ -96,14 +99,6 @@ def _render_args(args: argparse.Namespace) -> dict:
     return dict(upsample=args.upsample, mass=args.mass, alpha=args.alpha)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
-
-
 def _run_image(args: argparse.Namespace, source: Path) -> int:
     if Path(args.out).suffix.lower() in VIDEO_SUFFIXES:
         raise ValueError(
@@ -113,7 +108,7 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag.replace('_', '-')} applies to videos; {source} is an image")
     target = output_directory(args.out)
-    frame = _read_image(source)
+    frame = read_image(source)
     tracker = build_tracker(args)
     attn = tracker.attention(frame[None])[0]  # [heads, h/p, w/p], each summing to 1
     maps = torch.cat([attn, attn.mean(0, keepdim=True)])

@@ -49,8 +49,12 @@ from PIL import Image, UnidentifiedImageError
 from dinotrack.atomic_files import temporary_sibling
 from dinotrack.masks import as_palette, blend_overlay
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
-"""File name suffixes read as videos (case-insensitive)."""
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
+"""File name suffixes read as videos (case-insensitive), by every command."""
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""File name suffixes read as single images (case-insensitive): ``dinotrack attention``'s
+image input and pretraining's images."""
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 """File name suffixes read as frames inside a frames directory (case-insensitive)."""
@@ -366,11 +370,7 @@ def _iter_image_files(
     """Decodes `files` in order; every frame must be `size` (H, W), which defaults to the
     first file's; `reference` is the file named in the error when one is not."""
     for file in files:
-        try:
-            with Image.open(file) as image:
-                frame = np.asarray(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"cannot read frame {file}: {error}") from error
+        frame = read_image(file, "frame")
         if size is None:
             size, reference = frame.shape[:2], file
         elif frame.shape[:2] != size:
@@ -378,7 +378,7 @@ def _iter_image_files(
                 f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but frame {reference} is "
                 f"{size[1]}x{size[0]}; all frames must have one size"
             )
-        yield np.ascontiguousarray(frame)
+        yield frame
 
 
 # decord.
@@ -723,6 +723,160 @@ def _read_in_background(prefetch: int, produce: Callable[[], Iterator[Any]]) -> 
 
 
 # Overlay video writing.
+
+
+# Image files.
+
+
+def read_image(path: str | os.PathLike[str], what: str = "image") -> np.ndarray:
+    """Reads an image file as a writable, C-contiguous ``[H, W, 3]`` uint8 RGB array (the one
+    image reader: frames of a directory, ``dinotrack attention``'s images, training images).
+
+    Args:
+        path: The image file.
+        what: How the error names it ("image", "frame").
+
+    Raises:
+        ValueError: The file is not a readable image: "cannot read <what> <path>: <reason>".
+    """
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))  # a copy: np.asarray's would be read-only
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"cannot read {what} {path}: {error}") from error
+
+
+# Random access to the frames of a video file (pretraining's sampling).
+
+_SEEK_GAP = 48
+"""PyAV seeks again instead of decoding forward when the next wanted frame is this far ahead."""
+
+
+def video_backends(name: str) -> tuple[str, ...]:
+    """The video backends to try in turn for ``name``: "auto" is decord (when it is installed)
+    then PyAV, so that a file decord cannot read is read with PyAV; "decord" and "pyav" are
+    themselves alone.
+
+    Raises:
+        ValueError: Another name.
+    """
+    if name == "auto":
+        return ("pyav",) if _import_decord() is None else ("decord", "pyav")
+    if name not in ("decord", "pyav"):
+        raise ValueError(f"unknown video backend {name!r}; use auto, decord or pyav")
+    return (name,)
+
+
+def _first_working(backend: str, read: Callable[[str], Any], failure: str) -> Any:
+    """``read(name)`` with each of :func:`video_backends` in turn until one succeeds; when
+    none does, a ValueError of ``failure`` and each backend's error."""
+    errors = []
+    for name in video_backends(backend):
+        try:
+            return read(name)
+        except Exception as exc:  # the libraries raise their own exception types
+            errors.append(f"{name}: {exc}" if backend == "auto" else str(exc))
+    raise ValueError(f"{failure}: {'; '.join(errors)}")
+
+
+def count_frames(path: str | os.PathLike, backend: str = "auto") -> int:
+    """Number of frames of a video: decord's count, or the count PyAV's container declares
+    (else its video packets).
+
+    Raises:
+        ValueError: The file cannot be opened as a video (by any of the backends).
+    """
+    return _first_working(backend, lambda name: _count(name, path), f"cannot read video {path}")
+
+
+def _count(backend: str, path: str | os.PathLike) -> int:
+    if backend == "decord":
+        return len(_import_decord().VideoReader(str(path), num_threads=1))
+    av = _import_av()
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames > 0:
+            return int(stream.frames)
+        return sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+
+def read_video_frames(
+    path: str | os.PathLike, indices: Sequence[int], backend: str = "auto"
+) -> list[np.ndarray]:
+    """Decode the frames at ``indices`` (any order, repeats allowed) of one video: random
+    access, for sampling training frames (:func:`iter_frames` streams a whole range).
+
+    Each frame is decoded once, in increasing order, without reading the whole video into
+    memory: decord reads them as one batch, PyAV seeks to the keyframe before a far frame
+    and decodes forward. An index past the last decodable frame yields the last frame. With
+    "auto", a video that decord fails on is read with PyAV.
+
+    Returns:
+        One uint8 ``[H, W, 3]`` RGB array per index, in the order of ``indices``.
+
+    Raises:
+        ValueError: A negative index, or no backend could read the frames.
+    """
+    wanted = sorted(set(int(i) for i in indices))
+    if not wanted:
+        return []
+    if wanted[0] < 0:
+        raise ValueError(f"negative frame index {wanted[0]} for {path}")
+    readers = {"decord": _read_decord, "pyav": _read_pyav}
+    failure = f"cannot decode frames {wanted} of {path}"
+    frames = _first_working(backend, lambda name: readers[name](path, wanted), failure)
+    return [frames[int(i)] for i in indices]
+
+
+def _read_decord(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
+    reader = _import_decord().VideoReader(str(path), num_threads=1)
+    last = len(reader) - 1
+    batch = reader.get_batch([min(i, last) for i in wanted]).asnumpy()
+    return {index: batch[k] for k, index in enumerate(wanted)}
+
+
+def _read_pyav(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
+    av = _import_av()
+    out: dict[int, np.ndarray] = {}
+    pending = list(wanted)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        fps = float(rate) if rate else 0.0
+        time_base = float(stream.time_base) if stream.time_base else 0.0
+        start = stream.start_time or 0
+        seekable = fps > 0 and time_base > 0
+        frames = None
+        position = -1  # index of the last decoded frame
+        sought = -1  # the target of the last seek
+        last = None
+        while pending:
+            target = pending[0]
+            far = seekable and target - position > _SEEK_GAP and sought != target
+            if frames is None or far:
+                if seekable and target > 0:
+                    # Lands on the keyframe at or before the target's timestamp.
+                    container.seek(start + int(target / fps / time_base), stream=stream)
+                    sought = target
+                frames = container.decode(stream)
+            frame = next(frames, None)
+            if frame is None:  # end of stream: repeat the last frame
+                if last is None:
+                    raise ValueError(f"no frame could be decoded from {path}")
+                image = last.to_ndarray(format="rgb24")
+                out.update((index, image) for index in pending)
+                break
+            if frame.pts is not None and seekable:
+                position = round((frame.pts - start) * time_base * fps)
+            else:
+                position += 1
+            last = frame
+            if position >= target:
+                image = frame.to_ndarray(format="rgb24")
+                while pending and pending[0] <= position:
+                    out[pending.pop(0)] = image
+    return out
 
 
 def h264_available() -> bool:

@@ -7,8 +7,9 @@ its part into batches, and batch ``j`` is loaded by DataLoader worker ``j % num_
 order of batches depends only on the seed, the epoch and the world size, so a run restarted in
 the middle of an epoch continues with exactly the batches it would have seen.
 
-Frames are decoded on demand, never whole videos: decord's random access when it is installed,
-otherwise PyAV (seek to the keyframe before the wanted frame and decode forward). A batch is a
+Frames are decoded on demand, never whole videos, by :mod:`dinotrack.video_io` (the reading
+layer of every command): decord's random access when it is installed, otherwise PyAV (seek to
+the keyframe before the wanted frame and decode forward). A batch is a
 :class:`FrameBatch` of uint8 frames padded to a common size; cropping and the other
 augmentations run batched on the training device (:mod:`pretrain.augment`).
 """
@@ -18,22 +19,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dinotrack.video_io import (
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    count_frames,
+    read_image,
+    read_video_frames,
+    video_backends,
+)
+
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
-# PyAV seeks again instead of decoding forward when the next wanted frame is this far ahead.
-_SEEK_GAP = 48
+VIDEO_EXTENSIONS = frozenset(VIDEO_SUFFIXES)
+IMAGE_EXTENSIONS = frozenset(IMAGE_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -75,149 +82,6 @@ class FrameBatch:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> FrameBatch:
         """Move the frames to ``device``; sizes and ids stay on the CPU."""
         return FrameBatch(self.frames.to(device, non_blocking=non_blocking), self.sizes, self.ids)
-
-
-def _decoders(name: str) -> tuple[str, ...]:
-    """The decoders to try in order: "auto" is decord (when it imports) then PyAV, so that a
-    file decord cannot read is read with PyAV."""
-    if name == "auto":
-        try:
-            import decord  # noqa: F401
-        except ImportError:
-            return ("pyav",)
-        return ("decord", "pyav")
-    if name not in ("decord", "pyav"):
-        raise ValueError(f"unknown decoder {name!r}; use auto, decord or pyav")
-    return (name,)
-
-
-def _first_working(decoder: str, read: Callable[[str], Any], failure: str) -> Any:
-    """``read(name)`` with each decoder of ``decoder`` in turn until one succeeds; when none
-    does, a ValueError of ``failure`` and each decoder's error."""
-    errors = []
-    for name in _decoders(decoder):
-        try:
-            return read(name)
-        except Exception as exc:  # decoders raise their own exception types
-            errors.append(f"{name}: {exc}" if decoder == "auto" else str(exc))
-    raise ValueError(f"{failure}: {'; '.join(errors)}")
-
-
-def count_frames(path: str | os.PathLike, decoder: str = "auto") -> int:
-    """Number of frames of a video.
-
-    Raises:
-        ValueError: The file cannot be opened as a video (by any of the decoders).
-    """
-    return _first_working(decoder, lambda name: _count(name, path), f"cannot read video {path}")
-
-
-def _count(decoder: str, path: str | os.PathLike) -> int:
-    if decoder == "decord":
-        import decord
-
-        return len(decord.VideoReader(str(path), num_threads=1))
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if stream.frames > 0:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size > 0)
-
-
-def read_video_frames(
-    path: str | os.PathLike, indices: Sequence[int], decoder: str = "auto"
-) -> list[np.ndarray]:
-    """Decode the frames at ``indices`` (any order, repeats allowed) of one video.
-
-    Each frame is decoded once, in increasing order, without reading the whole video into
-    memory. An index past the last decodable frame yields the last frame. With "auto", a
-    video that decord fails on is read with PyAV.
-
-    Returns:
-        One uint8 ``[H, W, 3]`` RGB array per index, in the order of ``indices``.
-
-    Raises:
-        ValueError: A negative index, or no decoder could read the frames.
-    """
-    wanted = sorted(set(int(i) for i in indices))
-    if not wanted:
-        return []
-    if wanted[0] < 0:
-        raise ValueError(f"negative frame index {wanted[0]} for {path}")
-    readers = {"decord": _read_decord, "pyav": _read_pyav}
-    failure = f"cannot decode frames {wanted} of {path}"
-    frames = _first_working(decoder, lambda name: readers[name](path, wanted), failure)
-    return [frames[int(i)] for i in indices]
-
-
-def _read_decord(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
-    import decord
-
-    reader = decord.VideoReader(str(path), num_threads=1)
-    last = len(reader) - 1
-    batch = reader.get_batch([min(i, last) for i in wanted]).asnumpy()
-    return {index: batch[k] for k, index in enumerate(wanted)}
-
-
-def _read_pyav(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
-    import av
-
-    out: dict[int, np.ndarray] = {}
-    pending = list(wanted)
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        time_base = float(stream.time_base) if stream.time_base else 0.0
-        start = stream.start_time or 0
-        seekable = fps > 0 and time_base > 0
-        frames = None
-        position = -1  # index of the last decoded frame
-        sought = -1  # the target of the last seek
-        last = None
-        while pending:
-            target = pending[0]
-            far = seekable and target - position > _SEEK_GAP and sought != target
-            if frames is None or far:
-                if seekable and target > 0:
-                    # Lands on the keyframe at or before the target's timestamp.
-                    container.seek(start + int(target / fps / time_base), stream=stream)
-                    sought = target
-                frames = container.decode(stream)
-            frame = next(frames, None)
-            if frame is None:  # end of stream: repeat the last frame
-                if last is None:
-                    raise ValueError(f"no frame could be decoded from {path}")
-                image = last.to_ndarray(format="rgb24")
-                out.update((index, image) for index in pending)
-                break
-            if frame.pts is not None and seekable:
-                position = round((frame.pts - start) * time_base * fps)
-            else:
-                position += 1
-            last = frame
-            if position >= target:
-                image = frame.to_ndarray(format="rgb24")
-                while pending and pending[0] <= position:
-                    out[pending.pop(0)] = image
-    return out
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as a uint8 ``[H, W, 3]`` RGB array.
-
-    Raises:
-        ValueError: The file is not a readable image.
-    """
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except OSError as exc:
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
 
 
 def find_sources(paths: Sequence[str | os.PathLike], decoder: str = "auto") -> list[Source]:
@@ -364,7 +228,7 @@ class FrameBatches(IterableDataset):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        _decoders(decoder)  # checks the name
+        video_backends(decoder)  # checks the name
         self.decoder = decoder
         self.epoch = 0
         self.start_batch = 0

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tool_support import load_tool
 
 
 @pytest.fixture(scope="session")
@@ -16,8 +16,7 @@ def shared_data() -> Callable[..., Path]:
     The folder is `$DINOTRACK_DATA`, else `../shared/data` next to the repository. A test
     asking for a path that is absent is skipped with the path in the reason.
     """
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    root = Path(os.environ.get("DINOTRACK_DATA", default))
+    root = load_tool("data_location").data_root()  # the tools' rule, the one rule
 
     def locate(*parts: str) -> Path:
         path = root.joinpath(*parts)

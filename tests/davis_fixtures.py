@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from tool_support import load_tool
 
 _PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128] + [255] * (
     256 * 3 - 18
 )
 
 
-def shared_data() -> Path:
-    """``../shared/data`` next to the repository, or ``$DINOTRACK_DATA``."""
-    env = os.environ.get("DINOTRACK_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 def require_data(name: str) -> Path:
     """Path of a shared data set, or skip the test saying what is missing."""
-    path = shared_data() / name
+    path = load_tool("data_location").data_path(name)
     if not path.is_dir():
-        pytest.skip(f"shared data {path} is absent (set DINOTRACK_DATA to its parent folder)")
+        pytest.skip(f"shared data {path} is absent (set DINOTRACK_DATA to the data folder)")
     return path
 
 

@@ -9,16 +9,14 @@ import pytest
 import torch
 from pretrain_support import SHORT_VIDEOS
 
-from pretrain.data import (
-    FrameBatches,
-    Source,
+from dinotrack.video_io import (
     count_frames,
-    epoch_plan,
-    find_sources,
-    make_loader,
+    iter_frames,
+    probe_video,
     read_image,
     read_video_frames,
 )
+from pretrain.data import FrameBatches, Source, epoch_plan, find_sources, make_loader
 
 SOURCES = [Source(f"v{i}.mp4", n, True) for i, n in enumerate([30, 5, 100])] + [
     Source(f"img{i}.jpg", 1, False) for i in range(3)
@@ -109,11 +107,27 @@ def test_find_sources_mixes_videos_and_image_folders(videos, shared_data, tmp_pa
         find_sources([tmp_path / "a" / "notes.txt"])
 
 
+def test_tracking_and_pretraining_read_the_same_files_alike(videos, tmp_path):
+    # One reading layer: a suffix that pretraining reads (.m4v) is a video for segment too,
+    # and the random-access reader gives the streaming reader's frames.
+    clip = tmp_path / "rollerblade.M4V"
+    shutil.copy(videos[1], clip)
+    assert [(s.num_frames, s.is_video) for s in find_sources([tmp_path])] == [(35, True)]
+    streamed = list(iter_frames(clip, "pyav", start=3, stop=6))
+    for got, want in zip(read_video_frames(clip, [3, 4, 5], backend="pyav"), streamed, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert probe_video(clip).num_frames == count_frames(clip) == 35
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match=f"cannot read image {broken}: cannot identify"):
+        read_image(broken)
+
+
 def test_decord_and_pyav_decode_the_same_frames(videos):
     pytest.importorskip("decord")
     indices = [30, 3, 0, 3, 34, 17, 99]  # any order, a repeat, one past the end (= last)
-    a = read_video_frames(videos[1], indices, decoder="decord")
-    b = read_video_frames(videos[1], indices, decoder="pyav")
+    a = read_video_frames(videos[1], indices, backend="decord")
+    b = read_video_frames(videos[1], indices, backend="pyav")
     assert [f.shape for f in a] == [(480, 854, 3)] * len(indices)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
@@ -124,7 +138,7 @@ def test_decord_and_pyav_decode_the_same_frames(videos):
 
 def test_auto_decoder_falls_back_to_pyav_for_a_file_decord_fails_on(videos, monkeypatch):
     decord = pytest.importorskip("decord")
-    expected = read_video_frames(videos[1], [0, 17], decoder="pyav")
+    expected = read_video_frames(videos[1], [0, 17], backend="pyav")
 
     def broken(*args, **kwargs):  # what decord does on a file its FFmpeg build cannot read
         raise decord.DECORDError("cannot find video stream")
@@ -134,7 +148,7 @@ def test_auto_decoder_falls_back_to_pyav_for_a_file_decord_fails_on(videos, monk
     for got, want in zip(read_video_frames(videos[1], [0, 17]), expected, strict=True):
         np.testing.assert_array_equal(got, want)
     with pytest.raises(ValueError, match=r"cannot decode frames \[0\] of .*: cannot find video"):
-        read_video_frames(videos[1], [0], decoder="decord")  # no fallback when asked for decord
+        read_video_frames(videos[1], [0], backend="decord")  # no fallback when asked for decord
     with pytest.raises(ValueError, match="cannot read video .*decord: cannot find .*; pyav: "):
         count_frames(videos[1].with_name("missing.mp4"))
 

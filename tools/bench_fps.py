@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from data_location import data_path  # tools/, the script's folder
 
 from dinotrack import Tracker, TrackerConfig, load_backbone
 from dinotrack.video_io import iter_frames
-
-DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos" / "bear.mp4"
 
 
 def synchronize(device: torch.device) -> None:
@@ -92,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--video", type=Path, default=data_path("videos", "bear.mp4"))
     parser.add_argument("--model", default="dino_vits8")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+from data_location import data_path  # tools/, the script's folder
 
 
 def child(argv: list[str]) -> None:
@@ -47,9 +47,7 @@ def first_mask(video: str, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--video", default=str(HERE.parent.parent / "shared/data/videos-wild/02_cups.mp4")
-    )
+    parser.add_argument("--video", default=str(data_path("videos-wild", "02_cups.mp4")))
     parser.add_argument("--frames", default="60,300")
     parser.add_argument("--model", default="test_vit_tiny")
     parser.add_argument("--short-side", default="480")

@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 import torch
+from data_location import data_path  # tools/, the script's folder
 
 from pretrain.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig
 from pretrain.data import FrameBatches, find_sources
 from pretrain.distributed import setup
 from pretrain.model import resolve_backbone
 from pretrain.train import Trainer
-
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
 
 def sync(device: torch.device) -> None:
@@ -97,7 +96,7 @@ def bench(arch: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archs", nargs="+", default=["vit_small/16", "vit_small/8"])
-    parser.add_argument("--data", nargs="+", default=[str(DEFAULT_DATA)])
+    parser.add_argument("--data", nargs="+", default=[str(data_path("videos"))])
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--local-crops", type=int, default=8)

@@ -21,14 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from data_location import data_path  # tools/, the script's folder
+
 from eval.davis import open_davis
 from eval.scoring import score_results
 
 
 def _default_oracle() -> Path:
-    data = os.environ.get("DINOTRACK_DATA")
-    base = Path(data) if data else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    return base / "davis-metric-oracle"
+    return data_path("davis-metric-oracle")
 
 
 def _cpu_seconds() -> float:

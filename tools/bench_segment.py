@@ -14,12 +14,10 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
-from process_memory import peak_rss_gb  # tools/, the script's folder
-
-HERE = Path(__file__).resolve().parent
+from data_location import data_path  # tools/, the script's folder
+from process_memory import peak_rss_gb
 
 
 def child(args: argparse.Namespace) -> None:
@@ -55,7 +53,7 @@ def child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", default=str(HERE.parent.parent / "shared/data/videos/bear.mp4"))
+    parser.add_argument("--video", default=str(data_path("videos", "bear.mp4")))
     parser.add_argument("--frames", type=int, default=6, help="frames per run (first included)")
     parser.add_argument("--models", default="dino_vits16,dino_vits8")
     parser.add_argument("--resize-rule", default="official")
