@@ -1,12 +1,16 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the shared data, a DAVIS clip, tiny trackers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from tool_support import load_tool
+
+if TYPE_CHECKING:
+    from dinotrack import Tracker
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +29,29 @@ def shared_data() -> Callable[..., Path]:
         return path
 
     return locate
+
+
+@pytest.fixture
+def boat(shared_data) -> tuple[Path, Path]:
+    """The frames folder of DAVIS ``boat`` and its first annotation."""
+    frames = shared_data("davis2016-dev", "JPEGImages", "480p", "boat")
+    mask = shared_data("davis2016-dev", "Annotations", "480p", "boat", "00000.png")
+    return frames, mask
+
+
+@pytest.fixture(scope="session")
+def tiny_tracker() -> Callable[..., Tracker]:
+    """Returns a function giving a tracker on the random ``test_vit_tiny`` backbone on the CPU,
+    with :class:`dinotrack.TrackerConfig` overrides; one tracker per setting for the session
+    (a tracker holds no per-video state)."""
+    from dinotrack import Tracker
+
+    made: dict[tuple, Tracker] = {}
+
+    def make(**settings) -> Tracker:
+        key = tuple(sorted(settings.items()))
+        if key not in made:
+            made[key] = Tracker.from_pretrained("test_vit_tiny", device="cpu", **settings)
+        return made[key]
+
+    return make

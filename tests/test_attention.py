@@ -8,9 +8,10 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from cli_support import run_cli, tiny_flags
 from PIL import Image
 
-from dinotrack import AutoStart, Tracker, auto_start_mask, mass_threshold
+from dinotrack import AutoStart, auto_start_mask, mass_threshold
 from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.attention import (
     box_patches,
@@ -25,12 +26,12 @@ from dinotrack.masks import read_mask, resize_mask
 from dinotrack.video_io import iter_frames
 
 SHORT = 64
-FAST = ["--model", "test_vit_tiny", "--short-side", SHORT, "--device", "cpu"]
+FAST = tiny_flags(SHORT)
 
 
-@pytest.fixture(scope="module")
-def tracker():
-    return Tracker.from_pretrained("test_vit_tiny", device="cpu", short_side=SHORT, batch_size=3)
+@pytest.fixture
+def tracker(tiny_tracker):
+    return tiny_tracker(short_side=SHORT, batch_size=3)
 
 
 def random_frames(n, height=50, width=70, seed=0):
@@ -38,8 +39,8 @@ def random_frames(n, height=50, width=70, seed=0):
 
 
 def run(args, capsys):
-    code = main([str(a) for a in args])
-    return code, capsys.readouterr().err
+    code, _, err = run_cli(args, capsys)
+    return code, err
 
 
 # Maps.

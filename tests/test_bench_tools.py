@@ -40,13 +40,12 @@ def test_bench_crops_times_both_forms_and_they_agree(capsys):
     assert float(match[1]) < 2e-5  # the two forms give the same crops
 
 
-def test_official_protocol_baseline_leaves_the_callers_tracker_as_it_is(shared_data):
+def test_official_protocol_baseline_leaves_the_callers_tracker_as_it_is(shared_data, tiny_tracker):
     import numpy as np
 
-    from dinotrack import Tracker
     from dinotrack.video_io import iter_frames
 
-    tracker = Tracker.from_pretrained("test_vit_tiny", device="cpu", short_side=64)
+    tracker = tiny_tracker(short_side=64)
     frames = list(iter_frames(shared_data("videos", "dog-agility.mp4"), stop=3))
     mask = np.zeros(frames[0].shape[:2], np.uint8)
     mask[100:300, 200:500] = 1

@@ -9,27 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_support import run_cli, tiny_flags
 from PIL import Image
 
 from dinotrack.atomic_files import MARKER_NAME
-from dinotrack.cli import main
 from dinotrack.masks import davis_palette, read_mask, write_mask
 from dinotrack.video_io import iter_frames, probe_video
 
-FAST = ["--model", "test_vit_tiny", "--short-side", "96", "--device", "cpu"]
-
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture
-def boat(shared_data):
-    frames = shared_data("davis2016-dev", "JPEGImages", "480p", "boat")
-    mask = shared_data("davis2016-dev", "Annotations", "480p", "boat", "00000.png")
-    return frames, mask
+FAST = tiny_flags(96)
+run = run_cli
 
 
 def leftovers(folder):

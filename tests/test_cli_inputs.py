@@ -8,24 +8,16 @@ import sys
 
 import numpy as np
 import pytest
+from cli_support import run_cli, tiny_flags
 from PIL import Image, ImageFilter
 
-from dinotrack.cli import main
 from dinotrack.masks import read_mask, resize_mask, write_mask
 
-FAST = ["--model", "test_vit_tiny", "--short-side", "64", "--device", "cpu"]
-
-
-@pytest.fixture
-def boat(shared_data):
-    frames = shared_data("davis2016-dev", "JPEGImages", "480p", "boat")
-    mask = shared_data("davis2016-dev", "Annotations", "480p", "boat", "00000.png")
-    return frames, mask
+FAST = tiny_flags(64)
 
 
 def segment(args, capsys):
-    code = main(["segment", *(str(a) for a in args), *FAST])
-    err = capsys.readouterr().err
+    code, _, err = run_cli(["segment", *args, *FAST], capsys)
     return code, [line for line in err.splitlines() if line.strip()]
 
 

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from cli_support import tiny_flags
 from davis_fixtures import blob_sequence, write_davis, write_palette_png, write_results
 from PIL import Image
 
@@ -20,7 +21,7 @@ from eval.davis import open_davis
 from eval.runner import output_complete, run_davis
 from eval.scoring import GLOBAL_COLUMNS
 
-TINY = ["--model", "test_vit_tiny", "--device", "cpu", "--short-side", "64"]
+TINY = tiny_flags(64)
 
 
 def _sequences() -> dict[str, np.ndarray]:

@@ -17,9 +17,9 @@ from dinotrack.session import check_first_mask
 SMALL = dict(short_side=96, batch_size=3)
 
 
-@pytest.fixture(scope="module")
-def tracker():
-    return Tracker.from_pretrained("test_vit_tiny", device="cpu", **SMALL)
+@pytest.fixture
+def tracker(tiny_tracker):
+    return tiny_tracker(**SMALL)
 
 
 def moving_square_video(n=6, height=72, width=120):
@@ -62,8 +62,8 @@ def test_streaming_track_equals_frame_by_frame_session(tracker):
     assert session.object_ids == (3, 7) and session.state.frame_index == len(frames) - 1
 
 
-def test_identical_frames_with_top1_copy_the_first_mask():
-    tracker = Tracker.from_pretrained("test_vit_tiny", device="cpu", topk=1, **SMALL)
+def test_identical_frames_with_top1_copy_the_first_mask(tiny_tracker):
+    tracker = tiny_tracker(topk=1, **SMALL)
     frames, masks = moving_square_video(n=1)
     results = list(tracker.track([frames[0]] * 4, masks[0]))
     # Each patch's best match is itself: the output is the first mask on the patch grid,
@@ -77,8 +77,8 @@ def test_identical_frames_with_top1_copy_the_first_mask():
         np.testing.assert_array_equal(got, expected)
 
 
-def test_context_queue_is_bounded():
-    tracker = Tracker.from_pretrained("test_vit_tiny", device="cpu", n_last_frames=2, **SMALL)
+def test_context_queue_is_bounded(tiny_tracker):
+    tracker = tiny_tracker(n_last_frames=2, **SMALL)
     frames, masks = moving_square_video()
     session = tracker.start(frames[0], masks[0])
     for frame in frames[1:]:
