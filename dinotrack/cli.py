@@ -41,7 +41,10 @@ def _segment_parser(subparsers) -> None:
         description="Propagate the objects of the first frame's mask through a video and "
         "write one palette PNG per frame.",
     )
-    p.add_argument("input", help="video file (mp4, mov, mkv, avi, webm) or directory of frames")
+    p.add_argument(
+        "input",
+        help="video file (mp4, mov, mkv, avi, webm, m4v, mpg, mpeg) or directory of frames",
+    )
     start = p.add_mutually_exclusive_group(required=True)
     start.add_argument(
         "--mask",

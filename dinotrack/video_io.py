@@ -1,6 +1,7 @@
 """Reading video frames and writing mask overlay videos.
 
-Input is a video file (mp4, mov, mkv, avi, webm) or a directory of frames (jpg, jpeg, png).
+Input is a video file (mp4, mov, mkv, avi, webm, m4v, mpg, mpeg) or a directory of frames (jpg,
+jpeg, png); single images and random access to a video's frames (pretraining) are read here too.
 Frames are decoded one at a time and streamed, never collected into one array, so memory use
 does not grow with video length. Every frame comes out as a C-contiguous `[H, W, 3]` uint8 RGB
 array.
