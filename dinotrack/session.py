@@ -215,8 +215,8 @@ class Tracker:
         input_size = None
         for batch in _batches(iter(frames), self.config.batch_size):
             if input_size is None:
-                frame_size = batch[0].shape
                 _check_frame(batch[0])
+                frame_size = batch[0].shape
                 input_size = self.input_size(*frame_size[:2])
             _check_sizes(batch, frame_size)
             yield batch, input_size
