@@ -10,7 +10,10 @@ concurrent readers and crashed writers, not against power loss.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +27,9 @@ def temporary_sibling(path: str | os.PathLike[str]) -> Path:
         path: The final output path. Its directory must exist.
 
     Returns:
-        A path like `<dir>/.<name>.<random>.tmp` that does not exist yet.
+        A path like `<dir>/.<name>.<host>-<pid>-<random>.tmp` that does not exist yet; the
+        host and process id let :func:`remove_stale_temporaries` tell a dead run's leftover
+        from a live run's file.
 
     Raises:
         FileNotFoundError: If the directory of `path` does not exist.
@@ -34,7 +39,7 @@ def temporary_sibling(path: str | os.PathLike[str]) -> Path:
         raise FileNotFoundError(
             f"output directory {path.parent} does not exist; create it before writing {path.name}"
         )
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    return path.with_name(f".{path.name}.{temporary_tag()}.tmp")
 
 
 @contextmanager
@@ -59,114 +64,162 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-MARKER_NAME = ".dinotrack-output"
-"""Hidden file in every directory :func:`atomic_directory` publishes. An existing directory
-is replaced only when it is empty or holds this file, so a directory of the user's own files
-(or of the input frames) given as an output is refused instead of deleted."""
+def temporary_tag() -> str:
+    """``<host>-<pid>-<random>``: names this process's temporaries (see
+    :func:`remove_stale_temporaries`)."""
+    return f"{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def output_directory(path: str | os.PathLike[str]) -> Path:
-    """Checks that `path` can be (re)placed by :func:`atomic_directory` before any work starts.
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "host"
+
+
+_TAGGED = re.compile(
+    r"(?:\.(?=.*\.tmp$)|\.partial-|\.old-)(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[0-9a-f]{8}(?:\.tmp)?"
+)
+_UNTAGGED = re.compile(r"(?:\.[0-9a-f]{12}\.tmp|\.partial-[0-9a-f]{8}|\.old-[0-9a-f]{8})")
+
+UNTAGGED_STALE_SECONDS = 24 * 3600.0
+"""Age after which a temporary of an older dinotrack version (its name holds no process id)
+counts as left by a dead run."""
+
+
+def remove_stale_temporaries(path: str | os.PathLike[str]) -> list[Path]:
+    """Deletes the hidden temporaries that killed runs left next to an output `path`.
+
+    A temporary of `path` (``.<name>.<tag>.tmp``, ``.<name>.partial-<tag>``,
+    ``.<name>.old-<tag>``) is removed when the process that made it on this host is gone
+    (SIGKILL, power loss); one of a live process, or of another host, is kept. Temporaries of
+    older versions, whose names hold no process id, are removed once a day old.
 
     Args:
-        path: The output directory.
+        path: The final output path (file or directory).
 
     Returns:
-        `path`, normalised (``a/b/..`` is ``a``; ``.`` is the absolute current directory).
+        The paths removed.
+    """
+    path = Path(path)
+    prefix = f".{path.name}"
+    removed = []
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not _is_stale(entry.name[len(prefix) :], entry):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _is_stale(rest: str, entry: Path) -> bool:
+    tagged = _TAGGED.fullmatch(rest)
+    if tagged is not None:
+        return tagged["host"] == _host() and not _process_alive(int(tagged["pid"]))
+    if _UNTAGGED.fullmatch(rest) is not None:
+        try:
+            return time.time() - entry.lstat().st_mtime > UNTAGGED_STALE_SECONDS
+        except OSError:
+            return False
+    return False
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def make_parents(path: str | os.PathLike[str]) -> list[Path]:
+    """Creates the missing parent directories of `path`.
+
+    Returns:
+        The directories created, deepest first, for :func:`remove_empty` after a failure (a
+        failed run leaves no new empty folder behind).
 
     Raises:
-        ValueError: An empty path or the root directory.
-        NotADirectoryError: `path`, or one of its parents, is an existing file.
-        FileExistsError: `path` holds files that :func:`atomic_directory` did not write.
+        NotADirectoryError: One of the parents is an existing file.
     """
-    if not str(path):
-        raise ValueError("the output directory path is empty")
-    target = Path(os.path.normpath(path))
-    if target.name in ("", ".", ".."):
-        target = Path(os.path.abspath(target))
-    if not target.name:
-        raise ValueError(f"cannot use {target} as an output directory; name a new directory")
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target} exists and is not a directory")
-    _check_parents(target)
-    if target.is_dir():
-        entries = sorted(entry.name for entry in target.iterdir())
-        if entries and MARKER_NAME not in entries:
-            raise FileExistsError(
-                f"{target} already holds files that dinotrack did not write (e.g. {entries[0]}) "
-                "and would be replaced as a whole; name a new or empty directory, or remove it"
-            )
-    return target
-
-
-def output_file(path: str | os.PathLike[str]) -> Path:
-    """Checks that a file can be published at `path`, creating its missing parents.
-
-    Raises:
-        IsADirectoryError: `path` is an existing directory.
-        NotADirectoryError: One of its parents is an existing file.
-    """
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(f"{target} is a directory; name the output file")
-    _check_parents(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def _check_parents(path: Path) -> None:
+    path = Path(os.path.abspath(path))
+    missing = []
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
                 raise NotADirectoryError(f"{parent} is a file, so {path} cannot be created")
+            break
+        missing.append(parent)
+    for parent in reversed(missing):
+        try:
+            parent.mkdir()
+        except FileExistsError:
+            pass
+    return missing
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Removes those of `directories` (deepest first) that are still empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
             return
 
 
-@contextmanager
-def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Context manager yielding a hidden temporary directory that replaces `path` on success.
+def output_file(
+    path: str | os.PathLike[str], *, overwrite: bool = False, flag: str = "the output"
+) -> Path:
+    """Checks, before any work, that a file can be published at `path`.
 
-    The parents of `path` are created. If the body raises, the temporary directory is deleted
-    and `path` is left as it was; an existing `path` is replaced only once the body succeeded,
-    and only if it is empty or was itself published here (see :data:`MARKER_NAME`).
+    Nothing is created: the writer makes the missing parents (:func:`make_parents`) and
+    removes them again if it fails.
 
     Args:
-        path: The final directory.
-
-    Yields:
-        The temporary directory to fill.
+        path: The output file.
+        overwrite: Allow replacing an existing file (as ffmpeg's ``-y``); without it, an
+            existing file is refused.
+        flag: How the message names the path (e.g. ``"--overlay"``).
 
     Raises:
-        As :func:`output_directory`; PermissionError if the parent directory is not writable.
+        IsADirectoryError: `path` is an existing directory.
+        NotADirectoryError: One of its parents is an existing file.
+        FileExistsError: `path` exists (a file, a FIFO, ...) and `overwrite` is False, or it
+            is not a regular file.
     """
-    path = output_directory(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.mkdir()
-    except PermissionError as error:
-        raise PermissionError(f"cannot write into {path.parent}: {error.strerror}") from None
-    try:
-        yield tmp
-        (tmp / MARKER_NAME).write_text(
-            "written by dinotrack; replaced as a whole by its next run\n"
-        )
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    try:
-        if path.exists():
-            output_directory(path)  # nothing foreign appeared while the body ran
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-        os.replace(tmp, path)
-    except BaseException as error:
-        if old is not None and not path.exists():
-            os.replace(old, path)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(error, PermissionError):
-            raise PermissionError(f"cannot replace {path}: {error.strerror}") from None
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{flag} {target} is a directory; name the output file")
+    if os.path.lexists(target):
+        if not target.is_file():
+            raise FileExistsError(f"{flag} {target} exists and is not a regular file; name a file")
+        if not overwrite:
+            raise FileExistsError(
+                f"{flag} {target} already exists; pass --overwrite to replace it, or name "
+                "another file"
+            )
+    check_parents(target)
+    return target
+
+
+def check_parents(path: str | os.PathLike[str], flag: str = "") -> None:
+    """Checks that no existing parent of `path` is a file (nothing is created).
+
+    Raises:
+        NotADirectoryError: The nearest existing parent is not a directory.
+    """
+    path = Path(path)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                name = f"{flag} {path}" if flag else str(path)
+                raise NotADirectoryError(f"{parent} is a file, so {name} cannot be created")
+            return

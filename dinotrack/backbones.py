@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+import re
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,11 +213,113 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
     return path
 
 
+_EXPORT_ARCH = re.compile(r"vit_(tiny|small|base|large)_patch\d{1,2}_(224|384|518|dinov2)")
+"""timm architectures an export may name besides the registry's (what ``pretrain`` builds)."""
+
+_EXPORT_KWARGS: dict[str, tuple[type | tuple[type, ...], float, float]] = {
+    "embed_dim": (int, 8, 4096),
+    "depth": (int, 1, 64),
+    "num_heads": (int, 1, 64),
+    "mlp_ratio": ((int, float), 0.25, 16.0),
+    "reg_tokens": (int, 0, 16),
+    "img_size": (int, 16, 4096),
+    "init_values": ((int, float), 0.0, 10.0),
+    "qkv_bias": (bool, 0, 1),
+    "class_token": (bool, 0, 1),
+    "no_embed_class": (bool, 0, 1),
+}
+"""``model_kwargs`` an export may record: type and range of each (nothing that names a file,
+and sizes that fit in memory)."""
+
+_EXPORT_MAX_PARAMETERS = 2_000_000_000
+
+
+def check_export_record(meta: Any, source: str = "the weights file") -> dict[str, Any]:
+    """Checks the architecture record of a dinotrack export before anything is built.
+
+    The record comes from a file, so it is not trusted: the architecture must be one the
+    registry uses or a ViT that ``pretrain`` builds, ``model_kwargs`` may hold only the known
+    keys of :data:`_EXPORT_KWARGS` with values of their type and range (none naming a file),
+    and the network must stay under 2 billion parameters.
+
+    Args:
+        meta: The record (``ckpt["backbone"]``).
+        source: How messages name the file.
+
+    Returns:
+        ``meta`` (a dict).
+
+    Raises:
+        ValueError: A missing field, a wrong type, an unknown architecture or key, or a size
+            out of range; the message names the field.
+    """
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{source} is a dinotrack export with a bad architecture record: {what}")
+
+    if not isinstance(meta, dict):
+        raise bad(f"expected a dict, got {type(meta).__name__}")
+    for key, kind in (("timm_arch", str), ("patch_size", int), ("model_kwargs", dict)):
+        if key not in meta:
+            raise bad(f"{key!r} is missing")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise bad(f"{key!r} must be a {kind.__name__}, got {type(meta[key]).__name__}")
+    arch = meta["timm_arch"]
+    known = {spec.timm_arch for spec in _REGISTRY.values()}
+    if arch not in known and not _EXPORT_ARCH.fullmatch(arch):
+        raise bad(f"unknown timm architecture {arch[:80]!r}; expected one of {sorted(known)}")
+    if not 1 <= meta["patch_size"] <= 64:
+        raise bad(f"patch_size {meta['patch_size']} is not in 1..64")
+    for key, value in meta["model_kwargs"].items():
+        if key not in _EXPORT_KWARGS:
+            raise bad(
+                f"model_kwargs key {str(key)[:80]!r} is not allowed ({sorted(_EXPORT_KWARGS)})"
+            )
+        kind, low, high = _EXPORT_KWARGS[key]
+        if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+            raise bad(f"model_kwargs {key} must be a {getattr(kind, '__name__', 'number')}")
+        if not low <= value <= high:
+            raise bad(f"model_kwargs {key} = {value} is not in {low}..{high}")
+    for key in ("name", "pos_embed", "license", "description"):
+        if key in meta and not isinstance(meta[key], str):
+            raise bad(f"{key!r} must be a string")
+    if meta.get("pos_embed", "timm") not in ("dino", "timm"):
+        raise bad(f"pos_embed must be 'dino' or 'timm', got {meta['pos_embed'][:40]!r}")
+    for key in ("mean", "std"):
+        value = meta.get(key, (0.5, 0.5, 0.5))
+        if not isinstance(value, (list, tuple)) or len(value) != 3:
+            raise bad(f"{key!r} must be 3 numbers")
+        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in value):
+            raise bad(f"{key!r} must be 3 finite numbers")
+    if any(float(x) <= 0 for x in meta.get("std", (1, 1, 1))):
+        raise bad("'std' must be positive")
+    kwargs = meta["model_kwargs"]
+    base = _REGISTRY.get(meta.get("name", ""))
+    dims = dict(base.model_kwargs) if base is not None else {}
+    dims.update(kwargs)
+    width, depth = int(dims.get("embed_dim", 1024)), int(dims.get("depth", 24))
+    if width % int(dims.get("num_heads", 1)):
+        raise bad(f"embed_dim {width} is not a multiple of num_heads {dims['num_heads']}")
+    parameters = depth * width * width * (4 + 2 * float(dims.get("mlp_ratio", 4.0)))
+    if parameters > _EXPORT_MAX_PARAMETERS:
+        raise bad(f"about {parameters / 1e9:.1f} billion parameters, more than the 2 allowed")
+    return meta
+
+
 def spec_from_checkpoint(meta: dict[str, Any]) -> BackboneSpec:
-    """Rebuild a spec from the metadata stored in a dinotrack backbone export."""
+    """Rebuild a spec from the metadata stored in a dinotrack backbone export.
+
+    Raises:
+        ValueError: The record fails :func:`check_export_record`.
+    """
+    check_export_record(meta)
     name = meta.get("name", "exported")
     base = _REGISTRY.get(name)
-    fields = {f.name for f in dataclasses.fields(BackboneSpec)}
+    fields = {f.name for f in dataclasses.fields(BackboneSpec)} - {
+        "url",
+        "local_file",
+        "random_weights",
+    }  # an export names no file to fetch or read, and holds real weights
     values = {k: v for k, v in meta.items() if k in fields}
     values["model_kwargs"] = tuple(sorted((k, v) for k, v in dict(meta["model_kwargs"]).items()))
     for key in ("mean", "std"):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from dinotrack.atomic_files import atomic_output
+from dinotrack.image_files import check_input_path
 
 EXPORT_FORMAT = "dinotrack.backbone"
 EXPORT_VERSION = 1
@@ -44,29 +47,55 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"weights path {path} is a directory; name the checkpoint file")
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"weights file not found: {path}")
+    check_input_path(path, "weights file")  # a FIFO would block torch.load forever
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if reason.startswith("Weights only load failed"):
-            # torch's advice to load with weights_only=False would run the file's code.
-            reason = "it holds Python objects other than tensors, which are not loaded, for safety"
-        raise ValueError(
-            f"cannot read weights file {path}: not a PyTorch checkpoint or corrupt ({reason})"
-        ) from exc
+        raise ValueError(f"cannot read weights file {path}: {load_failure(exc)}") from exc
     if not isinstance(ckpt, dict):
         raise ValueError(f"weights file {path} holds a {type(ckpt).__name__}, not a state dict")
     return ckpt
+
+
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def load_failure(error: BaseException) -> str:
+    """Why ``torch.load(..., weights_only=True)`` failed, in one line, without torch's
+    paragraph (whose advice, loading with ``weights_only=False``, would run the file's code)."""
+    text = str(error)
+    found = _GLOBAL.search(text)
+    if found:
+        return (
+            f"it holds Python objects other than tensors ({found[1]}), which are not loaded, "
+            "for safety; a checkpoint must hold tensors and plain values only"
+        )
+    if text.startswith("Weights only load failed") or isinstance(error, pickle.UnpicklingError):
+        return "not a PyTorch checkpoint or corrupt (a damaged file, or another kind of file)"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"not a PyTorch checkpoint or corrupt ({first[:200]})"
 
 
 def export_metadata(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     """The architecture record of a dinotrack export, or None for other checkpoints."""
     if ckpt.get("format") != EXPORT_FORMAT:
         return None
-    return dict(ckpt["backbone"])
+    meta = ckpt.get("backbone")
+    if not isinstance(meta, dict):
+        raise ValueError(
+            "the weights file is a dinotrack export without its architecture record "
+            f"('backbone' is {type(meta).__name__}); it is damaged or not written by dinotrack"
+        )
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(
+            "the weights file is a dinotrack export whose 'state_dict' is not a dict of "
+            "tensors; it is damaged or not written by dinotrack"
+        )
+    return dict(meta)
 
 
 def _strip_prefix(key: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -20,18 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from dinotrack import __version__
-from dinotrack.atomic_files import atomic_directory, output_directory, output_file
 from dinotrack.clikit import (
     add_tracker_arguments,
     build_tracker,
-    check_not_input,
     positive_int,
     run_command,
 )
 from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
-
-START_MASK_NAME = "start_mask.png"
-"""File name, inside the results directory, of the start mask that ``segment --auto`` made."""
+from dinotrack.results import START_MASK_NAME, ResultWriter
 
 
 def _segment_parser(subparsers) -> None:
@@ -78,10 +73,13 @@ def _segment_parser(subparsers) -> None:
         "--out",
         required=True,
         help="output directory for the per-frame PNGs; published when the run ends, replacing "
-        "an earlier result (a directory holding other files is refused)",
+        "an earlier result (a directory holding files dinotrack did not write is refused)",
     )
     p.add_argument(
         "--overlay", default=None, help="also write a video (.mp4/.mov/.mkv) of masks over frames"
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --overlay file (as ffmpeg -y)"
     )
     p.add_argument(
         "--max-frames", type=positive_int, default=None, help="stop after this many frames"
@@ -130,6 +128,7 @@ def _attention_parser(subparsers) -> None:
     p.add_argument(
         "--max-frames", type=positive_int, default=None, help="video: stop after this many"
     )
+    p.add_argument("--overwrite", action="store_true", help="video: replace an existing --out file")
     add_tracker_arguments(p)
     p.set_defaults(func=run_attention)
 
@@ -169,9 +168,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from dinotrack.masks import davis_palette, read_mask, write_mask
-    from dinotrack.session import check_first_mask
-    from dinotrack.video_io import FrameReader, OverlayWriter
+    from dinotrack.video_io import FrameReader
 
     console = Console(stderr=True)
     auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
@@ -182,7 +179,6 @@ def run_segment(args: argparse.Namespace) -> int:
         raise ValueError(f"--start-frame must be 0 or more, got {start_frame}")
     stop = None if args.max_frames is None else start_frame + args.max_frames
     reader = FrameReader(args.input, start=start_frame, stop=stop)  # checks the input exists first
-    overlay = None
     try:
         info = reader.info
         if start_frame >= info.num_frames:
@@ -190,27 +186,16 @@ def run_segment(args: argparse.Namespace) -> int:
                 f"--start-frame {start_frame} is past the last frame: {args.input} has "
                 f"{info.num_frames} frames (0 to {info.num_frames - 1})"
             )
-        out = output_directory(args.out)
-        check_not_input(out, args.input, "--out")
-        palette = davis_palette()
-        if args.auto:
-            first_mask = _auto_start(args, info)
-        else:
-            first = read_mask(args.mask)
-            # Checked (and resized if need be) before any weights are loaded or frames decoded.
-            first_mask = check_first_mask(first.ids, (info.height, info.width))
-            palette = first.palette if first.palette is not None else palette
-        if args.overlay:
-            if _is_within(Path(args.overlay), out):
-                raise ValueError(
-                    f"--overlay {args.overlay} is inside --out {out}, which is replaced as a "
-                    "whole when the run ends; write the overlay elsewhere"
-                )
-            overlay_path = output_file(args.overlay)
-            check_not_input(overlay_path, args.input, "--overlay")
-            overlay = OverlayWriter(overlay_path, info.fps, info.width, info.height, palette)
-        tracker = build_tracker(args)
-        with atomic_directory(out) as out_tmp:
+        inputs = [("input", args.input), ("--mask", args.mask), ("--weights", args.weights)]
+        results = ResultWriter(args.out, inputs=inputs, flag="--out")  # checked before any work
+        out = results.directory
+        try:
+            first_mask = _start_mask(args, info, results)
+            tracker = build_tracker(args)
+        except BaseException:
+            results.abort()  # removes the overlay's temporary file and new parent folders
+            raise
+        with results:
             total = info.num_frames - start_frame
             if args.max_frames is not None:
                 total = min(total, args.max_frames)
@@ -231,36 +216,44 @@ def run_segment(args: argparse.Namespace) -> int:
                     if count == 0:
                         objects = sorted(int(i) for i in np.unique(mask) if i)
                         if args.auto:
-                            write_mask(out_tmp / START_MASK_NAME, mask, palette)
+                            results.write_start_mask(mask)
                     index = start_frame + step  # the frame's index in the video
                     names = info.frame_names
                     name = names[index] if index < len(names) else f"{index:05d}.png"
-                    write_mask(out_tmp / name, mask, palette)
-                    if overlay is not None:
-                        overlay.write(frame, mask)
+                    results.add(index, Path(name).stem, mask, frame if args.overlay else None)
                     count += 1
                     fps = count / max(time.perf_counter() - start, 1e-9)
                     progress.update(task, advance=1, fps=fps)
-            if overlay is not None:
-                overlay.close()
-    except BaseException:
-        if overlay is not None:
-            overlay.abort()
-        raise
     finally:
         reader.close()
     elapsed = time.perf_counter() - start
     console.print(
         f"segmented {count} frames, {len(objects)} object(s) {objects}, "
         f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} "
-        f"({tracker.spec.name}) -> {out}" + (f", overlay {args.overlay}" if overlay else ""),
+        f"({tracker.spec.name}) -> {out}" + (f", overlay {args.overlay}" if args.overlay else ""),
         soft_wrap=True,
     )
     return 0
 
 
-def _is_within(path: Path, directory: Path) -> bool:
-    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(directory))
+def _start_mask(args: argparse.Namespace, info, results: ResultWriter):
+    """The first mask of ``segment`` (or its :class:`AutoStart`), checked against the video
+    ``info`` describes; sets the results' palette and opens the overlay (before any work)."""
+    from dinotrack.masks import read_mask
+    from dinotrack.session import check_first_mask
+
+    if args.auto:
+        first_mask = _auto_start(args, info)
+    else:
+        first = read_mask(args.mask)
+        # Checked (and resized if need be) before any weights are loaded or frames decoded.
+        first_mask = check_first_mask(first.ids, (info.height, info.width))
+        if first.palette is not None:
+            results.palette = first.palette
+    if args.overlay:
+        size = (info.width, info.height)
+        results.open_overlay(args.overlay, info.fps, *size, overwrite=args.overwrite)
+    return first_mask
 
 
 def _auto_start(args: argparse.Namespace, info):

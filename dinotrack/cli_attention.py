@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from dinotrack.atomic_files import atomic_directory, output_directory, output_file
+from dinotrack.atomic_files import make_parents, output_file, remove_empty, remove_stale_temporaries
 from dinotrack.attention import (
     DEFAULT_MASS,
     attention_overlay,
@@ -34,7 +34,9 @@ from dinotrack.attention import (
     upsample_attention,
 )
 from dinotrack.clikit import build_tracker, check_not_input
+from dinotrack.image_files import check_input_path
 from dinotrack.masks import blend_overlay, davis_palette, write_mask
+from dinotrack.results import ResultWriter
 from dinotrack.video_io import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -55,9 +57,7 @@ def outline_palette() -> np.ndarray:
 
 def run_attention(args: argparse.Namespace) -> int:
     """Run ``dinotrack attention``; returns the exit status."""
-    source = Path(args.input)
-    if not source.exists():
-        raise FileNotFoundError(f"input {source} does not exist")
+    source = check_input_path(args.input, "input", directory_ok=True)
     if not 0.0 < args.mass <= 1.0:
         raise ValueError(f"--mass must be in (0, 1], got {args.mass}")
     if not 0.0 <= args.alpha <= 1.0:
@@ -107,13 +107,17 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
     for flag in ("head", "max_frames"):
         if getattr(args, flag) is not None:
             raise ValueError(f"--{flag.replace('_', '-')} applies to videos; {source} is an image")
-    target = output_directory(args.out)
+    results = ResultWriter(
+        args.out, inputs=[("input", source), ("--weights", args.weights)], flag="--out"
+    )
+    target = results.directory
     frame = read_image(source)
     tracker = build_tracker(args)
     attn = tracker.attention(frame[None])[0]  # [heads, h/p, w/p], each summing to 1
     maps = torch.cat([attn, attn.mean(0, keepdim=True)])
     names = [f"head-{k:02d}" for k in range(len(attn))] + ["mean"]
-    with atomic_directory(target) as out:
+    with results:
+        out = results.staging
         for name, attn_map in zip(names, maps, strict=True):
             picture, mask = render(frame, attn_map, **_render_args(args))
             outline = np.zeros_like(mask) if args.no_outline else mask
@@ -136,10 +140,12 @@ def _run_video(args: argparse.Namespace, source: Path) -> int:
             f"{source} is a video: --out must be a {'/'.join(_VIDEO_OUTPUTS)} file, got {args.out}"
         )
     reader = FrameReader(source, stop=args.max_frames)
+    made: list[Path] = []
     try:
         info = reader.info
-        target = output_file(args.out)
+        target = output_file(args.out, overwrite=args.overwrite, flag="--out")
         check_not_input(target, source, "--out")
+        remove_stale_temporaries(target)
         tracker = build_tracker(args)
         heads = tracker.num_heads
         if args.head is not None and not 0 <= args.head < heads:
@@ -149,12 +155,16 @@ def _run_video(args: argparse.Namespace, source: Path) -> int:
         # With alpha 0 the writer keeps the pictures' colours and only outlines the masks,
         # as the image path does.
         size = (info.width, info.height)
+        made = make_parents(target)
         with OverlayWriter(target, info.fps, *size, outline_palette(), alpha=0.0) as writer:
             for frame, attn in tracker.iter_attention(reader):
                 attn_map = attn.mean(0) if args.head is None else attn[args.head]
                 picture, mask = render(frame, attn_map, **settings)
                 writer.write(picture, np.zeros_like(mask) if args.no_outline else mask)
                 count += 1
+    except BaseException:
+        remove_empty(made)  # a failed run leaves no new empty folder
+        raise
     finally:
         reader.close()
     elapsed = time.perf_counter() - start

@@ -10,10 +10,14 @@ build their tracker from the same flags (:func:`add_tracker_arguments`, :func:`b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from dinotrack.config import PRECISIONS, RESIZE_RULES, TrackerConfig
@@ -21,8 +25,8 @@ from dinotrack.config import PRECISIONS, RESIZE_RULES, TrackerConfig
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 """Errors that are the user's to fix: one line, exit status 2, no traceback."""
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
-"""Exit statuses of every command: success, a user error (or a failure), Ctrl-C."""
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
+"""Exit statuses of every command: success, a user error (or a failure), Ctrl-C, SIGTERM."""
 
 INTERRUPTED = "no output was published"
 """What :func:`run_command` says after Ctrl-C, unless the command sets ``on_interrupt`` (a
@@ -42,22 +46,51 @@ def run_command(
 
     Returns:
         :data:`EXIT_OK` (or the command's own status), :data:`EXIT_ERROR` for a user error
-        (:data:`USER_ERRORS`) or no sub-command, :data:`EXIT_INTERRUPTED` on Ctrl-C.
+        (:data:`USER_ERRORS`) or no sub-command, :data:`EXIT_INTERRUPTED` on Ctrl-C,
+        :data:`EXIT_TERMINATED` on SIGTERM (handled like Ctrl-C: outputs being written are
+        discarded).
     """
     warnings.formatwarning = lambda message, *_args, **_kwargs: f"{prog}: warning: {message}\n"
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
     try:
-        return int(args.func(args) or EXIT_OK)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or EXIT_OK)
     except USER_ERRORS as exc:
         if os.environ.get("DINOTRACK_DEBUG"):
             raise
         print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print(f"{prog}: terminated; {getattr(args, 'on_interrupt', INTERRUPTED)}", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; {getattr(args, 'on_interrupt', INTERRUPTED)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so that every
+    output being written is discarded the same way."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Terminated` (main thread only; elsewhere
+    nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def error_line(exc: BaseException) -> str:

@@ -96,11 +96,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"auto"``/None -> CUDA if available, else CPU; other values as given.
 
     Raises:
-        ValueError: CUDA asked for but not available.
+        ValueError: Not a device name, a device that holds no data (``meta``) or that
+            dinotrack does not run on, or CUDA asked for but not available.
     """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(
+            f"unknown device {str(device)[:60]!r}; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"device {str(device)!r} cannot run dinotrack; use auto, cpu, cuda or cuda:N"
+        )
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but CUDA is not available here")
     return device

@@ -13,16 +13,22 @@ turn into spurious objects.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dinotrack.atomic_files import atomic_output
+from dinotrack.image_files import check_input_path, open_image
 
 MAX_OBJECT_ID = 255
 """Largest object id a palette PNG can hold."""
+
+VOID_ID = 255
+"""Palette index of the DAVIS / PASCAL VOC "void" label (unlabelled borders): in a palette
+mask it is background, as DAVIS's own tools treat it, not an object."""
 
 MAX_GRAY_IDS = 64
 """Most distinct non-zero values a grayscale mask may hold: more looks like a photo or a
@@ -71,7 +77,8 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
 
     How pixel values become ids depends on the image mode:
 
-    - palette ("P"): the palette index is the id; the file's palette is returned too.
+    - palette ("P"): the palette index is the id; the file's palette is returned too. Index
+      255 is the DAVIS/VOC "void" label: it becomes background, with a warning.
     - grayscale ("L", "LA", "1", 16-bit "I;16", 32-bit "I"): if every value is 0 or the
       format's maximum (255, or 65535 for 16-bit), the mask is binary and the maximum becomes
       id 1 ("gray-binary"); otherwise each value is the id as it is ("gray"). Two kinds of
@@ -95,26 +102,43 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
 
     Raises:
         FileNotFoundError: If `path` does not exist.
-        ValueError: If the file is not a readable image, is a JPEG, has an unsupported mode,
+        ValueError: If the file is not a regular file or not a readable image (truncated,
+            or too large to decode safely), is stored lossily (JPEG, lossy WebP, JPEG 2000),
+            looks like compression noise (an RGB mask of many colours, most of them a few
+            pixels each), has an unsupported mode,
             holds more than 255 colours, holds ids above 255, or is a grayscale image that
             looks anti-aliased or like a photo (see above).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"mask file {path} does not exist")
-    if path.is_dir():
-        raise ValueError(f"mask path {path} is a directory; give an image file")
-    try:
-        with Image.open(path) as image:
-            if image.format in ("JPEG", "MPO"):
-                raise ValueError(
-                    f"mask {path} is a JPEG; JPEG compression adds colours at object borders "
-                    "that would become spurious objects. Save the mask as a PNG"
-                )
-            image.load()
-            return _image_to_mask(image, path)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"cannot read mask {path}: {error}") from error
+    path = check_input_path(path, "mask file")
+    with open_image(path, "mask") as image:
+        lossy = _lossy_format(image, path)
+        if lossy is not None:
+            raise ValueError(
+                f"mask {path} is a {lossy}; lossy compression adds colours at object borders "
+                "that would become spurious objects. Save the mask as a PNG"
+            )
+        return _image_to_mask(image, path)
+
+
+def _lossy_format(image: Image.Image, path: Path) -> str | None:
+    """ "a JPEG" or "lossy WebP" for a file stored with lossy compression, else None."""
+    if image.format in ("JPEG", "MPO"):
+        return "JPEG"
+    if image.format == "JPEG2000":
+        return "JPEG 2000 file (usually lossy)"
+    if image.format == "WEBP":
+        # A lossy WebP stores its pixels in a "VP8 " chunk (lossless ones in "VP8L"); the
+        # extended format ("VP8X") holds either, so the chunks are read.
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+        position = 12
+        while position + 8 <= len(data):
+            kind = data[position : position + 4]
+            if kind in (b"VP8 ", b"ANMF"):
+                return "lossy or animated WebP"
+            size = int.from_bytes(data[position + 4 : position + 8], "little")
+            position += 8 + size + (size & 1)
+    return None
 
 
 def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
@@ -123,6 +147,14 @@ def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
         ids = np.asarray(image.getchannel(0) if mode == "PA" else image, dtype=np.int64)
         if mode == "PA":
             ids = np.where(np.asarray(image.getchannel("A")) == 0, 0, ids)
+        void = int((ids == VOID_ID).sum())
+        if void:
+            warnings.warn(
+                f"mask {path}: {void} pixels of palette index {VOID_ID} (the DAVIS/VOC 'void' "
+                "label) are treated as background, not tracked as an object",
+                stacklevel=3,
+            )
+            ids = np.where(ids == VOID_ID, 0, ids)
         raw = image.getpalette("RGB")
         palette = None
         if raw is not None:
@@ -184,6 +216,7 @@ def _rgb_to_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> Loade
             f"mask {path} holds {objects.sum()} colours besides black; a mask may hold at most "
             f"{MAX_OBJECT_ID} objects. Is it a photo rather than a mask?"
         )
+    _check_not_noise(np.bincount(inverse.ravel())[objects], path)
     davis_index = {int(c): i for i, c in enumerate(_pack_rgb(davis_palette().astype(np.int64)))}
     colour_ids = np.zeros(len(colours), dtype=np.int64)
     if all(int(c) in davis_index for c in colours):
@@ -193,6 +226,25 @@ def _rgb_to_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> Loade
         colour_ids[order] = np.arange(1, len(order) + 1)
     ids = colour_ids[inverse.ravel()].reshape(height, width)
     return LoadedMask(ids=ids, palette=None, format="rgb")
+
+
+NOISE_MIN_COLOURS = 8
+"""An RGB mask with more colours than this, most of them covering only a few pixels, is
+refused as compression noise (see :func:`read_mask`)."""
+
+
+def _check_not_noise(counts: np.ndarray, path: Path) -> None:
+    """Refuses colour counts that look like lossy compression (or scaling) noise: many
+    colours, most of them a few pixels each, as a lossy WebP or a resized RGB mask has."""
+    if len(counts) <= NOISE_MIN_COLOURS:
+        return
+    speckles = int((counts < max(16, counts.sum() // 10_000)).sum())
+    if 2 * speckles >= len(counts):
+        raise ValueError(
+            f"mask {path} holds {len(counts)} colours, {speckles} of them on a few pixels "
+            "each: that looks like compression or resampling noise, not objects. Save the "
+            "mask losslessly (PNG) without smoothing, or as a palette PNG"
+        )
 
 
 def _pack_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -156,9 +156,23 @@ class Tracker:
         return int(self.extractor.net.blocks[-1].attn.num_heads)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """Network input size ``(h, w)`` for frames of ``height x width``."""
+        """Network input size ``(h, w)`` for frames of ``height x width``.
+
+        Raises:
+            ValueError: The input would exceed :data:`MAX_INPUT_PIXELS` (the message says how
+                large it would be), instead of an allocator error.
+        """
         cfg = self.config
-        return network_input_size(height, width, cfg.short_side, self.patch_size, cfg.resize_rule)
+        size = network_input_size(height, width, cfg.short_side, self.patch_size, cfg.resize_rule)
+        if size[0] * size[1] > MAX_INPUT_PIXELS:
+            tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
+            raise ValueError(
+                f"short_side {cfg.short_side} (--short-side) would feed the network "
+                f"{size[1]}x{size[0]} pixels per frame of this {width}x{height} video "
+                f"({size[0] * size[1] * 12 / 1e9:.1f} GB of float32 input alone, {tokens} "
+                f"patches); at most {MAX_INPUT_PIXELS} pixels are allowed: lower --short-side"
+            )
+        return size
 
     def attention(self, frames: Iterable[np.ndarray], upsample: str | None = None) -> Tensor:
         """Class-token attention of the last block for each frame.
@@ -377,6 +391,10 @@ class Tracker:
 MIN_MASK_SIDE = 16
 """Shortest side, in pixels, of a first mask that is resized to the frames: a smaller one
 cannot carry an object's shape."""
+
+
+MAX_INPUT_PIXELS = 8192 * 8192
+"""Largest network input (pixels per frame) a tracker accepts: 8K video at full size fits."""
 
 
 def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:

@@ -45,9 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from dinotrack.atomic_files import temporary_sibling
+from dinotrack.image_files import check_input_path, image_to_rgb, open_image
 from dinotrack.masks import as_palette, blend_overlay
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -272,8 +272,7 @@ def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
     path = Path(path)
     if backend != "auto" and backend not in BACKENDS:
         raise ValueError(f"unknown video backend {backend!r}; choose 'auto' or one of {BACKENDS}")
-    if not path.exists():
-        raise FileNotFoundError(f"video {path} does not exist")
+    check_input_path(path, "video", directory_ok=True)  # no FIFO (it would block forever)
     if path.is_dir():
         if backend not in ("auto", "frames"):
             raise ValueError(
@@ -342,11 +341,8 @@ def _open_frames_dir(path: Path) -> tuple[VideoInfo, list[Path]]:
             f"directory {path} holds two frames with the stem {Path(clash).stem!r} (e.g. a .jpg "
             "and a .png); their masks would share one file name. Keep one of them"
         )
-    try:
-        with Image.open(files[0]) as first:
-            width, height = first.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read frame {files[0]}: {error}") from error
+    with open_image(files[0], "frame") as first:
+        width, height = first.size
     info = VideoInfo(
         path=path,
         num_frames=len(files),
@@ -391,7 +387,10 @@ def _open_decord(decord: Any, path: Path) -> tuple[VideoInfo, Any]:
         num_frames = len(reader)
         if num_frames == 0:
             raise ValueError("no frames")
-        height, width = reader[0].shape[:2]
+        first = reader[0].shape
+        if len(first) != 3 or first[2] != 3:  # decord garbles tiny videos (2x2 gives 48 channels)
+            raise ValueError(f"decord decodes frame 0 as {first}, not as RGB")
+        height, width = first[:2]
         fps = float(reader.get_avg_fps())
         reader.seek(0)
     except (decord.DECORDError, RuntimeError, ValueError) as error:  # DECORDError: Exception
@@ -444,8 +443,8 @@ def _iter_decord(
 def _checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
     if frame.shape != (info.height, info.width, 3):
         raise ValueError(
-            f"cannot read video {info.path}: frame {index} is {frame.shape[1]}x{frame.shape[0]}, "
-            f"not {info.width}x{info.height}; videos that change size are not supported"
+            f"cannot read video {info.path}: frame {index} has shape {tuple(frame.shape)}, not "
+            f"({info.height}, {info.width}, 3); videos that change size are not supported"
         )
     return np.ascontiguousarray(frame)
 
@@ -738,13 +737,12 @@ def read_image(path: str | os.PathLike[str], what: str = "image") -> np.ndarray:
         what: How the error names it ("image", "frame").
 
     Raises:
-        ValueError: The file is not a readable image: "cannot read <what> <path>: <reason>".
+        FileNotFoundError: No such file.
+        ValueError: The file is not a readable image ("cannot read <what> <path>: <reason>"),
+            not a regular file (a FIFO), or too large to decode safely.
     """
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))  # a copy: np.asarray's would be read-only
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot read {what} {path}: {error}") from error
+    with open_image(path, what) as image:
+        return image_to_rgb(image)  # 16-bit images scaled to 8 bits, not clipped to white
 
 
 # Random access to the frames of a video file (pretraining's sampling).
@@ -929,6 +927,7 @@ class OverlayWriter:
         """
         self._container: Any = None
         self._tmp: Path | None = None
+        self.publish_on_close = True
         self.path = Path(path)
         container_format = _OVERLAY_FORMATS.get(self.path.suffix.lower())
         if container_format is None:
@@ -998,7 +997,7 @@ class OverlayWriter:
         self.frames_written += 1
 
     def close(self) -> None:
-        """Flushes the encoder and publishes the video at `path`. Idempotent.
+        """Flushes the encoder and publishes the video at `path` (see `publish`). Idempotent.
 
         Raises:
             ValueError: If no frame was written (nothing is published then).
@@ -1012,11 +1011,34 @@ class OverlayWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
-            self._tmp = None
         except BaseException:
             self.abort()
             raise
+        if self.publish_on_close:
+            self.publish()
+
+    @property
+    def pending_path(self) -> Path | None:
+        """The temporary file being written (a finished video not yet published), or None."""
+        return self._tmp
+
+    def publish(self) -> None:
+        """Renames the finished video to `path` (done by `close()` unless `publish_on_close`
+        is False, when the caller publishes it together with other outputs). Idempotent.
+
+        Raises:
+            RuntimeError: If the video is not finished (`close()` not called yet).
+        """
+        if self._container is not None:
+            raise RuntimeError(f"overlay {self.path} is not finished; call close() first")
+        if self._tmp is None:
+            return
+        try:
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = None
 
     def abort(self) -> None:
         """Stops writing and deletes the temporary file; `path` is left untouched. Idempotent."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dinotrack.atomic_files import output_file
+from dinotrack.atomic_files import make_parents, output_file
 from dinotrack.clikit import add_tracker_arguments
 
 __all__ = ["register"]
@@ -46,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument(
         "--results", required=True, type=Path, help="folder of <sequence>/<frame>.png results"
     )
+    score.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --json file, and score files in --results that dinotrack "
+        "did not write",
+    )
     _add_output_arguments(score)
     score.set_defaults(func=_run_score)
 
@@ -60,7 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_dataset_arguments(davis)
     davis.add_argument("--out", required=True, type=Path, help="output folder")
     davis.add_argument(
-        "--overwrite", action="store_true", help="track every sequence again (no resuming)"
+        "--overwrite",
+        action="store_true",
+        help="track every sequence again (no resuming), and replace an existing --json file",
     )
     add_tracker_arguments(davis)
     _add_output_arguments(davis, json_default="<out>/scores-<split>.json")
@@ -130,7 +138,15 @@ def _open_dataset(args: argparse.Namespace, require_images: bool = False):
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from eval.report import evaluation_record, print_table, write_csvs, write_json
+    from eval.report import (
+        check_report_path,
+        evaluation_record,
+        global_csv_name,
+        per_sequence_csv_name,
+        print_table,
+        write_csvs,
+        write_json,
+    )
     from eval.scoring import score_results
 
     dataset = _open_dataset(args)
@@ -139,8 +155,11 @@ def _run_score(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--results {results} is a file, not a folder of PNG masks")
     if not results.is_dir():
         raise FileNotFoundError(f"results folder {results} does not exist")
+    tag = dataset.tag
+    for name in (global_csv_name(tag), per_sequence_csv_name(tag), f"scores-{tag}.json"):
+        check_report_path(results / name, args.overwrite)  # before any work
     if args.json is not None:
-        output_file(args.json)  # checked before the scoring, which writes into the folder
+        _check_json(args)
     stderr = Console(stderr=True)
     with _progress(stderr) as progress:
         task = progress.add_task("scoring", total=len(dataset.sequences))
@@ -169,12 +188,21 @@ def _run_score(args: argparse.Namespace) -> int:
 
 def _run_davis(args: argparse.Namespace) -> int:
     from dinotrack.clikit import build_tracker
-    from eval.report import print_table, write_json
+    from eval.report import (
+        check_report_path,
+        global_csv_name,
+        per_sequence_csv_name,
+        print_table,
+        write_json,
+    )
     from eval.runner import run_davis
 
     dataset = _open_dataset(args, require_images=True)
+    tag = dataset.tag
+    for name in (global_csv_name(tag), per_sequence_csv_name(tag), f"scores-{tag}.json"):
+        check_report_path(args.out / name, args.overwrite)  # before any work
     if args.json is not None:
-        output_file(args.json)
+        _check_json(args)
     stderr = Console(stderr=True)
     t0 = time.perf_counter()
     tracker = build_tracker(args)  # the tracker of `dinotrack segment`, from the same flags
@@ -209,6 +237,14 @@ def _run_davis(args: argparse.Namespace) -> int:
         soft_wrap=True,
     )
     return 0
+
+
+def _check_json(args: argparse.Namespace) -> None:
+    from eval.report import check_report_path
+
+    output_file(args.json, overwrite=True, flag="--json")  # a directory, a parent that is a file
+    check_report_path(args.json, args.overwrite, flag="--json")
+    make_parents(args.json)
 
 
 class _RichRunProgress:

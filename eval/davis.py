@@ -16,12 +16,14 @@ DAVIS-2016 binary mask (255 is object 1); otherwise the pixel values are object 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from dinotrack.image_files import open_image
 
 __all__ = [
     "DavisDataset",
@@ -240,9 +242,9 @@ def _is_binary_255(ids: np.ndarray) -> bool:
 
 
 def _read_single_channel(path: Path, *, what: str) -> tuple[np.ndarray, str]:
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise FileNotFoundError(f"{what} frame {path} not found")
-    with Image.open(path) as image:
+    with open_image(path, what) as image:
         mode = image.mode
         if mode not in _SINGLE_CHANNEL_MODES:
             raise ValueError(

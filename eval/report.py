@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dinotrack.atomic_files import atomic_output
+from dinotrack.atomic_files import atomic_output, remove_stale_temporaries
 from eval.scoring import GLOBAL_COLUMNS, Evaluation
 
 __all__ = [
+    "check_report_path",
     "evaluation_record",
     "global_csv_name",
     "per_sequence_csv_name",
@@ -152,6 +154,47 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write text to a temporary file in the same folder, then rename it over ``path``."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
         handle.write(text)
+
+
+def check_report_path(path: str | Path, overwrite: bool = False, flag: str = "") -> None:
+    """Checks, before scoring, that a report file may be written at ``path``.
+
+    A file that is not a report this module wrote (the official CSV header, or a JSON record
+    with ``split`` and ``global``) is replaced only with ``overwrite``: a mistyped path never
+    destroys e.g. an annotation PNG.
+
+    Raises:
+        FileExistsError: ``path`` is another file and ``overwrite`` is False, or not a regular
+            file.
+    """
+    path = Path(path)
+    name = f"{flag} {path}" if flag else str(path)
+    remove_stale_temporaries(path)  # left by a killed run
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise FileExistsError(f"{name} exists and is not a regular file; name another file")
+    if not overwrite and not _is_report(path):
+        raise FileExistsError(
+            f"{name} exists and is not a score report dinotrack wrote; pass --overwrite to "
+            "replace it, or name another file"
+        )
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1 << 16)
+    except (OSError, UnicodeDecodeError):
+        return False
+    first = text.split("\n", 1)[0]
+    if first in (",".join(GLOBAL_COLUMNS), ",".join(["Sequence", *GLOBAL_COLUMNS])):
+        return True
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and "split" in record and "global" in record
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:

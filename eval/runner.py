@@ -20,7 +20,7 @@ import numpy as np
 
 from dinotrack import __version__ as dinotrack_version
 from dinotrack.backbones import BackboneSpec, file_sha256, hub_weights_path
-from dinotrack.masks import write_mask
+from dinotrack.results import ResultWriter, check_output_directory
 from dinotrack.session import Tracker
 from dinotrack.video_io import read_image_files
 from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
@@ -169,20 +169,28 @@ def track_sequence(
             f"first annotation {sequence.annotation_paths[0]} of sequence {sequence.name} holds "
             "no object; nothing to propagate"
         )
-    folder = Path(out) / sequence.name
-    folder.mkdir(parents=True, exist_ok=True)
     names = _output_names(sequence)
     count = 0
     frames = read_image_files(sequence.image_paths[start:])
-    for index, mask in tracker.track(frames, first):
-        write_mask(folder / names[index], mask)
-        count += 1
-        progress.frame_done()
-    if count != len(names):
-        raise RuntimeError(
-            f"sequence {sequence.name}: the tracker returned {count} masks for {len(names)} frames"
-        )
+    with ResultWriter(Path(out) / sequence.name, inputs=_inputs(sequence)) as results:
+        for index, mask in tracker.track(frames, first):
+            results.add(start + index, Path(names[index]).stem, mask)
+            count += 1
+            progress.frame_done()
+        if count != len(names):
+            raise RuntimeError(
+                f"sequence {sequence.name}: the tracker returned {count} masks for "
+                f"{len(names)} frames"
+            )
     return count
+
+
+def _inputs(sequence: DavisSequence) -> list[tuple[str, Path]]:
+    """What tracking ``sequence`` reads, none of which may lie in its output folder."""
+    inputs = [("annotation", sequence.annotation_paths[0])]
+    if sequence.image_paths:
+        inputs.append(("frames", sequence.image_paths[0].parent))
+    return inputs
 
 
 def run_davis(
@@ -215,10 +223,14 @@ def run_davis(
 
     Raises:
         ValueError: ``out`` holds outputs of another backbone, weights or configuration and
-            ``overwrite`` is False.
+            ``overwrite`` is False, or a sequence's input lies in its output folder.
+        FileExistsError: A sequence folder to (re)write holds files dinotrack did not write.
     """
     progress = progress or _NoProgress()
     out = Path(out)
+    redo = [s for s in dataset.sequences if overwrite or not output_complete(s, out)]
+    for sequence in redo:  # before any work: no folder that a user's file is in is replaced
+        check_output_directory(out / sequence.name, _inputs(sequence))
     out.mkdir(parents=True, exist_ok=True)
     run = {
         "split": dataset.split,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dinotrack.image_files import check_input_path
 from eval.davis import (
     VOID_ID,
     DavisDataset,
@@ -202,6 +203,9 @@ def score_sequence(
             f"{sequence.name}, named like its annotations ({paths[1].name}, ...)"
         )
     scored = paths[1:-1]
+    for path in scored:  # a FIFO or a symlink loop is named, not waited on or called missing
+        if os.path.lexists(seq_dir / path.name):
+            check_input_path(seq_dir / path.name, "result")
     missing = [p.name for p in scored if not (seq_dir / p.name).is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")

@@ -9,14 +9,13 @@ run killed while saving keeps its last complete checkpoint.
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dinotrack.atomic_files import atomic_output
+from dinotrack.checkpoints import load_failure
 
 CHECKPOINT_NAME = "checkpoint.pth"
 EXPORT_NAME = "backbone.pth"
@@ -47,9 +46,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # the unpickler raises many types on damaged files
         raise ValueError(
-            f"cannot read checkpoint {path} ({exc}); delete it to start the run afresh"
+            f"cannot read checkpoint {path}: {load_failure(exc)}; delete it to start the run afresh"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a dinotrack pretraining checkpoint")

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dinotrack.image_files import check_input_path
 from dinotrack.video_io import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
@@ -113,7 +114,8 @@ def find_sources(paths: Sequence[str | os.PathLike], decoder: str = "auto") -> l
                     f"or image ({', '.join(sorted(IMAGE_EXTENSIONS))}) file"
                 )
             files.append(path)
-        else:
+        else:  # missing, a symlink loop, or a FIFO / device (which would block forever)
+            check_input_path(path, "--data")
             raise FileNotFoundError(f"--data {path} does not exist")
     sources = []
     for file in files:

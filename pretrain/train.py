@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from dinotrack.atomic_files import check_parents, remove_stale_temporaries
 from dinotrack.backbones import BackboneSpec
 from dinotrack.checkpoints import save_backbone_export
 from dinotrack.config import resolve_precision
@@ -55,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
 CONFIG_NAME = "config.json"
+RUN_RECORD_NAME = ".dinotrack-run"
+"""Hidden file that marks a directory as a pretraining run's (written by rank 0)."""
+RUN_RECORD = {"format": "dinotrack.pretrain-run", "version": 1}
 
 
 @dataclass
@@ -358,9 +362,10 @@ def _run(
     info: distributed.DistInfo,
     on_step: Callable[[StepInfo], None] | None,
 ) -> TrainResult:
+    out = Path(cfg.out)
+    check_run_directory(out)
     spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size)
     _check_crop_sizes(cfg, spec)
-    out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
     if ckpt is not None:
@@ -404,6 +409,7 @@ def _run(
     del ckpt
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        write_json(out / RUN_RECORD_NAME, RUN_RECORD)
         _remove_stale_temporaries(out)
         write_json(out / CONFIG_NAME, {"config": config, "resolved": resolved})
         write_json(out / "sources.json", {"sources": sources_to_json(sources)})
@@ -461,8 +467,44 @@ def _run(
     return TrainResult(out, trainer.step, resumed_from, ckpt_path, export, last, timed_out)
 
 
+def check_run_directory(out: Path) -> None:
+    """Checks, before any work, that ``out`` is a new or empty directory or a pretraining
+    run's: one that holds this module's run record, or (runs of older versions) a checkpoint
+    that reads as a pretraining checkpoint. File names alone prove nothing: a folder of the
+    user's own ``config.json`` is refused, not overwritten.
+
+    Raises:
+        NotADirectoryError: ``out`` (or a parent) is a file.
+        FileExistsError: ``out`` holds files that pretraining did not write.
+    """
+    if os.path.lexists(out) and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a run directory; name a directory")
+    check_parents(out, "--out")
+    entries = sorted(entry.name for entry in out.iterdir()) if out.is_dir() else []
+    if not entries:
+        return
+    try:
+        if json.loads((out / RUN_RECORD_NAME).read_text()) == RUN_RECORD:
+            return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    ckpt_path = out / CHECKPOINT_NAME
+    if ckpt_path.is_file() and not ckpt_path.is_symlink():
+        try:
+            load_checkpoint(ckpt_path)
+            return
+        except ValueError:
+            pass
+    raise FileExistsError(
+        f"--out {out} holds files that dinotrack pretrain did not write (e.g. {entries[0]}); "
+        "they could be overwritten. Name a new or empty directory"
+    )
+
+
 def _remove_stale_temporaries(out: Path) -> None:
     """Delete the half-written checkpoints or exports of a run killed while saving."""
+    for name in (CONFIG_NAME, "sources.json", RUN_RECORD_NAME):  # those of dead processes
+        remove_stale_temporaries(out / name)
     for name in (CHECKPOINT_NAME, EXPORT_NAME):
         for stale in out.glob(f".{name}.*.tmp"):
             logger.info("removing %s, left by a run stopped while saving", stale)

@@ -12,7 +12,6 @@ from cli_support import run_cli, tiny_flags
 from PIL import Image
 
 from dinotrack import AutoStart, auto_start_mask, mass_threshold
-from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.attention import (
     box_patches,
     colourize,
@@ -23,6 +22,7 @@ from dinotrack.attention import (
 )
 from dinotrack.cli import START_MASK_NAME, main
 from dinotrack.masks import read_mask, resize_mask
+from dinotrack.results import RECORD_NAME as MARKER_NAME
 from dinotrack.video_io import iter_frames
 
 SHORT = 64

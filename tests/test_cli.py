@@ -12,8 +12,8 @@ import pytest
 from cli_support import run_cli, tiny_flags
 from PIL import Image
 
-from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.masks import davis_palette, read_mask, write_mask
+from dinotrack.results import RECORD_NAME as MARKER_NAME
 from dinotrack.video_io import iter_frames, probe_video
 
 FAST = tiny_flags(96)

@@ -53,11 +53,19 @@ def test_palette_png_round_trip_keeps_ids_and_palette(tmp_path):
 
 
 def test_write_mask_defaults_to_davis_palette(tmp_path):
-    ids = np.array([[0, 1], [2, 255]])
+    ids = np.array([[0, 1], [2, 254]])
     write_mask(tmp_path / "m.png", ids)
     loaded = read_mask(tmp_path / "m.png")
     np.testing.assert_array_equal(loaded.ids, ids)
     np.testing.assert_array_equal(loaded.palette, davis_palette())
+
+
+def test_palette_index_255_is_void_not_an_object(tmp_path):
+    ids = np.array([[0, 1, 255], [2, 255, 255]])  # 255: DAVIS/VOC void borders
+    write_mask(tmp_path / "m.png", ids)
+    with pytest.warns(UserWarning, match="3 pixels of palette index 255 .*void"):
+        loaded = read_mask(tmp_path / "m.png")
+    np.testing.assert_array_equal(loaded.ids, [[0, 1, 0], [2, 0, 0]])
 
 
 def test_gray_binary_becomes_id_one(tmp_path):

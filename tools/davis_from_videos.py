@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dinotrack.atomic_files import atomic_directory
+from dinotrack.results import ResultWriter
 from dinotrack.video_io import iter_frames, probe_video
 
 
@@ -48,9 +48,9 @@ def rebuild(videos: Path, root: Path, quality: int = 95) -> list[str]:
         count = probe_video(video).num_frames
         if count != len(names):
             raise ValueError(f"{video} has {count} frames but {name} has {len(names)} annotations")
-        with atomic_directory(out) as tmp:
+        with ResultWriter(out, inputs=[("video", video)]) as results:
             for stem, frame in zip(names, iter_frames(video), strict=True):
-                Image.fromarray(frame).save(tmp / f"{stem}.jpg", quality=quality)
+                Image.fromarray(frame).save(results.staging / f"{stem}.jpg", quality=quality)
         written.append(name)
     return written
 

@@ -1,0 +1,729 @@
+"""Adversarial suite: what a careless user or an attacker hands dinotrack.
+
+Classes (issue 15): data loss, hangs and resource exhaustion, silently wrong results, and
+messages, across ``segment``, ``attention``, ``eval`` and ``pretrain``, through the CLI and
+the API. The bad inputs are built on the fly (``adversarial_inputs``). For data loss the tests
+are property-style: a user's file is placed at every place a run reads or writes, and the
+whole folder must survive byte for byte.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import adversarial_inputs as bad
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dinotrack
+from dinotrack.cli import main
+from dinotrack.masks import read_mask, write_mask
+
+FAST = ["--model", "test_vit_tiny", "--short-side", "48", "--device", "cpu"]
+REPO = Path(dinotrack.__file__).resolve().parents[1]  # the code under test, for subprocesses
+
+
+def cli(args, capsys) -> tuple[int, str]:
+    """Runs the dinotrack CLI in this process; returns (status, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit_:  # argparse: an unknown flag (before the fix) ends here
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err and err.strip().count("\n") == 0, err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture
+def no_hang():
+    """Fails a test that blocks for 30 s (e.g. on a FIFO) instead of hanging the suite."""
+
+    def expire(signum, frame):
+        raise TimeoutError("blocked for 30 s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(30)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """A small frames directory and its first-frame mask, outside any output."""
+    return bad.frames_dir(tmp_path / "frames"), bad.mask(tmp_path / "mask.png")
+
+
+def oracle_results(shared_data, tmp_path: Path) -> tuple[Path, Path, list[str | Path]]:
+    """A copy of the oracle's dogs-jump predictions to score: (oracle root, the sequence's
+    results folder, the ``eval score`` arguments)."""
+    oracle = shared_data("davis-metric-oracle")
+    results = tmp_path / "results" / "dogs-jump"
+    results.mkdir(parents=True)
+    for png in (oracle / "results-rvos" / "dogs-jump").glob("*.png"):
+        (results / png.name).write_bytes(png.read_bytes())
+    score = ["eval", "score", "--root", oracle, "--results", results.parent]
+    return oracle, results, [*score, "--sequences", "dogs-jump", "--workers", 0]
+
+
+def segment(frames: Path, mask: Path, out: Path, *extra) -> list:
+    """``segment`` arguments on the test backbone."""
+    return ["segment", frames, "--mask", mask, "--out", out, *extra, *FAST]
+
+
+def hidden(folder: Path) -> list[str]:
+    """Temporaries left next to outputs (names starting with a dot)."""
+    return sorted(p.name for p in folder.rglob(".*") if ".partial-" in p.name or ".tmp" in p.name)
+
+
+# Data loss: a rerun removes only what dinotrack wrote, and refuses before any work when
+# anything else is inside; single files are replaced only with --overwrite.
+
+
+def _user_file_at(place: str, tmp_path: Path, out: Path) -> list[str]:
+    """Puts the user's file at ``place`` (after an earlier result was written to ``out``);
+    returns extra segment arguments that use it."""
+    if place == "notes in --out":
+        (out / "notes.txt").write_text("my notes")
+    elif place == "nested folder in --out":
+        (out / "analysis").mkdir()
+        (out / "analysis" / "plot.csv").write_text("1,2\n")
+    elif place == "edited output mask":
+        write_mask(out / "00001.png", np.ones(bad.SIZE, np.uint8))
+    elif place == "input frames inside --out":
+        bad.frames_dir(out / "frames")
+        return ["--input", out / "frames"]
+    elif place == "--mask inside --out":
+        bad.mask(out / "my_mask.png")
+        return ["--mask", out / "my_mask.png"]
+    elif place == "--weights inside --out":  # real weights, which the run would load
+        from dinotrack.backbones import load_backbone
+        from dinotrack.checkpoints import save_backbone_export
+
+        save_backbone_export(out / "w.pth", load_backbone("test_vit_tiny")[0], _tiny_record())
+        return ["--weights", out / "w.pth"]
+    elif place == "empty folder in --out":
+        (out / "keep").mkdir()
+    elif place == "symlink in --out":
+        os.symlink(tmp_path / "mask.png", out / "link.png")
+    elif place == "existing --overlay file":
+        (tmp_path / "movie.mp4").write_bytes(b"the user's own movie")
+        return ["--overlay", tmp_path / "movie.mp4"]
+    elif place == "record removed, user files":
+        (out / ".dinotrack-output").unlink()
+    return []
+
+
+DATA_LOSS_PLACES = [
+    "notes in --out",
+    "nested folder in --out",
+    "edited output mask",
+    "input frames inside --out",
+    "--mask inside --out",
+    "--weights inside --out",
+    "empty folder in --out",
+    "symlink in --out",
+    "existing --overlay file",
+    "record removed, user files",
+]
+
+
+@pytest.mark.parametrize("place", DATA_LOSS_PLACES)
+def test_segment_rerun_never_touches_a_file_it_did_not_write(place, clip, tmp_path, capsys):
+    frames, mask = clip
+    out = tmp_path / "out"
+    code, err = cli(["segment", frames, "--mask", mask, "--out", out, *FAST], capsys)
+    assert code == 0, err
+    extra = _user_file_at(place, tmp_path, out)
+    args = {"--input": frames, "--mask": mask}
+    rest = []
+    for flag, value in zip(extra[::2], extra[1::2], strict=True):
+        if flag in args:
+            args[flag] = value
+        else:
+            rest += [flag, value]
+    before = bad.snapshot(tmp_path)
+    code, err = cli(
+        ["segment", args["--input"], "--mask", args["--mask"], "--out", out, *rest, *FAST], capsys
+    )
+    one_line_error(code, err)
+    assert bad.snapshot(tmp_path) == before  # every file, the earlier result too, unchanged
+    assert not hidden(tmp_path)
+
+
+def test_segment_rerun_replaces_exactly_its_own_files(clip, tmp_path, capsys):
+    frames, mask = clip
+    out = tmp_path / "out"
+    assert cli(["segment", frames, "--mask", mask, "--out", out, *FAST], capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".dinotrack-output",
+        "00000.png",
+        "00001.png",
+        "00002.png",
+    ]
+    code, err = cli(
+        ["segment", frames, "--mask", mask, "--out", out, "--max-frames", 2, *FAST], capsys
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [".dinotrack-output", "00000.png", "00001.png"]
+    assert not hidden(tmp_path)
+
+
+def test_a_rerun_replaces_its_own_overlay_but_not_an_edited_one(clip, tmp_path, capsys):
+    frames, mask = clip
+    out, movie = tmp_path / "out", tmp_path / "movie.mp4"
+    args = segment(frames, mask, out, "--overlay", movie)
+    for _ in range(2):  # its own, unchanged overlay: replaced without --overwrite
+        code, err = cli(args, capsys)
+        assert code == 0, err
+    movie.write_bytes(movie.read_bytes() + b"edited")
+    before = bad.snapshot(tmp_path)
+    code, err = cli(args, capsys)
+    one_line_error(code, err, "--overwrite")
+    assert bad.snapshot(tmp_path) == before
+
+
+def test_edited_start_mask_survives_an_auto_rerun(clip, tmp_path, capsys):
+    frames, _ = clip
+    out = tmp_path / "out"
+    code, err = cli(["segment", frames, "--auto", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    write_mask(
+        out / "start_mask.png", bad.mask(tmp_path / "m2.png") and read_mask(tmp_path / "m2.png").ids
+    )
+    before = bad.snapshot(tmp_path)
+    for args in (["--auto"], ["--mask", out / "start_mask.png"]):  # the README's edit-and-rerun
+        code, err = cli(["segment", frames, *args, "--out", out, *FAST], capsys)
+        one_line_error(code, err)
+        assert bad.snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("flags", [[], ["--overwrite"]])
+def test_single_file_outputs_are_replaced_only_with_overwrite(
+    flags, clip, shared_data, tmp_path, capsys
+):
+    frames, mask = clip
+    video = bad.video(tmp_path / "clip.mp4")
+    oracle = shared_data("davis-metric-oracle")
+    ground_truth = oracle / "Annotations" / "480p" / "dogs-jump" / "00000.png"
+    annotation = tmp_path / "gt.png"
+    annotation.write_bytes(ground_truth.read_bytes())
+    movie = tmp_path / "movie.mp4"
+    movie.write_bytes(b"the user's movie")
+    runs = [
+        ["segment", frames, "--mask", mask, "--out", tmp_path / "o1", "--overlay", movie],
+        ["attention", video, "--out", movie, "--max-frames", 1],
+    ]
+    for args in runs:
+        before = movie.read_bytes()
+        code, err = cli([*args, *flags, *FAST], capsys)
+        if flags:
+            assert code == 0, err
+            assert movie.read_bytes() != before and movie.read_bytes()[4:8] == b"ftyp"
+            movie.write_bytes(b"the user's movie")
+        else:
+            one_line_error(code, err, "--overwrite")
+            assert movie.read_bytes() == before
+    score = oracle_results(shared_data, tmp_path)[2]
+    code, err = cli([*score, "--json", annotation, *flags], capsys)
+    if flags:
+        assert code == 0, err
+        assert annotation.read_bytes().startswith(b"{")
+    else:
+        one_line_error(code, err, "--overwrite")
+        assert annotation.read_bytes() == ground_truth.read_bytes()
+
+
+def test_eval_score_keeps_a_user_file_named_like_its_reports(shared_data, tmp_path, capsys):
+    _, results, score = oracle_results(shared_data, tmp_path)
+    (results.parent / "scores-val-subset.json").write_text("my own notes, not a report")
+    before = bad.snapshot(tmp_path)
+    code, err = cli(score, capsys)
+    one_line_error(code, err, "scores-val-subset.json")
+    assert bad.snapshot(tmp_path) == before
+    code, err = cli([*score, "--overwrite"], capsys)
+    assert code == 0, err
+    code, err = cli(score, capsys)  # its own report: replaced freely
+    assert code == 0, err
+
+
+def test_eval_davis_refuses_a_sequence_folder_holding_user_files(shared_data, tmp_path, capsys):
+    root = shared_data("davis2016-dev")
+    out = tmp_path / "run"
+    (out / "dog-agility").mkdir(parents=True)
+    (out / "dog-agility" / "notes.txt").write_text("mine")
+    before = bad.snapshot(tmp_path)
+    args = ["eval", "davis", "--root", root, "--split", "dev", "--sequences", "dog-agility"]
+    code, err = cli([*args, "--out", out, "--workers", 0, "--overwrite", *FAST], capsys)
+    one_line_error(code, err, "notes.txt")
+    assert bad.snapshot(tmp_path) == before
+
+
+def test_pretrain_out_with_the_users_own_config_is_refused(shared_data, tmp_path, capsys):
+    videos = shared_data("videos")
+    for place in ("config.json", "log.jsonl", "checkpoint.pth"):
+        out = tmp_path / place.replace(".", "_")
+        out.mkdir()
+        (out / place).write_text('{"mine": true}')
+        before = bad.snapshot(tmp_path)
+        code, err = cli(
+            [
+                "pretrain",
+                "--data",
+                videos / "dog-agility.mp4",
+                "--arch",
+                "test_vit_tiny",
+                "--out",
+                out,
+                "--max-steps",
+                1,
+                "--device",
+                "cpu",
+            ],
+            capsys,
+        )
+        one_line_error(code, err, "did not write")
+        assert bad.snapshot(tmp_path) == before
+
+
+class FailingFormat:
+    """A FormatWriter that fails when asked to finish: the run fails at its very end."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, str]] = []
+
+    def add(self, index: int, name: str, ids: np.ndarray) -> None:
+        self.frames.append((index, name))
+
+    def finish(self, directory: Path) -> None:
+        (directory / "partial.json").write_text("{")
+        raise OSError("disk full")
+
+
+def test_outputs_are_published_together_or_not_at_all(tmp_path):
+    from dinotrack.results import ResultWriter
+
+    out, overlay = tmp_path / "out", tmp_path / "deeper" / "movie.mp4"
+    with ResultWriter(out) as results:
+        results.add(0, "00000", np.zeros(bad.SIZE, np.uint8))
+    before = bad.snapshot(tmp_path)
+    failing = FailingFormat()
+    writer = ResultWriter(out, formats=[failing])
+    writer.open_overlay(overlay, 24.0, bad.SIZE[1], bad.SIZE[0])
+    with pytest.raises(OSError, match="disk full"), writer:
+        for index, frame in enumerate(bad.frames()):
+            writer.add(index, f"{index:05d}", np.ones(bad.SIZE, np.uint8), frame)
+    assert failing.frames == [(0, "00000"), (1, "00001"), (2, "00002")]
+    assert bad.snapshot(tmp_path) == before  # no overlay, old result intact
+    assert not (tmp_path / "deeper").exists()  # no new empty folder
+    assert not hidden(tmp_path)
+
+
+class CountingFormat:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def add(self, index: int, name: str, ids: np.ndarray) -> None:
+        self.names.append(name)
+
+    def finish(self, directory: Path) -> None:
+        (directory / "extra").mkdir()
+        (directory / "extra" / "objects.txt").write_text(",".join(self.names))
+
+
+def test_format_files_are_owned_and_replaced_by_the_next_run(tmp_path):
+    from dinotrack.results import ResultWriter, owned_files
+
+    out = tmp_path / "out"
+    for _ in range(2):  # the second run replaces the first's format files freely
+        with ResultWriter(out, formats=[CountingFormat()]) as results:
+            results.add(0, "00000", np.zeros(bad.SIZE, np.uint8))
+    assert set(owned_files(out)) == {"00000.png", "extra/objects.txt"}
+    (out / "extra" / "mine.txt").write_text("user")
+    with pytest.raises(FileExistsError, match="extra/mine.txt"):
+        ResultWriter(out)
+
+
+def _start_segment(tmp_path: Path, out: Path) -> subprocess.Popen:
+    frames = bad.frames_dir(tmp_path / "long", count=400)
+    mask = bad.mask(tmp_path / "m.png")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "dinotrack", "segment", frames, "--mask", mask, "--out", out]
+    args += ["--overlay", tmp_path / "ov.mp4", *FAST]
+    return subprocess.Popen(
+        [str(a) for a in args], env=env, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+
+
+def _wait_for_partial(tmp_path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while not any(".partial-" in p.name for p in tmp_path.iterdir()):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.05)
+    time.sleep(0.3)
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path):
+    out = tmp_path / "out"
+    process = _start_segment(tmp_path, out)
+    _wait_for_partial(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    err = process.communicate(timeout=60)[1]
+    assert process.returncode == 143, err
+    assert "terminated; no output was published" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "ov.mp4").exists()
+    assert not hidden(tmp_path)
+
+
+def test_temporaries_of_a_killed_run_are_cleaned_by_the_next(tmp_path, capsys):
+    out = tmp_path / "out"
+    process = _start_segment(tmp_path, out)
+    _wait_for_partial(tmp_path, process)
+    process.kill()
+    process.wait(timeout=60)
+    assert hidden(tmp_path)  # SIGKILL cannot be handled: its temporaries stay...
+    frames, mask = bad.frames_dir(tmp_path / "short"), tmp_path / "m.png"
+    code, err = cli(
+        ["segment", frames, "--mask", mask, "--out", out, "--overlay", tmp_path / "ov.mp4", *FAST],
+        capsys,
+    )
+    assert code == 0, err
+    assert not hidden(tmp_path)  # ...until the next run on the same outputs
+
+
+# Hangs and resource exhaustion.
+
+
+@pytest.mark.parametrize("what", ["video", "mask", "weights", "attention image", "pretrain data"])
+def test_a_fifo_is_refused_not_waited_on(what, clip, tmp_path, capsys, no_hang):
+    frames, mask = clip
+    pipe = bad.fifo(tmp_path / ("pipe.png" if what in ("mask", "attention image") else "pipe.mp4"))
+    out = tmp_path / "o"
+    pretrain = ["pretrain", "--data", pipe, "--arch", "test_vit_tiny", "--out", out]
+    args = {
+        "video": segment(pipe, mask, out),
+        "mask": segment(frames, pipe, out),
+        "weights": segment(frames, mask, out, "--weights", pipe),
+        "attention image": ["attention", pipe, "--out", out, *FAST],
+        "pretrain data": [*pretrain, "--device", "cpu"],
+    }[what]
+    code, err = cli(args, capsys)
+    one_line_error(code, err, str(pipe))
+    assert "regular file" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_fifo_among_eval_results_is_refused(shared_data, tmp_path, capsys, no_hang):
+    _, results, score = oracle_results(shared_data, tmp_path)
+    (results / "00003.png").unlink()
+    bad.fifo(results / "00003.png")
+    code, err = cli(score, capsys)
+    one_line_error(code, err, "00003.png", "regular file")
+
+
+@pytest.mark.parametrize("where", ["mask", "attention image", "frame", "eval result", "api"])
+def test_decompression_bombs_give_one_line(where, clip, shared_data, tmp_path, capsys):
+    frames, mask = clip
+    bomb = bad.bomb_png(tmp_path / "bomb.png")
+    if where == "api":
+        with pytest.raises(ValueError, match="bomb.png is too large to decode safely"):
+            read_mask(bomb)
+        return
+    if where == "mask":
+        args = ["segment", frames, "--mask", bomb, "--out", tmp_path / "o", *FAST]
+    elif where == "attention image":
+        args = ["attention", bomb, "--out", tmp_path / "o", *FAST]
+    elif where == "frame":
+        bomb.rename(frames / "00001.png")
+        bomb = frames / "00001.png"
+        args = ["segment", frames, "--mask", mask, "--out", tmp_path / "o", *FAST]
+    else:
+        _, results, args = oracle_results(shared_data, tmp_path)
+        bomb = bomb.rename(results / "00002.png")
+    code, err = cli(args, capsys)
+    one_line_error(code, err, str(bomb), "too large to decode safely")
+    assert not (tmp_path / "o").exists()
+
+
+def _tiny_record(**changes):
+    record = {
+        "name": "test_vit_tiny",
+        "timm_arch": "vit_small_patch8_224",
+        "patch_size": 8,
+        "model_kwargs": {"embed_dim": 64, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0},
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+        "pos_embed": "timm",
+    }
+    record.update(changes)
+    return record
+
+
+HOSTILE_RECORDS = {
+    "no record": None,
+    "record not a dict": "vit_small",
+    "timm_arch missing": {k: v for k, v in _tiny_record().items() if k != "timm_arch"},
+    "model_kwargs missing": {k: v for k, v in _tiny_record().items() if k != "model_kwargs"},
+    "unknown architecture": _tiny_record(timm_arch="resnet50"),
+    "architecture of another family": _tiny_record(timm_arch="vit_giant_patch14_dinov2"),
+    "file named in kwargs": _tiny_record(
+        model_kwargs={"pretrained_cfg_overlay": {"file": "/etc/passwd"}}
+    ),
+    "checkpoint path in kwargs": _tiny_record(model_kwargs={"checkpoint_path": "/etc/passwd"}),
+    "huge width": _tiny_record(model_kwargs={"embed_dim": 1_000_000, "num_heads": 1}),
+    "huge depth": _tiny_record(model_kwargs={"depth": 100_000}),
+    "too many parameters": _tiny_record(
+        model_kwargs={"embed_dim": 4096, "depth": 64, "num_heads": 32}
+    ),
+    "huge mlp ratio": _tiny_record(model_kwargs={"mlp_ratio": 1e9}),
+    "patch size as text": _tiny_record(patch_size="8"),
+    "kwargs as a list": _tiny_record(model_kwargs=[["depth", 2]]),
+    "bool as a width": _tiny_record(model_kwargs={"embed_dim": True}),
+    "mean of text": _tiny_record(mean=["a", "b", "c"]),
+    "state dict not a dict": "STATE",
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_RECORDS))
+def test_export_records_are_validated_before_anything_is_built(case, tmp_path, monkeypatch):
+    import timm
+
+    from dinotrack import Tracker
+
+    built = []
+    monkeypatch.setattr(timm, "create_model", lambda *a, **k: built.append(a) or 1 / 0)
+    record = HOSTILE_RECORDS[case]
+    if case == "no record":
+        path = tmp_path / "w.pth"
+        torch.save({"format": "dinotrack.backbone", "version": 1, "state_dict": {}}, path)
+    elif case == "state dict not a dict":
+        path = bad.export(tmp_path / "w.pth", _tiny_record(), state_dict="STATE")
+    else:
+        path = bad.export(tmp_path / "w.pth", record)
+    with pytest.raises(ValueError, match="w.pth|export"):
+        Tracker.from_pretrained(weights=path, device="cpu")
+    assert built == []  # timm was never asked to build it
+
+
+def test_a_valid_export_still_loads(tmp_path):
+    from dinotrack import Tracker
+    from dinotrack.backbones import load_backbone
+    from dinotrack.checkpoints import save_backbone_export
+
+    net, spec = load_backbone("test_vit_tiny")
+    save_backbone_export(tmp_path / "w.pth", net, _tiny_record())
+    tracker = Tracker.from_pretrained(weights=tmp_path / "w.pth", device="cpu")
+    assert tracker.spec.timm_arch == "vit_small_patch8_224"
+
+
+def test_hostile_export_through_the_cli_gives_one_line(clip, tmp_path, capsys):
+    frames, mask = clip
+    weights = bad.export(tmp_path / "w.pth", HOSTILE_RECORDS["file named in kwargs"])
+    args = ["segment", frames, "--mask", mask, "--out", tmp_path / "o", "--weights", weights]
+    code, err = cli([*args, "--device", "cpu"], capsys)
+    one_line_error(code, err, "pretrained_cfg_overlay", "not allowed")
+
+
+# Silently wrong results.
+
+
+def test_16_bit_frames_are_scaled_not_white(tmp_path):
+    from dinotrack.video_io import FrameReader
+
+    folder = bad.frames_dir_16bit(tmp_path / "f16")
+    ramp = np.asarray(Image.open(folder / "00000.png")).astype(np.int64)
+    with FrameReader(folder) as reader:
+        first = next(iter(reader))
+    assert first.dtype == np.uint8 and first.min() == 0 and first.max() == 255
+    np.testing.assert_array_equal(first[..., 1], ramp >> 8)
+    assert (first == 255).mean() < 0.01  # before: every pixel above 255 was white
+
+
+def test_16_bit_frames_segment_end_to_end(tmp_path, capsys):
+    folder = bad.frames_dir_16bit(tmp_path / "f16")
+    mask = bad.mask(tmp_path / "m.png")
+    code, err = cli(["segment", folder, "--mask", mask, "--out", tmp_path / "o", *FAST], capsys)
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("kind", ["lossy webp", "decoded webp", "speckled png", "jpeg"])
+def test_lossy_masks_are_refused(kind, clip, tmp_path, capsys):
+    frames, _ = clip
+    webp = bad.lossy_webp_ellipse(tmp_path / "m.webp")
+    if kind == "decoded webp":  # the lossy pixels, saved losslessly: thousands of colours
+        path = tmp_path / "m.png"
+        Image.open(webp).convert("RGB").save(path)
+        match = "colours besides black"
+    elif kind == "speckled png":  # one ellipse and 70 one-pixel colours, as a smoothed edge
+        rgb = np.asarray(Image.open(webp).convert("RGB")).copy()
+        rgb[rgb.sum(axis=2) < 200] = 0
+        rgb[rgb.sum(axis=2) >= 200] = (200, 30, 30)
+        edge = np.argwhere(rgb.sum(axis=2) > 0)[::97][:70]
+        for k, (y, x) in enumerate(edge):
+            rgb[y, x] = (200, 30 + k, 31)
+        path = tmp_path / "m.png"
+        Image.fromarray(rgb).save(path)
+        match = "compression or resampling noise"
+    elif kind == "jpeg":
+        path = tmp_path / "m.jpg"
+        Image.open(webp).convert("RGB").save(path, quality=80)
+        match = "JPEG"
+    else:
+        path, match = webp, "lossy or animated WebP"
+    with pytest.raises(ValueError, match=match):
+        read_mask(path)
+    code, err = cli(["segment", frames, "--mask", path, "--out", tmp_path / "o", *FAST], capsys)
+    one_line_error(code, err, str(path))
+
+
+def test_a_lossless_webp_mask_is_one_object(tmp_path):
+    rgb = np.asarray(Image.open(bad.lossy_webp_ellipse(tmp_path / "l.webp")).convert("RGB"))
+    clean = np.where(rgb.sum(axis=2, keepdims=True) > 200, (200, 30, 30), 0).astype(np.uint8)
+    Image.fromarray(clean).save(tmp_path / "ok.webp", format="WEBP", lossless=True)
+    loaded = read_mask(tmp_path / "ok.webp")
+    assert sorted(np.unique(loaded.ids)) == [0, 1]
+
+
+def test_void_label_255_is_not_tracked(clip, tmp_path, capsys):
+    frames, _ = clip
+    ids = np.zeros(bad.SIZE, np.uint8)
+    ids[10:30, 10:30] = 1
+    ids[9, 9:31] = ids[30, 9:31] = 255  # DAVIS-style void border
+    write_mask(tmp_path / "void.png", ids)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code, err = cli(
+            ["segment", frames, "--mask", tmp_path / "void.png", "--out", tmp_path / "o", *FAST],
+            capsys,
+        )
+    assert code == 0, err
+    assert "1 object(s) [1]" in err and "void" in err
+    for png in (tmp_path / "o").glob("*.png"):
+        assert 255 not in np.unique(np.asarray(Image.open(png)))
+
+
+def test_cut_off_warning_names_the_declared_count(tmp_path):
+    from dinotrack.video_io import FrameReader, probe_video
+
+    source = bad.video(tmp_path / "full.mp4", count=30, size=(96, 128), index_first=True)
+    data = source.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    declared = probe_video(cut).num_frames
+    with pytest.warns(UserWarning) as record, FrameReader(cut, start=2) as reader:
+        count = sum(1 for _ in reader)
+    message = str(record[0].message)
+    assert f"ends after {count + 2} of the {declared} frames it declares" in message
+
+
+# Messages: one line naming the file or flag and what is expected.
+
+
+def test_a_2x2_video_is_read(tmp_path, capsys):
+    video = bad.video(tmp_path / "v.mp4", size=(2, 2))
+    ids = np.zeros((2, 2), np.uint8)
+    ids[0, 0] = 1
+    write_mask(tmp_path / "m.png", ids)
+    code, err = cli(
+        ["segment", video, "--mask", tmp_path / "m.png", "--out", tmp_path / "o", *FAST], capsys
+    )
+    assert code == 0 and "segmented 3 frames" in err, err
+
+
+def test_truncated_result_png_names_the_file(shared_data, tmp_path, capsys):
+    _, results, score = oracle_results(shared_data, tmp_path)
+    bad.truncated(results / "00001.png", results / "00001.png")
+    code, err = cli(score, capsys)
+    one_line_error(code, err, str(results / "00001.png"), "truncated")
+
+
+@pytest.mark.parametrize(
+    "flags, needles",
+    [
+        (["--weights", "RANDOM"], ["RANDOM", "not a PyTorch checkpoint"]),
+        (["--device", "foo"], ["unknown device 'foo'"]),
+        (["--device", "meta"], ["device 'meta' cannot run dinotrack"]),
+        (["--short-side", "100000"], ["--short-side", "would feed the network", "GB"]),
+        (["--input", "LOOP"], ["LOOP", "symbolic link loop"]),
+        (["--mask", "LOOP"], ["LOOP", "symbolic link loop"]),
+        (["--weights", "LOOP"], ["LOOP", "symbolic link loop"]),
+    ],
+)
+def test_segment_messages_are_one_clear_line(flags, needles, clip, tmp_path, capsys):
+    frames, mask = clip
+    places = {
+        "RANDOM": bad.random_bytes(tmp_path / "w.pth"),
+        "LOOP": bad.symlink_loop(tmp_path / "loop"),
+    }
+    flags = [str(places.get(f, f)) for f in flags]
+    needles = [str(places.get(n, n)) for n in needles]
+    args = {"--input": frames, "--mask": mask}
+    rest = []
+    for flag, value in zip(flags[::2], flags[1::2], strict=True):
+        if flag in args:
+            args[flag] = value
+        else:
+            rest += [flag, value]
+    model = ["--model", "test_vit_tiny", "--device", "cpu", "--short-side", "48"]
+    merged = []
+    for flag, value in zip(model[::2], model[1::2], strict=True):
+        if flag not in rest:
+            merged += [flag, value]
+    code, err = cli(
+        [
+            "segment",
+            args["--input"],
+            "--mask",
+            args["--mask"],
+            "--out",
+            tmp_path / "o",
+            *rest,
+            *merged,
+        ],
+        capsys,
+    )
+    one_line_error(code, err, *needles)
+    assert "Python objects" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_pretrain_messages_are_one_clear_line(shared_data, tmp_path, capsys):
+    video = shared_data("videos", "dog-agility.mp4")
+    base = ["pretrain", "--data", video, "--arch", "test_vit_tiny", "--device", "cpu"]
+    (tmp_path / "file").write_text("x")
+    code, err = cli([*base, "--out", tmp_path / "file"], capsys)
+    one_line_error(code, err, "is a file")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".dinotrack-run").write_text('{"format": "dinotrack.pretrain-run", "version": 1}')
+    bad.random_bytes(run / "checkpoint.pth")
+    code, err = cli([*base, "--out", run], capsys)
+    one_line_error(code, err, "checkpoint.pth", "not a PyTorch checkpoint")
+    assert len(err) < 300, err
+
+
+def test_nested_lists_as_frames_in_the_api(tmp_path):
+    from dinotrack import Tracker
+
+    tracker = Tracker.from_pretrained("test_vit_tiny", device="cpu")
+    mask = np.zeros(bad.SIZE, np.uint8)
+    mask[10:30, 10:30] = 1
+    nested = [bad.frames()[0].tolist()]
+    with pytest.raises(TypeError, match="numpy arrays"):
+        list(tracker.track(nested, mask))
+    with pytest.raises(TypeError, match="numpy arrays"):
+        tracker.start(nested[0], mask)
