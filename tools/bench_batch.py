@@ -7,6 +7,9 @@ downloaded here; speed does not depend on the weights). The script also checks t
 wrote the same files, byte for byte.
 
     python tools/bench_batch.py --clips dog-agility,soccerball,dance-jump,horsejump-low
+
+With ``--device cuda`` it times the one-process batch on GPU 0 alone (one GPU: no second
+process to compare with).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--max-frames", type=int, default=10, help="frames per clip")
     parser.add_argument("--short-side", type=int, default=480)
     parser.add_argument("--processes", type=int, default=2, help="N: processes, and threads")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
     clips = [c for c in args.clips.split(",") if c]
     n = args.processes
@@ -85,9 +89,17 @@ def main() -> None:
         batch = write_list(folder, args.data, clips)
         weights = random_weights(folder, args.model)
         segment = ["-m", "dinotrack", "segment", "--batch", str(batch)]
-        segment += ["--model", args.model, "--weights", str(weights), "--device", "cpu"]
+        segment += ["--model", args.model, "--weights", str(weights), "--device", args.device]
         segment += ["--short-side", str(args.short_side), "--max-frames", str(args.max_frames)]
         one = timed([sys.executable, *segment, "--out", str(folder / "one")], threads=n)
+        if args.device == "cuda":
+            frames = sum(p.suffix == ".png" for p in (folder / "one").rglob("*.png"))
+            print(
+                f"{len(clips)} clips, {frames} frames, {args.model} (random weights), short side "
+                f"{args.short_side}, 1 process on GPU 0: {one:.1f} s ({frames / one:.2f} "
+                "frames/s), process start and model load included"
+            )
+            return
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         many = timed(
             [*torchrun, "--nproc-per-node", str(n), *segment, "--out", str(folder / "many")],
