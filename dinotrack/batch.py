@@ -226,9 +226,15 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
             videos = progress.add_task("videos", total=len(items), fps=0.0)
             for item in items:
                 record = _Record(
-                    item.row, str(item.video), str(item.mask), item.out, "done", None, None,
-                    info.rank,
-                )  # fmt: skip
+                    row=item.row,
+                    video=str(item.video),
+                    mask=str(item.mask),
+                    out=item.out,
+                    status="done",
+                    error=None,
+                    seconds=None,
+                    rank=info.rank,
+                )
                 target = root / item.out
                 if (target / MARKER_NAME).is_file():
                     record.status = "skipped"

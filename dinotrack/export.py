@@ -249,6 +249,11 @@ class ObjectsWriter:
         self._frames = _FrameLog()
         self._seen: set[int] = set()
 
+    @property
+    def scratch(self) -> Path:
+        """The folder the PNGs are written into until :meth:`finish` moves it."""
+        return self._scratch
+
     def add(self, index: int, name: str, ids: np.ndarray) -> None:
         self._frames.add(index, name, ids)
         for object_id, mask in object_masks(ids):

@@ -110,7 +110,7 @@ def test_mot_lines_are_the_masks_extents_one_based(tmp_path):
 def test_objects_writes_one_binary_png_per_object_and_frame(tmp_path):
     frames = hand_made_video()
     writer = ObjectsWriter()
-    scratch = writer._scratch
+    scratch = writer.scratch
     feed([writer], frames)
     writer.finish(tmp_path)
     assert not scratch.exists()
@@ -128,7 +128,7 @@ def test_objects_writes_one_binary_png_per_object_and_frame(tmp_path):
 def test_abandoned_objects_writer_leaves_no_scratch():
     writer = ObjectsWriter()
     feed([writer], hand_made_video()[:2])
-    scratch = writer._scratch
+    scratch = writer.scratch
     assert scratch.exists()
     writer.abort()
     assert not scratch.exists()
