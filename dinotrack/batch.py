@@ -207,7 +207,8 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from dinotrack.cli import USER_ERRORS, build_tracker, error_line, run_segment
+    from dinotrack.cli import run_segment
+    from dinotrack.clikit import USER_ERRORS, build_tracker, error_line
 
     console = Console(stderr=True)
     records: list[_Record] = []

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, tiny_flags
 
 from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.batch import SUMMARY_FILE, read_batch_list
-from dinotrack.cli import main
 
-FAST = ["--model", "test_vit_tiny", "--short-side", "96", "--device", "cpu"]
+FAST = tiny_flags(96)
 DEV_CLIPS = ("dog-agility", "soccerball", "dance-jump", "horsejump-low")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,9 +33,8 @@ def clip_row(shared_data, name: str, start: int = 0, out: str = "") -> str:
 
 
 def run(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.err.strip().splitlines()
+    code, _, err = run_cli(args, capsys)
+    return code, err.strip().splitlines()
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import tiny_flags
 
 from dinotrack.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SEQUENCES = "dog-agility,soccerball"  # one per process
-TINY = ["--model", "test_vit_tiny", "--short-side", "96", "--device", "cpu", "--workers", "0"]
+TINY = [*tiny_flags(96), "--workers", "0"]
 
 
 @pytest.mark.distributed

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_support import tiny_flags
 from PIL import Image
 from pycocotools import mask as mask_utils
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings(  # pycocotools' decode under numpy 2 (t
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 
-FAST = ["--model", "test_vit_tiny", "--short-side", "96", "--device", "cpu"]
+FAST = tiny_flags(96)
 
 
 def hand_made_video() -> list[np.ndarray]:

@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from data_location import REPO, data_root  # tools/, the script's folder
+
 SUMMARY = "batch-summary.json"
 
 
@@ -61,9 +62,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 def timed(command: list[str], threads: int) -> float:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")]
-    )
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     start = time.perf_counter()
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
@@ -74,7 +73,7 @@ def timed(command: list[str], threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA, help="shared data folder")
+    parser.add_argument("--data", type=Path, default=data_root(), help="shared data folder")
     parser.add_argument("--clips", default="dog-agility,soccerball,dance-jump,horsejump-low")
     parser.add_argument("--model", default="dino_vits16", help="backbone (random weights)")
     parser.add_argument("--max-frames", type=int, default=10, help="frames per clip")
