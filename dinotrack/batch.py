@@ -6,8 +6,8 @@ The list is a CSV file with a header naming the columns ``video`` and ``mask`` a
 segmented exactly as ``dinotrack segment VIDEO --mask MASK --start-frame N --out OUT/<out>``
 with the batch's other flags (``<out>`` defaults to the video's file name without its suffix).
 
-- Resume: a video whose result folder was published (complete, see
-  :mod:`dinotrack.atomic_files`) is skipped, so a killed batch restarted with the same command
+- Resume: a video whose result folder was published (complete, with its record of files, see
+  :mod:`dinotrack.results`) is skipped, so a killed batch restarted with the same command
   does only what is left.
 - Errors: a video that fails (missing or unreadable file, bad mask...) is reported in one line
   and in ``OUT/batch-summary.json`` while the others go on; the exit status is 1 when any
@@ -32,7 +32,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dinotrack.atomic_files import MARKER_NAME, atomic_output
+from dinotrack.atomic_files import atomic_output
+from dinotrack.results import owned_files
 
 __all__ = ["COLUMNS", "SUMMARY_FILE", "BatchItem", "read_batch_list", "run_batch"]
 
@@ -237,7 +238,7 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
                     rank=info.rank,
                 )
                 target = root / item.out
-                if (target / MARKER_NAME).is_file():
+                if owned_files(target) is not None:  # published whole by an earlier run
                     record.status = "skipped"
                 else:
                     if tracker is None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cli_support import run_cli, tiny_flags
 
-from dinotrack.atomic_files import MARKER_NAME
 from dinotrack.batch import SUMMARY_FILE, read_batch_list
+from dinotrack.results import RECORD_NAME
 
 FAST = tiny_flags(96)
 DEV_CLIPS = ("dog-agility", "soccerball", "dance-jump", "horsejump-low")
@@ -135,7 +135,7 @@ def test_failing_videos_are_reported_and_the_others_finish(shared_data, tmp_path
     errors = [line for line in err if line.startswith("dinotrack: error:")]
     assert len(errors) == 3 and all("(row " in line for line in errors)
     assert sorted(p.name for p in runs.iterdir()) == [SUMMARY_FILE, "dog-agility"]
-    assert sorted(p.name for p in (runs / "dog-agility").iterdir()) == [MARKER_NAME, "mot.txt"]
+    assert sorted(p.name for p in (runs / "dog-agility").iterdir()) == [RECORD_NAME, "mot.txt"]
     assert len((runs / "dog-agility" / "mot.txt").read_text().splitlines()) == 3
 
 
@@ -144,7 +144,7 @@ def test_a_killed_batch_does_not_redo_finished_videos(shared_data, tmp_path, cap
     path = write_list(tmp_path / "list.csv", rows)
     runs = tmp_path / "runs"
     args = ["segment", "--batch", path, "--out", runs, *FAST]
-    first_done = runs / "dog-agility" / MARKER_NAME
+    first_done = runs / "dog-agility" / RECORD_NAME
     process = subprocess.Popen(
         [sys.executable, "-m", "dinotrack", *map(str, args)],
         env=env_with_repo(),

@@ -216,14 +216,14 @@ def test_export_of_a_davis_layout_writes_into_each_sequence(tmp_path, capsys):
         folder = tmp_path / "results" / name
         folder.mkdir(parents=True)
         for t, ids in enumerate(frames[offset:]):
-            write_mask(folder / f"{t:05d}.png", np.minimum(ids, 255))
+            write_mask(folder / f"{t:05d}.png", np.where(ids == 300, 200, ids))
     (tmp_path / "results" / "notes.txt").write_text("a user's file")
     code = main(["export", str(tmp_path / "results"), "--to", "mot"])
     assert code == 0, capsys.readouterr().err
     assert not (tmp_path / "results" / "mot.txt").exists()
     for name, offset in (("alpha", 0), ("beta", 2)):
         writer = MotWriter()
-        feed([writer], [np.minimum(ids, 255) for ids in frames[offset:]])
+        feed([writer], [np.where(ids == 300, 200, ids) for ids in frames[offset:]])
         writer.finish(tmp_path)
         assert (tmp_path / "results" / name / "mot.txt").read_text() == (
             tmp_path / "mot.txt"
