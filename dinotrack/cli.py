@@ -10,7 +10,9 @@ command shares (error handling, exit codes, the tracker's flags) is :mod:`dinotr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -19,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from dinotrack import __version__
+from dinotrack.cli_export import add_segment_output_arguments
+from dinotrack.cli_export import register as register_export
 from dinotrack.clikit import (
     add_tracker_arguments,
     build_tracker,
@@ -38,9 +42,11 @@ def _segment_parser(subparsers) -> None:
     )
     p.add_argument(
         "input",
-        help="video file (mp4, mov, mkv, avi, webm, m4v, mpg, mpeg) or directory of frames",
+        nargs="?",
+        help="video file (mp4, mov, mkv, avi, webm, m4v, mpg, mpeg) or directory of frames "
+        "(not with --batch)",
     )
-    start = p.add_mutually_exclusive_group(required=True)
+    start = p.add_mutually_exclusive_group()
     start.add_argument(
         "--mask",
         help="first-frame mask: palette PNG (index = object id), 8-bit grayscale (0/255 = one "
@@ -75,6 +81,7 @@ def _segment_parser(subparsers) -> None:
         help="output directory for the per-frame PNGs; published when the run ends, replacing "
         "an earlier result (a directory holding files dinotrack did not write is refused)",
     )
+    add_segment_output_arguments(p)
     p.add_argument(
         "--overlay", default=None, help="also write a video (.mp4/.mov/.mkv) of masks over frames"
     )
@@ -164,12 +171,29 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_segment(args: argparse.Namespace) -> int:
+def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
+    """Run ``dinotrack segment`` (``--batch``: :func:`dinotrack.batch.run_batch`).
+
+    Args:
+        args: The parsed flags.
+        tracker: A tracker to reuse (a batch builds one for all its videos); None: build it
+            from the flags.
+        progress: A running ``rich.progress.Progress`` to add this video's frames bar to.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from dinotrack.export import format_writers
     from dinotrack.video_io import FrameReader
 
+    if args.batch is not None:
+        from dinotrack.batch import run_batch
+
+        return run_batch(args)
+    if args.input is None:
+        raise ValueError("give the input video (or frames directory), or --batch LIST.csv")
+    if args.mask is None and not args.auto:
+        raise ValueError("give the first frame's objects: --mask FILE, or --auto")
     console = Console(stderr=True)
     auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
     if auto_flags and not args.auto:
@@ -187,15 +211,20 @@ def run_segment(args: argparse.Namespace) -> int:
                 f"{info.num_frames} frames (0 to {info.num_frames - 1})"
             )
         inputs = [("input", args.input), ("--mask", args.mask), ("--weights", args.weights)]
-        results = ResultWriter(args.out, inputs=inputs, flag="--out")  # checked before any work
+        # Checked before any work; --save without png writes no palette PNGs.
+        results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
         out = results.directory
         try:
             first_mask = _start_mask(args, info, results)
-            tracker = build_tracker(args)
+            tracker = tracker or build_tracker(args)
         except BaseException:
             results.abort()  # removes the overlay's temporary file and new parent folders
             raise
         with results:
+            # The extra formats (--save); their scratch files are part of the staging.
+            video_name = Path(os.path.abspath(args.input)).stem
+            scratch = results.staging / ".objects"
+            results.formats = format_writers(args.save, video_name, scratch=scratch)
             total = info.num_frames - start_frame
             if args.max_frames is not None:
                 total = min(total, args.max_frames)
@@ -207,9 +236,12 @@ def run_segment(args: argparse.Namespace) -> int:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[fps]:.2f} fps"),
             )
-            bar = Progress(
-                *columns, console=console, transient=True, disable=not console.is_terminal
-            )
+            if progress is None:
+                bar = Progress(
+                    *columns, console=console, transient=True, disable=not console.is_terminal
+                )
+            else:  # a batch's display: one more bar on it
+                bar = contextlib.nullcontext(progress)
             with bar as progress:
                 task = progress.add_task("frames", total=total, fps=0.0)
                 for step, mask, frame in tracker.track(reader, first_mask, with_frames=True):
@@ -224,6 +256,7 @@ def run_segment(args: argparse.Namespace) -> int:
                     count += 1
                     fps = count / max(time.perf_counter() - start, 1e-9)
                     progress.update(task, advance=1, fps=fps)
+                progress.remove_task(task)
     finally:
         reader.close()
     elapsed = time.perf_counter() - start
@@ -284,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     _segment_parser(subparsers)
     _attention_parser(subparsers)
     _models_parser(subparsers)
+    register_export(subparsers)
     for entry in sorted(
         importlib.metadata.entry_points(group="dinotrack.commands"), key=lambda e: e.name
     ):

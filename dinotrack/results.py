@@ -217,6 +217,7 @@ class ResultWriter:
         palette: np.ndarray | None = None,
         formats: Sequence[FormatWriter] = (),
         flag: str = "the output directory",
+        masks: bool = True,
     ) -> None:
         """Checks the output directory; nothing is written yet.
 
@@ -226,6 +227,7 @@ class ResultWriter:
             palette: ``[N, 3]`` uint8 RGB palette of the masks (None: the DAVIS palette).
             formats: Extra output formats (see :class:`FormatWriter`).
             flag: How messages name the directory (e.g. ``"--out"``).
+            masks: Write the palette PNGs (False: only the formats, e.g. ``--save coco``).
 
         Raises:
             As :func:`check_output_directory`.
@@ -235,6 +237,7 @@ class ResultWriter:
         self.directory = check_output_directory(directory, self.inputs, flag)
         self.palette = davis_palette() if palette is None else palette
         self.formats = list(formats)
+        self.masks = masks
         self.staging: Path | None = None
         self.frames_written = 0
         self._overlay: Any = None
@@ -327,7 +330,8 @@ class ResultWriter:
             self.abort()
 
     def add(self, index: int, name: str, ids: np.ndarray, frame: np.ndarray | None = None) -> None:
-        """Writes frame `index`'s mask as ``<name>.png``, tells the formats, draws the overlay.
+        """Writes frame `index`'s mask as ``<name>.png`` (unless ``masks`` is False), tells the
+        formats, draws the overlay.
 
         Args:
             index: The frame's index in the video (0-based).
@@ -336,7 +340,8 @@ class ResultWriter:
             frame: ``[H, W, 3]`` uint8 RGB frame, needed when an overlay is open.
         """
         staging = self._staging()
-        write_mask(staging / f"{name}.png", ids, self.palette)
+        if self.masks:
+            write_mask(staging / f"{name}.png", ids, self.palette)
         for writer in self.formats:
             writer.add(index, name, ids)
         if self._overlay is not None:

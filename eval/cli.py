@@ -187,15 +187,10 @@ def _run_score(args: argparse.Namespace) -> int:
 
 
 def _run_davis(args: argparse.Namespace) -> int:
-    from dinotrack.clikit import build_tracker
-    from eval.report import (
-        check_report_path,
-        global_csv_name,
-        per_sequence_csv_name,
-        print_table,
-        write_json,
-    )
-    from eval.runner import run_davis
+    """``eval davis``; under torchrun each process tracks its share of the sequences and rank 0
+    scores and reports them."""
+    from dinotrack import distributed
+    from eval.report import check_report_path, global_csv_name, per_sequence_csv_name
 
     dataset = _open_dataset(args, require_images=True)
     tag = dataset.tag
@@ -203,9 +198,22 @@ def _run_davis(args: argparse.Namespace) -> int:
         check_report_path(args.out / name, args.overwrite)  # before any work
     if args.json is not None:
         _check_json(args)
-    stderr = Console(stderr=True)
+    info = distributed.setup(args.device)
+    try:
+        return _run_davis_process(args, dataset, info)
+    finally:
+        distributed.teardown(info)
+
+
+def _run_davis_process(args: argparse.Namespace, dataset, info) -> int:
+    from dinotrack.clikit import build_tracker
+    from eval.report import print_table, write_json
+    from eval.runner import run_davis
+
+    stderr = Console(stderr=True, quiet=not info.is_main)
     t0 = time.perf_counter()
-    tracker = build_tracker(args)  # the tracker of `dinotrack segment`, from the same flags
+    # The tracker of `dinotrack segment`, from the same flags, on this process's device.
+    tracker = build_tracker(argparse.Namespace(**{**vars(args), "device": str(info.device)}))
     load_seconds = time.perf_counter() - t0
     with _progress(stderr) as progress:
         bar = _RichRunProgress(progress, len(dataset.sequences))
@@ -219,6 +227,8 @@ def _run_davis(args: argparse.Namespace) -> int:
             progress=bar,
             extra={"timings": {"model_load_seconds": load_seconds}},
         )
+    if not info.is_main:
+        return 0
     if args.json is not None:
         write_json(args.json, run.record)
     resumed = [r.name for r in run.sequences if r.resumed]

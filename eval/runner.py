@@ -6,6 +6,10 @@ Each sequence is tracked from its first annotated frame with :meth:`dinotrack.Tr
 all present is not tracked again (an interrupted run resumes), unless ``overwrite``; the run's
 description (backbone, weights checksum, configuration) is kept in ``<out>/run.json`` so that a
 resumed run cannot mix outputs of two configurations.
+
+Under ``torchrun`` (a process group set up, e.g. by :func:`dinotrack.distributed.setup`) each
+process tracks its share of the sequences (:func:`dinotrack.distributed.shard`), and rank 0
+scores them all once every process is done; every process returns the same result.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from dinotrack import __version__ as dinotrack_version
+from dinotrack import distributed
 from dinotrack.backbones import BackboneSpec, file_sha256, hub_weights_path
 from dinotrack.results import ResultWriter, check_output_directory
 from dinotrack.session import Tracker
@@ -225,8 +230,10 @@ def run_davis(
         ValueError: ``out`` holds outputs of another backbone, weights or configuration and
             ``overwrite`` is False, or a sequence's input lies in its output folder.
         FileExistsError: A sequence folder to (re)write holds files dinotrack did not write.
+        RuntimeError: Another process of a distributed run failed.
     """
     progress = progress or _NoProgress()
+    rank, world = distributed.current_rank()
     out = Path(out)
     redo = [s for s in dataset.sequences if overwrite or not output_complete(s, out)]
     for sequence in redo:  # before any work: no folder that a user's file is in is replaced
@@ -238,24 +245,81 @@ def run_davis(
         **backbone_record(tracker.spec, weights),
         "config": tracker.config.to_dict(),
     }
-    _check_run_file(out, run, overwrite)
-    write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
+    _check_run_file(out, run, overwrite)  # on every process, before any writes it
+    distributed.barrier()
+    if rank == 0:
+        write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
-    runs: list[SequenceRun] = []
     started = time.perf_counter()
-    for sequence in dataset.sequences:
-        num_frames = len(_output_names(sequence))
-        progress.sequence_started(sequence.name, num_frames)
-        if not overwrite and output_complete(sequence, out):
-            runs.append(SequenceRun(sequence.name, num_frames, None))
-            progress.sequence_done(sequence.name, True)
-            continue
-        t0 = time.perf_counter()
-        written = track_sequence(tracker, sequence, out, progress)
-        runs.append(SequenceRun(sequence.name, written, time.perf_counter() - t0))
-        progress.sequence_done(sequence.name, False)
+    mine = [dataset.sequences[i] for i in distributed.shard(len(dataset.sequences), rank, world)]
+    runs, error = _track_sequences(tracker, mine, out, overwrite, progress)
+    gathered = distributed.all_gather_objects((runs, None if error is None else str(error)))
     tracking_seconds = time.perf_counter() - started
+    _raise_for_errors([part[1] for part in gathered], error)
+    order = {sequence.name: i for i, sequence in enumerate(dataset.sequences)}
+    runs = sorted((r for part, _ in gathered for r in part), key=lambda r: order[r.name])
+    if rank == 0:
+        try:
+            result = _score(dataset, tracker, out, run, runs, tracking_seconds, workers, extra)
+        except Exception as exc:
+            distributed.broadcast_object(str(exc))  # the other processes must not wait forever
+            raise
+    else:
+        result = None
+    result = distributed.broadcast_object(result)
+    if isinstance(result, str):
+        raise RuntimeError(f"scoring failed on rank 0: {result}")
+    return result
 
+
+def _track_sequences(
+    tracker: Tracker,
+    sequences: list[DavisSequence],
+    out: Path,
+    overwrite: bool,
+    progress: RunProgress,
+) -> tuple[list[SequenceRun], Exception | None]:
+    """Track (or resume) ``sequences``; returns their records and the error that stopped
+    them, if any (raised on every process once they are gathered, rather than hanging)."""
+    runs: list[SequenceRun] = []
+    try:
+        for sequence in sequences:
+            num_frames = len(_output_names(sequence))
+            progress.sequence_started(sequence.name, num_frames)
+            if not overwrite and output_complete(sequence, out):
+                runs.append(SequenceRun(sequence.name, num_frames, None))
+                progress.sequence_done(sequence.name, True)
+                continue
+            t0 = time.perf_counter()
+            written = track_sequence(tracker, sequence, out, progress)
+            runs.append(SequenceRun(sequence.name, written, time.perf_counter() - t0))
+            progress.sequence_done(sequence.name, False)
+    except Exception as exc:
+        if distributed.current_rank()[1] == 1:
+            raise
+        return runs, exc
+    return runs, None
+
+
+def _raise_for_errors(errors: list[str | None], own: Exception | None) -> None:
+    if own is not None:
+        raise own
+    failed = [(rank, error) for rank, error in enumerate(errors) if error is not None]
+    if failed:
+        rank, error = failed[0]
+        raise RuntimeError(f"rank {rank} failed: {error}")
+
+
+def _score(
+    dataset: DavisDataset,
+    tracker: Tracker,
+    out: Path,
+    run: dict[str, Any],
+    runs: list[SequenceRun],
+    tracking_seconds: float,
+    workers: int | None,
+    extra: dict[str, Any] | None,
+) -> DavisRun:
     evaluation = score_results(dataset, out, workers=workers)
     write_csvs(evaluation, out, dataset.tag)
     tracked = [r for r in runs if not r.resumed]

@@ -1,0 +1,472 @@
+"""Result formats beyond palette PNGs: COCO video RLE, MOTChallenge box tracks, per-object masks.
+
+Each format is a writer with two methods (the ``FormatWriter`` protocol of the result writer):
+``add(index, name, ids)`` receives every frame's ``[H, W]`` object ids as the tracker yields
+them, and ``finish(directory)`` writes the format's files into the run's (temporary) output
+directory before it is published. Writers stream: they keep only RLE strings and boxes per
+object and frame (``objects`` writes its PNGs as the frames come, into a scratch folder).
+
+Formats, and the files they write in a results directory:
+
+- ``png``: one palette PNG per frame (``<name>.png``), written by the result writer itself.
+- ``coco`` -> ``coco.json``: the YouTube-VIS / COCO video layout: one ``videos`` entry, one
+  class-agnostic category, and per object one annotation (``id`` = the object id) with per
+  frame a compressed RLE ``segmentations`` entry (pycocotools), its ``bboxes`` ``[x, y, w, h]``
+  (pixels, 0-based, as COCO) and ``areas`` (pixel count); ``null`` in all three where the
+  object has no pixel in that frame.
+- ``mot`` -> ``mot.txt``: MOTChallenge lines ``frame,id,x,y,w,h,conf,-1,-1,-1``: ``frame`` is
+  the 1-based frame number in the video (frame index + 1), ``x, y`` the box's top-left pixel
+  counted from 1 (MOTChallenge convention: COCO's ``x + 1, y + 1``), ``w, h`` its size in
+  pixels, ``conf`` 1. A frame where an object has no pixel has no line for it (its track has
+  a gap there); lines are ordered by frame, then id.
+- ``objects`` -> ``objects/<id>/<name>.png``: one folder per object id, one 8-bit grayscale
+  PNG per frame, 255 on the object and 0 elsewhere (all 0 where it is absent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dinotrack import __version__
+
+__all__ = [
+    "COCO_FILE",
+    "EXPORT_FORMATS",
+    "FORMATS",
+    "MOT_FILE",
+    "OBJECTS_DIR",
+    "CocoWriter",
+    "MotWriter",
+    "ObjectsWriter",
+    "format_writers",
+    "mask_box",
+    "object_masks",
+    "parse_formats",
+]
+
+FORMATS = ("png", "coco", "mot", "objects")
+"""Names accepted by ``segment --save`` (``png``: palette PNGs, the default)."""
+
+EXPORT_FORMATS = ("coco", "mot", "objects")
+"""Formats :func:`format_writers` builds (``png`` is written by the result writer)."""
+
+COCO_FILE = "coco.json"
+MOT_FILE = "mot.txt"
+OBJECTS_DIR = "objects"
+
+
+def parse_formats(text: str, allowed: Sequence[str] = FORMATS) -> tuple[str, ...]:
+    """The formats of a comma list such as ``"png,coco"``, in the order given.
+
+    Raises:
+        ValueError: An unknown or repeated name, or no name at all.
+    """
+    names = [name.strip() for name in text.split(",")]
+    if not any(names):
+        raise ValueError(f"no output format given; choose from {', '.join(allowed)}")
+    unknown = [name for name in names if name not in allowed]
+    if unknown:
+        raise ValueError(f"unknown output format {unknown[0]!r}; choose from {', '.join(allowed)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"output format {repeated[0]!r} is given twice")
+    return tuple(names)
+
+
+def object_masks(ids: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """``(object id, [H, W] bool mask)`` for every non-zero id of a frame, in increasing id order.
+
+    Raises:
+        TypeError, ValueError: ``ids`` is not a 2-D integer array, or holds negative ids.
+    """
+    _check_ids(ids)
+    present = np.unique(ids)
+    if present.size and present[0] < 0:
+        raise ValueError(f"object ids must be >= 0 (0 = background), got {present[0]}")
+    for object_id in present:
+        if object_id != 0:
+            yield int(object_id), ids == object_id
+
+
+def _check_ids(ids: np.ndarray) -> None:
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"ids must be a numpy array, got {type(ids).__name__}")
+    if ids.ndim != 2 or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == np.bool_):
+        raise ValueError(f"ids must be a 2-D [H, W] integer array, got {ids.dtype} {ids.shape}")
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The extent ``(x, y, w, h)`` of a non-empty ``[H, W]`` bool mask: leftmost column, top
+    row (0-based), and the number of columns and rows from there to the last object pixel."""
+    cols = np.flatnonzero(mask.any(axis=0))
+    rows = np.flatnonzero(mask.any(axis=1))
+    return (
+        int(cols[0]),
+        int(rows[0]),
+        int(cols[-1] - cols[0] + 1),
+        int(rows[-1] - rows[0] + 1),
+    )
+
+
+class _FrameLog:
+    """The frames a writer has seen, in order: index, name, and a check of one frame size."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.names: list[str] = []
+        self.size: tuple[int, int] | None = None
+
+    def add(self, index: int, name: str, ids: np.ndarray) -> None:
+        _check_ids(ids)
+        size = (int(ids.shape[0]), int(ids.shape[1]))
+        if self.size is not None and size != self.size:
+            raise ValueError(
+                f"frame {index} ({name}) has shape {ids.shape}, but the first frame is "
+                f"{self.size}: all masks of a video must have one size"
+            )
+        if self.indices and index <= self.indices[-1]:
+            raise ValueError(
+                f"frame index {index} ({name}) comes after {self.indices[-1]}: frames must be "
+                "added in increasing order"
+            )
+        if name in self.names:
+            raise ValueError(f"frame name {name!r} is given twice")
+        self.size = size
+        self.indices.append(int(index))
+        self.names.append(name)
+
+
+class CocoWriter:
+    """``coco.json``: the results as one YouTube-VIS / COCO video (see the module docstring).
+
+    Args:
+        video_name: The video's name, recorded as ``videos[0].name``; ``file_names`` are
+            ``<video_name>/<frame name>.jpg``, the YouTube-VIS layout.
+    """
+
+    def __init__(self, video_name: str) -> None:
+        self.video_name = video_name
+        self._frames = _FrameLog()
+        # object id -> frame position -> (rle counts, bbox, area)
+        self._objects: dict[int, dict[int, tuple[str, list[int], int]]] = {}
+
+    def add(self, index: int, name: str, ids: np.ndarray) -> None:
+        from pycocotools import mask as mask_utils
+
+        self._frames.add(index, name, ids)
+        position = len(self._frames.names) - 1
+        for object_id, mask in object_masks(ids):
+            rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+            entry = (rle["counts"].decode("ascii"), list(mask_box(mask)), int(mask.sum()))
+            self._objects.setdefault(object_id, {})[position] = entry
+
+    def finish(self, directory: Path) -> None:
+        frames = self._frames
+        height, width = frames.size or (0, 0)
+        annotations = []
+        for object_id in sorted(self._objects):
+            entries = [self._objects[object_id].get(p) for p in range(len(frames.names))]
+            annotations.append(
+                {
+                    "id": object_id,
+                    "video_id": 1,
+                    "category_id": 1,
+                    "iscrowd": 0,
+                    "height": height,
+                    "width": width,
+                    "segmentations": [
+                        None if e is None else {"size": [height, width], "counts": e[0]}
+                        for e in entries
+                    ],
+                    "bboxes": [None if e is None else e[1] for e in entries],
+                    "areas": [None if e is None else e[2] for e in entries],
+                }
+            )
+        document = {
+            "info": {"description": "dinotrack results", "dinotrack_version": __version__},
+            "videos": [
+                {
+                    "id": 1,
+                    "name": self.video_name,
+                    "width": width,
+                    "height": height,
+                    "length": len(frames.names),
+                    "file_names": [f"{self.video_name}/{n}.jpg" for n in frames.names],
+                    "frame_indices": frames.indices,
+                }
+            ],
+            "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
+            "annotations": annotations,
+        }
+        (Path(directory) / COCO_FILE).write_text(json.dumps(document) + "\n")
+
+
+class MotWriter:
+    """``mot.txt``: one MOTChallenge box line per object and frame (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._frames = _FrameLog()
+        self._lines: list[str] = []
+
+    def add(self, index: int, name: str, ids: np.ndarray) -> None:
+        self._frames.add(index, name, ids)
+        for object_id, mask in object_masks(ids):
+            x, y, w, h = mask_box(mask)
+            self._lines.append(f"{index + 1},{object_id},{x + 1},{y + 1},{w},{h},1,-1,-1,-1\n")
+
+    def finish(self, directory: Path) -> None:
+        (Path(directory) / MOT_FILE).write_text("".join(self._lines))
+
+
+class ObjectsWriter:
+    """``objects/<id>/<name>.png``: a binary PNG per object and frame (0 or 255).
+
+    Frames are written as they come into a scratch folder, which :meth:`finish` moves into the
+    output directory; an object that appears late gets empty PNGs for the earlier frames.
+
+    Args:
+        scratch: Folder to create the PNGs in (best on the output's file system, e.g. inside
+            the run's temporary directory); None: a new temporary folder, removed when the
+            writer is garbage-collected without being finished.
+    """
+
+    def __init__(self, scratch: str | os.PathLike[str] | None = None) -> None:
+        if scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="dinotrack-objects-"))
+        else:
+            self._scratch = Path(scratch)
+            self._scratch.mkdir(parents=True)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._scratch, True)
+        self._frames = _FrameLog()
+        self._seen: set[int] = set()
+
+    @property
+    def scratch(self) -> Path:
+        """The folder the PNGs are written into until :meth:`finish` moves it."""
+        return self._scratch
+
+    def add(self, index: int, name: str, ids: np.ndarray) -> None:
+        self._frames.add(index, name, ids)
+        for object_id, mask in object_masks(ids):
+            folder = self._scratch / str(object_id)
+            if object_id not in self._seen:
+                folder.mkdir()
+                self._seen.add(object_id)
+                self._fill_absent(folder, self._frames.names[:-1])
+            Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{name}.png")
+        for object_id in self._seen:  # objects absent from this frame
+            path = self._scratch / str(object_id) / f"{name}.png"
+            if not path.exists():
+                self._fill_absent(path.parent, [name])
+
+    def _fill_absent(self, folder: Path, names: list[str]) -> None:
+        if names:
+            empty = Image.fromarray(np.zeros(self._frames.size, np.uint8))
+            for name in names:
+                empty.save(folder / f"{name}.png")
+
+    def finish(self, directory: Path) -> None:
+        shutil.move(self._scratch, Path(directory) / OBJECTS_DIR)
+        self._cleanup.detach()
+
+    def abort(self) -> None:
+        """Remove the scratch folder (a run that fails calls this instead of :meth:`finish`)."""
+        self._cleanup()
+
+
+def format_writers(
+    formats: Sequence[str], video_name: str, scratch: str | os.PathLike[str] | None = None
+) -> list[CocoWriter | MotWriter | ObjectsWriter]:
+    """The writers of ``formats`` (``png`` is skipped: the result writer writes it).
+
+    Args:
+        formats: Names from :data:`FORMATS`.
+        video_name: The video's name, for ``coco``.
+        scratch: Where ``objects`` creates its PNGs until :meth:`ObjectsWriter.finish`.
+
+    Raises:
+        ValueError: An unknown format.
+    """
+    writers: list[CocoWriter | MotWriter | ObjectsWriter] = []
+    for name in formats:
+        if name == "coco":
+            writers.append(CocoWriter(video_name))
+        elif name == "mot":
+            writers.append(MotWriter())
+        elif name == "objects":
+            writers.append(ObjectsWriter(scratch))
+        elif name != "png":
+            raise ValueError(f"unknown output format {name!r}; choose from {', '.join(FORMATS)}")
+    return writers
+
+
+def result_videos(
+    results: str | os.PathLike[str], ignore: Sequence[str] = ()
+) -> list[tuple[str, Path, list[Path]]]:
+    """The videos of a results folder of palette PNGs, from any method.
+
+    A folder holding PNGs is one video; otherwise each sub-folder holding PNGs is one (the
+    DAVIS results layout ``<results>/<sequence>/<frame>.png``).
+
+    Args:
+        results: The folder.
+        ignore: File names that are not frames (e.g. a start mask).
+
+    Returns:
+        ``(name, folder, PNG paths sorted by name)`` per video, sorted by name.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: ``results`` is missing or a file.
+        ValueError: No PNG in the folder nor in its sub-folders.
+    """
+    results = Path(results)
+    if not results.exists():
+        raise FileNotFoundError(f"results folder {results} does not exist")
+    if not results.is_dir():
+        raise NotADirectoryError(f"{results} is a file; give a folder of PNG masks")
+
+    def pngs(folder: Path) -> list[Path]:
+        return sorted(
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() == ".png"
+            and p.is_file()
+            and not p.name.startswith(".")
+            and p.name not in ignore
+        )
+
+    own = pngs(results)
+    if own:
+        return [(Path(os.path.abspath(results)).name, results, own)]
+    videos = [
+        (sub.name, sub, pngs(sub))
+        for sub in sorted(results.iterdir())
+        if sub.is_dir() and not sub.name.startswith(".") and sub.name != OBJECTS_DIR
+    ]
+    videos = [video for video in videos if video[2]]
+    if not videos:
+        raise ValueError(
+            f"no PNG masks in {results} nor in its sub-folders; give a folder of "
+            "<frame>.png or of <video>/<frame>.png"
+        )
+    return videos
+
+
+def frame_indices(names: Sequence[str]) -> list[int]:
+    """Frame indices for result files named ``names`` (stems): the numbers themselves when
+    every name is a decimal number (``00012`` is frame 12, as ``segment`` names the frames of
+    a video file and DAVIS its frames), else the positions 0, 1, 2..."""
+    if all(name.isdecimal() for name in names):
+        return [int(name) for name in names]
+    return list(range(len(names)))
+
+
+def export_results(
+    results: str | os.PathLike[str],
+    formats: Sequence[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    overwrite: bool = False,
+    ignore: Sequence[str] = (),
+) -> list[Path]:
+    """Convert a results folder of palette (or grayscale id) PNGs to other formats.
+
+    Each video's files (``coco.json``, ``mot.txt``, ``objects/``; see the module docstring)
+    are written to a hidden temporary folder and renamed into place once all are complete.
+
+    Args:
+        results: One video's PNGs, or ``<video>/<frame>.png`` folders (see
+            :func:`result_videos`).
+        formats: Names from :data:`EXPORT_FORMATS`.
+        out: Where to write; None: into each video's own folder. With several videos, each
+            gets ``<out>/<video>/``.
+        overwrite: Replace files of an earlier export; without it they are refused.
+        ignore: File names that are not frames.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: An unknown format, no PNGs, an RGB or unreadable PNG, masks of
+            different sizes.
+        FileExistsError: An output exists and ``overwrite`` is False.
+    """
+    from dinotrack.masks import read_mask
+
+    formats = list(formats)
+    bad = [name for name in formats if name not in EXPORT_FORMATS]
+    if bad or not formats:
+        raise ValueError(
+            f"cannot export to {bad[0] if bad else 'nothing'!r}; choose from "
+            f"{', '.join(EXPORT_FORMATS)}"
+        )
+    videos = result_videos(results, ignore)
+    targets = []
+    for name, folder, _ in videos:
+        if out is None:
+            target = folder
+        else:
+            target = Path(out) if len(videos) == 1 else Path(out) / name
+        targets.append(target)
+        for entry in _format_entries(formats):
+            path = target / entry
+            if (path.exists() or path.is_symlink()) and not overwrite:
+                raise FileExistsError(
+                    f"{path} exists (an earlier export?); pass --overwrite to replace it, or "
+                    "--out to write elsewhere"
+                )
+            if path.exists() and path.is_dir() != (entry == OBJECTS_DIR):
+                raise FileExistsError(f"{path} exists and is not a {entry} output; remove it")
+    written: list[Path] = []
+    for (name, _, paths), target in zip(videos, targets, strict=True):
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target))
+        try:
+            writers = format_writers(formats, name, scratch=tmp / ".objects-scratch")
+            stems = [p.stem for p in paths]
+            for index, stem, path in zip(frame_indices(stems), stems, paths, strict=True):
+                loaded = read_mask(path)
+                if loaded.format == "rgb":
+                    raise ValueError(
+                        f"{path} is an RGB image; export reads palette PNGs (index = object id) "
+                        "or grayscale id masks, whose ids are the same in every frame"
+                    )
+                for writer in writers:
+                    writer.add(index, stem, loaded.ids)
+            for writer in writers:
+                writer.finish(tmp)
+            for entry in _format_entries(formats):
+                _replace(tmp / entry, target / entry)
+                written.append(target / entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def _format_entries(formats: Sequence[str]) -> list[str]:
+    files = {"coco": COCO_FILE, "mot": MOT_FILE, "objects": OBJECTS_DIR}
+    return [files[name] for name in formats if name in files]
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``; an existing target folder is swapped out first."""
+    if target.is_dir() and not target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        try:
+            os.replace(source, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
