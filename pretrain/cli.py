@@ -116,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="patch size for vit_* names (default 16)",
     )
     g.add_argument(
+        "--depth",
+        type=int,
+        default=m.depth,
+        help="transformer blocks for vit_* names (default: the size's, 12)",
+    )
+    g.add_argument(
         "--out-dim",
         type=int,
         default=m.out_dim,
@@ -217,6 +223,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=r.progress,
         help="progress display on rank 0 (default %(default)s)",
+    )
+
+    g = parser.add_argument_group("quality probe (watch learning while it runs)")
+    g.add_argument(
+        "--probe-davis",
+        default=r.probe_davis,
+        metavar="ROOT",
+        help="DAVIS root: track the first frames of a few of its sequences with the teacher "
+        "every --probe-every steps and log their mean J to OUT/probe.jsonl (default: off)",
+    )
+    g.add_argument(
+        "--probe-sequences",
+        type=lambda text: tuple(s for s in text.split(",") if s),
+        default=r.probe_sequences,
+        metavar="A,B,C",
+        help="comma-separated sequences to probe (default: the first three of ROOT)",
+    )
+    g.add_argument(
+        "--probe-every",
+        type=int,
+        default=r.probe_every,
+        help="steps between probes (default %(default)s)",
+    )
+    g.add_argument(
+        "--probe-frames",
+        type=int,
+        default=r.probe_frames,
+        help="frames tracked per probe sequence (default %(default)s)",
+    )
+    g.add_argument(
+        "--probe-short-side",
+        type=int,
+        default=r.probe_short_side,
+        help="network input short side of the probe in pixels (default %(default)s)",
     )
 
 
