@@ -101,6 +101,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=a.local_crop_scale,
     )
 
+    g.add_argument(
+        "--color-jitter-p",
+        type=float,
+        default=a.color_jitter_p,
+        help="probability of colour jitter per view (default %(default)s)",
+    )
+    g.add_argument("--grayscale-p", type=float, default=a.grayscale_p)
+    g.add_argument(
+        "--blur-p",
+        type=float,
+        nargs=3,
+        metavar=("G1", "G2", "LOCAL"),
+        default=a.blur_p,
+        help="Gaussian-blur probability of the first and second global and the local views "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--solarize-p",
+        type=float,
+        default=a.solarize_p,
+        help="solarisation probability of the second global view (default %(default)s)",
+    )
+
     g = parser.add_argument_group("model")
     g.add_argument(
         "--arch",

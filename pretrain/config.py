@@ -239,6 +239,14 @@ def validate(cfg: PretrainConfig) -> None:
         (a.global_crop_size > 0 and a.local_crop_size > 0, "crop sizes must be positive"),
         (_is_scale(a.global_crop_scale), "--global-crop-scale needs 0 < MIN <= MAX <= 1"),
         (_is_scale(a.local_crop_scale), "--local-crop-scale needs 0 < MIN <= MAX <= 1"),
+        (
+            all(0.0 <= p <= 1.0 for p in (a.color_jitter_p, a.grayscale_p, a.solarize_p)),
+            "--color-jitter-p, --grayscale-p and --solarize-p must be in [0, 1]",
+        ),
+        (
+            len(a.blur_p) == 3 and all(0.0 <= p <= 1.0 for p in a.blur_p),
+            "--blur-p needs three probabilities in [0, 1]",
+        ),
         (m.out_dim >= 2, "--out-dim must be at least 2"),
         (m.head_layers >= 1, "the head needs at least one layer"),
         (0.0 <= m.drop_path_rate < 1.0, "--drop-path-rate must be in [0, 1)"),
