@@ -100,14 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX"),
         default=a.local_crop_scale,
     )
-
-    g.add_argument(
-        "--color-jitter-p",
-        type=float,
-        default=a.color_jitter_p,
-        help="probability of colour jitter per view (default %(default)s)",
-    )
-    g.add_argument("--grayscale-p", type=float, default=a.grayscale_p)
+    # Photometric augmentation: probabilities per view (DINO's by default).
+    for name in ("color_jitter_p", "grayscale_p", "solarize_p"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(a, name))
     g.add_argument(
         "--blur-p",
         type=float,
@@ -115,13 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("G1", "G2", "LOCAL"),
         default=a.blur_p,
         help="Gaussian-blur probability of the first and second global and the local views "
-        "(default %(default)s)",
-    )
-    g.add_argument(
-        "--solarize-p",
-        type=float,
-        default=a.solarize_p,
-        help="solarisation probability of the second global view (default %(default)s)",
+        "(default %(default)s; solarisation is on the second global view only)",
     )
 
     g = parser.add_argument_group("model")
