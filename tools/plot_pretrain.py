@@ -82,7 +82,8 @@ def plot(runs: list[Path], out: Path, labels: list[str], window: int = 10) -> No
     logs = [read_jsonl(run / "log.jsonl") for run in runs]
     probes = [read_jsonl(run / "probe.jsonl") for run in runs]
     configs = [json.loads((run / "config.json").read_text()) for run in runs]
-    log_k = max(math.log(c["config"]["model"]["out_dim"]) for c in configs)
+    log_ks = [math.log(c["config"]["model"]["out_dim"]) for c in configs]
+    log_k = max(log_ks)
     x_max = max((rows[-1]["step"] for rows in logs if rows), default=1)
     kl_max = max((max(r["kl"] for r in rows) for rows in logs if rows), default=1.0)
     probe_values = [p["probe_j"] for rows in probes for p in rows] or [0.0, 1.0]
@@ -93,13 +94,12 @@ def plot(runs: list[Path], out: Path, labels: list[str], window: int = 10) -> No
     entropy = Panel(
         draw,
         MARGIN_T,
-        f"teacher entropy, nats (solid: per image; dashed: of the batch mean; grey: log K = "
-        f"{log_k:.2f}); trailing mean of {window} steps",
+        "teacher entropy, nats (solid: per image; dashed: of the batch mean; thin: the "
+        f"run's log K); trailing mean of {window} steps",
         x_max,
         0.0,
         log_k * 1.05,
     )
-    entropy.line([0, x_max], [log_k, log_k], (160, 160, 160), width=1)
     kl = Panel(draw, MARGIN_T + PANEL_H, "KL(teacher || student), nats", x_max, 0.0, kl_max)
     probe = Panel(
         draw,
@@ -112,6 +112,7 @@ def plot(runs: list[Path], out: Path, labels: list[str], window: int = 10) -> No
     for k, (rows, probe_rows, label) in enumerate(zip(logs, probes, labels, strict=True)):
         colour = COLOURS[k % len(COLOURS)]
         steps = [r["step"] for r in rows]
+        entropy.line([0, x_max], [log_ks[k], log_ks[k]], colour, width=1)
         if rows:
             entropy.line(steps, smooth([r["teacher_entropy"] for r in rows], window), colour)
             if "teacher_mean_entropy" in rows[0]:
