@@ -110,6 +110,8 @@ def card_text(name: str, export: dict[str, Any], run: dict[str, Any] | None, **e
         lines += ["", "Tracking probe during training (probe.jsonl: mean J, first frames):", ""]
         lines += ["| step | probe J |", "| --- | --- |"]
         lines += [f"| {row['step']} | {row['probe_j']:.4f} |" for row in probe]
+    if extra.get("notes"):
+        lines += ["", extra["notes"].strip()]
     if config:
         lines += ["", "Run configuration:", "", "```json", json.dumps(config, indent=1), "```"]
     lines += [
@@ -127,8 +129,10 @@ def ship(
     out_dir: Path,
     scores: Path | None = None,
     baseline: Path | None = None,
+    notes: str | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``out_dir/NAME.pth`` (fp16) and ``out_dir/NAME.md`` from ``run_dir``'s export.
+    """Write ``out_dir/NAME.pth`` (fp16) and ``out_dir/NAME.md`` from ``run_dir``'s export;
+    ``notes`` (markdown: the recipe's reasons, caveats) goes into the card.
 
     Returns:
         The two paths written, and the backbone's architecture record.
@@ -157,6 +161,7 @@ def ship(
         short_side=_short_side(scores),
         curve=_curve(source.parent / "log.jsonl"),
         probe=_probe(source.parent / "probe.jsonl"),
+        notes=notes,
     )
     card = out_dir / f"{name}.md"
     with atomic_output(card) as tmp:
@@ -171,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "weights", help="default: weights/")
     parser.add_argument("--scores", type=Path, help="scores-dev.json of `dinotrack eval davis`")
     parser.add_argument("--baseline", type=Path, help="scores-dev.json with random weights")
+    parser.add_argument("--notes", type=Path, help="markdown file to include in the card")
     args = parser.parse_args(argv)
-    weights, card, arch = ship(args.run, args.name, args.out, args.scores, args.baseline)
+    notes = args.notes.read_text() if args.notes else None
+    weights, card, arch = ship(args.run, args.name, args.out, args.scores, args.baseline, notes)
     print(f"wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB) and {card}")
     print("register it in dinotrack/backbones.py:")
     print(
