@@ -29,6 +29,8 @@ from dinotrack.config import DINO_VIDEO_PROTOCOL_STD, IMAGENET_MEAN, IMAGENET_ST
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
 _DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{0}/{0}_pretrain.pth"
 _REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+# The trained backbone that ships in weights/ and so works without a network.
+OFFLINE_MODEL = "dinotrack_vitt16_davis16"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,17 @@ for _spec in (
         description="DINOv2 ViT-B/14, official release weights (Oquab et al. 2023)",
     ),
     BackboneSpec(
+        name=OFFLINE_MODEL,
+        timm_arch="vit_tiny_patch16_224",
+        patch_size=16,
+        local_file=f"{OFFLINE_MODEL}.pth",
+        model_kwargs=(("depth", 4),),
+        pos_embed="dino",
+        license="Apache-2.0 (trained on DAVIS-2016 videos, CC BY 4.0)",
+        description="ViT-Ti/16 with 4 blocks, DINO-pretrained by dinotrack on 2 CPU cores "
+        "(weights/, offline); a weak backbone, see weights/" + OFFLINE_MODEL + ".md",
+    ),
+    BackboneSpec(
         name="test_vit_tiny",
         timm_arch="vit_small_patch8_224",
         patch_size=8,
@@ -207,8 +220,9 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise RuntimeError(
             f"could not download the weights of {spec.name!r} from {spec.url} ({exc}). "
-            f"Download that file by hand and place it at {path}, or pass a local file with "
-            "--weights PATH (weights=PATH in Python)."
+            f"Download that file by hand and place it at {path}, pass a local file with "
+            "--weights PATH (weights=PATH in Python), or use the model shipped with "
+            f"dinotrack that needs no network: --model {OFFLINE_MODEL}."
         ) from exc
     return path
 

@@ -100,6 +100,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX"),
         default=a.local_crop_scale,
     )
+    # Photometric augmentation: probabilities per view (DINO's by default).
+    for name in ("color_jitter_p", "grayscale_p", "solarize_p"):
+        g.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(a, name))
+    g.add_argument(
+        "--blur-p",
+        type=float,
+        nargs=3,
+        metavar=("G1", "G2", "LOCAL"),
+        default=a.blur_p,
+        help="Gaussian-blur probability of the first and second global and the local views "
+        "(default %(default)s; solarisation is on the second global view only)",
+    )
 
     g = parser.add_argument_group("model")
     g.add_argument(
@@ -114,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=m.patch_size,
         help="patch size for vit_* names (default 16)",
+    )
+    g.add_argument(
+        "--depth",
+        type=int,
+        default=m.depth,
+        help="transformer blocks for vit_* names (default: the size's, 12)",
     )
     g.add_argument(
         "--out-dim",
@@ -217,6 +235,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=r.progress,
         help="progress display on rank 0 (default %(default)s)",
+    )
+
+    g = parser.add_argument_group("quality probe (watch learning while it runs)")
+    g.add_argument(
+        "--probe-davis",
+        default=r.probe_davis,
+        metavar="ROOT",
+        help="DAVIS root: track the first frames of a few of its sequences with the teacher "
+        "every --probe-every steps and log their mean J to OUT/probe.jsonl (default: off)",
+    )
+    g.add_argument(
+        "--probe-sequences",
+        type=lambda text: tuple(s for s in text.split(",") if s),
+        default=r.probe_sequences,
+        metavar="A,B,C",
+        help="comma-separated sequences to probe (default: the first three of ROOT)",
+    )
+    g.add_argument(
+        "--probe-every",
+        type=int,
+        default=r.probe_every,
+        help="steps between probes (default %(default)s)",
+    )
+    g.add_argument(
+        "--probe-frames",
+        type=int,
+        default=r.probe_frames,
+        help="frames tracked per probe sequence (default %(default)s)",
+    )
+    g.add_argument(
+        "--probe-short-side",
+        type=int,
+        default=r.probe_short_side,
+        help="network input short side of the probe in pixels (default %(default)s)",
     )
 
 

@@ -80,6 +80,8 @@ class ModelConfig:
             (``vit_tiny``, ``vit_small``, ``vit_base``, ``vit_large``) combined with
             ``patch_size``.
         patch_size: Patch side for ViT-size names (default 16); must match a registry name's.
+        depth: Transformer blocks for ViT-size names (default: the size's 12); a small depth
+            trains and tracks faster on a CPU.
         out_dim: Number K of prototypes (outputs of the head's last layer).
         drop_path_rate: Stochastic depth of the student (the teacher has none).
         head_hidden_dim: Width of the head's hidden layers.
@@ -90,6 +92,7 @@ class ModelConfig:
 
     arch: str = "vit_small"
     patch_size: int | None = None
+    depth: int | None = None
     out_dim: int = 65536
     drop_path_rate: float = 0.1
     head_hidden_dim: int = 2048
@@ -165,6 +168,15 @@ class PretrainConfig:
             them).
         resume: Resume from the run directory's checkpoint when there is one.
         progress: Show a progress display on rank 0.
+        probe_davis: A DAVIS root (``JPEGImages/480p``, ``Annotations/480p``): rank 0 then
+            tracks the first ``probe_frames`` frames of ``probe_sequences`` with the teacher's
+            backbone every ``probe_every`` steps (and before the first step and after the
+            last) and appends their mean J to ``probe.jsonl`` (see :mod:`pretrain.probe`).
+            ``None``: no probe.
+        probe_sequences: Sequences to track; empty: the first three of the root, by name.
+        probe_every: Steps between probes.
+        probe_frames: Frames tracked per sequence (the first holds the start mask).
+        probe_short_side: The probe's network input short side in pixels.
     """
 
     out: str = "runs/pretrain"
@@ -181,6 +193,11 @@ class PretrainConfig:
     log_every: int = 1
     resume: bool = True
     progress: bool = True
+    probe_davis: str | None = None
+    probe_sequences: tuple[str, ...] = ()
+    probe_every: int = 100
+    probe_frames: int = 12
+    probe_short_side: int = 240
 
 
 # Fields that may change between a run and its resumption without changing what is computed.
@@ -194,6 +211,11 @@ OPERATIONAL_FIELDS = frozenset(
         "progress",
         "device",
         "data.num_workers",
+        "probe_davis",
+        "probe_sequences",
+        "probe_every",
+        "probe_frames",
+        "probe_short_side",
     }
 )
 
@@ -217,6 +239,14 @@ def validate(cfg: PretrainConfig) -> None:
         (a.global_crop_size > 0 and a.local_crop_size > 0, "crop sizes must be positive"),
         (_is_scale(a.global_crop_scale), "--global-crop-scale needs 0 < MIN <= MAX <= 1"),
         (_is_scale(a.local_crop_scale), "--local-crop-scale needs 0 < MIN <= MAX <= 1"),
+        (
+            all(0.0 <= p <= 1.0 for p in (a.color_jitter_p, a.grayscale_p, a.solarize_p)),
+            "--color-jitter-p, --grayscale-p and --solarize-p must be in [0, 1]",
+        ),
+        (
+            len(a.blur_p) == 3 and all(0.0 <= p <= 1.0 for p in a.blur_p),
+            "--blur-p needs three probabilities in [0, 1]",
+        ),
         (m.out_dim >= 2, "--out-dim must be at least 2"),
         (m.head_layers >= 1, "the head needs at least one layer"),
         (0.0 <= m.drop_path_rate < 1.0, "--drop-path-rate must be in [0, 1)"),
@@ -239,6 +269,9 @@ def validate(cfg: PretrainConfig) -> None:
         (cfg.time_limit is None or cfg.time_limit >= 0, "--time-limit must be 0 or more"),
         (cfg.save_every >= 1, "--save-every must be at least 1"),
         (cfg.log_every >= 1, "--log-every must be at least 1"),
+        (cfg.probe_every >= 1, "--probe-every must be at least 1"),
+        (cfg.probe_frames >= 2, "--probe-frames must be at least 2"),
+        (cfg.probe_short_side >= 16, "--probe-short-side must be at least 16 pixels"),
     ]
     for ok, message in checks:
         if not ok:

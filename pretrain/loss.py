@@ -28,7 +28,14 @@ class LossOutput:
         loss: Scalar to minimise (float32, with gradient).
         pair_losses: float32 ``[2, V]``, the cross-entropy of each (teacher view, student view)
             pair; NaN where the views coincide (not part of the loss).
-        teacher_entropy: Mean entropy (nats) of the teacher's per-image distributions.
+        teacher_entropy: Mean entropy (nats) of the teacher's per-image distributions,
+            ``mean_n H(q_n)``: near ``log K`` when every image gets a near-uniform target
+            (the collapse that centring alone produces), near 0 when targets are one-hot.
+        teacher_mean_entropy: Entropy (nats) of the teacher's batch-mean distribution,
+            ``H(mean_n q_n)``: near ``log K`` when the batch spreads over all prototypes
+            (healthy, what centring enforces), near 0 when one prototype takes all. The gap
+            ``teacher_mean_entropy - teacher_entropy`` (>= 0) is the information the targets
+            carry about which image they came from; it is 0 in both collapses.
         kl: Mean KL divergence (nats) from the teacher's to the student's distributions over
             the loss pairs (the loss minus the teacher entropy).
     """
@@ -37,6 +44,7 @@ class LossOutput:
     pair_losses: torch.Tensor
     teacher_entropy: torch.Tensor
     kl: torch.Tensor
+    teacher_mean_entropy: torch.Tensor
 
 
 class DINOLoss(nn.Module):
@@ -77,6 +85,8 @@ class DINOLoss(nn.Module):
         teacher_log_q = F.log_softmax(teacher_logits, dim=-1).detach()
         teacher_q = teacher_log_q.exp()
         entropy = -(teacher_q * teacher_log_q).sum(dim=-1).mean()
+        mean_q = teacher_q.mean(dim=0)
+        mean_entropy = -(mean_q * mean_q.clamp_min(1e-30).log()).sum()
         pairs = torch.full((2, self.num_views), float("nan"), device=student_out.device)
         total = student_out.new_zeros((), dtype=torch.float32)
         count = 0
@@ -89,7 +99,9 @@ class DINOLoss(nn.Module):
                 total = total + ce
                 count += 1
         loss = total / count
-        return LossOutput(loss, pairs, entropy.detach(), loss.detach() - entropy.detach())
+        return LossOutput(
+            loss, pairs, entropy.detach(), loss.detach() - entropy.detach(), mean_entropy
+        )
 
     @torch.no_grad()
     def update_center(self, teacher_out: torch.Tensor) -> None:

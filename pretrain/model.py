@@ -26,22 +26,37 @@ from pretrain.config import ModelConfig
 _VIT_SIZES = ("vit_tiny", "vit_small", "vit_base", "vit_large")
 
 
-def resolve_backbone(arch: str, patch_size: int | None = None) -> BackboneSpec:
-    """The backbone spec for ``--arch`` and ``--patch-size``.
+def resolve_backbone(
+    arch: str, patch_size: int | None = None, depth: int | None = None
+) -> BackboneSpec:
+    """The backbone spec for ``--arch``, ``--patch-size`` and ``--depth``.
 
-    ``arch`` is a dinotrack registry name (its patch size is fixed) or a ViT size
-    (``vit_small``, ...) with ``patch_size`` (default 16). A size with a patch that the
-    registry holds maps onto that entry's architecture (``vit_small`` + 8 is ``dino_vits8``'s
-    network, named ``vit_small_patch8``); any other patch builds the timm network with that
-    patch size.
+    ``arch`` is a dinotrack registry name (its patch size and depth are fixed) or a ViT size
+    (``vit_small``, ...) with ``patch_size`` (default 16) and ``depth`` (default: the size's,
+    12). A size with a patch that the registry holds maps onto that entry's architecture
+    (``vit_small`` + 8 is ``dino_vits8``'s network, named ``vit_small_patch8``); any other
+    patch builds the timm network with that patch size. A ``depth`` keeps the first
+    ``depth`` blocks of that width (``vit_tiny`` + 8 + depth 6 is ``vit_tiny_patch8_depth6``).
 
     Raises:
-        ValueError: Unknown name, or a ``patch_size`` that contradicts a registry name.
+        ValueError: Unknown name, or a ``patch_size`` or ``depth`` that contradicts a
+            registry name.
     """
     if arch in _VIT_SIZES:
         patch = 16 if patch_size is None else int(patch_size)
         if patch < 1:
             raise ValueError(f"--patch-size must be positive, got {patch}")
+        if depth is not None:
+            if int(depth) < 1:
+                raise ValueError(f"--depth must be positive, got {depth}")
+            spec = resolve_backbone(arch, patch)
+            return dataclasses.replace(
+                spec,
+                name=f"{spec.name}_depth{int(depth)}",
+                model_kwargs=(*spec.model_kwargs, ("depth", int(depth))),
+                description=f"{arch} with patch {patch} and {int(depth)} blocks, pretrained "
+                "with dinotrack",
+            )
         timm_arch = f"{arch}_patch{patch}_224"
         name = f"{arch}_patch{patch}"
         for candidate in list_backbones():
@@ -61,6 +76,11 @@ def resolve_backbone(arch: str, patch_size: int | None = None) -> BackboneSpec:
         known = ", ".join([*_VIT_SIZES, *list_backbones()])
         raise ValueError(f"unknown --arch {arch!r}; known: {known}")
     spec = get_backbone_spec(arch)
+    if depth is not None:
+        raise ValueError(
+            f"--arch {arch} has a fixed depth; drop --depth, or name a ViT size with it "
+            f"(e.g. --arch vit_tiny --depth {depth})"
+        )
     if patch_size is not None and int(patch_size) != spec.patch_size:
         raise ValueError(
             f"--arch {arch} has patch {spec.patch_size}, not {patch_size}; drop --patch-size, "

@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dinotrack.atomic_files import check_parents, remove_stale_temporaries
 from dinotrack.backbones import BackboneSpec
 from dinotrack.checkpoints import save_backbone_export
-from dinotrack.config import resolve_precision
+from dinotrack.config import TrackerConfig, resolve_precision
 from pretrain import distributed
 from pretrain.augment import MultiCropAugmentation
 from pretrain.checkpoint import (
@@ -50,11 +50,13 @@ from pretrain.data import (
 )
 from pretrain.loss import DINOLoss
 from pretrain.model import backbone_record, build_networks, parameter_groups, resolve_backbone
+from pretrain.probe import TrackingProbe, default_probe_sequences, load_probe_clips
 from pretrain.schedules import build_schedules
 
 logger = logging.getLogger(__name__)
 
 LOG_NAME = "log.jsonl"
+PROBE_LOG_NAME = "probe.jsonl"
 CONFIG_NAME = "config.json"
 RUN_RECORD_NAME = ".dinotrack-run"
 """Hidden file that marks a directory as a pretraining run's (written by rank 0)."""
@@ -174,8 +176,8 @@ class Trainer:
         """One optimiser step on the views of one batch.
 
         Returns:
-            Loss, teacher entropy and KL (averaged over processes), gradient norm and the
-            schedule values used.
+            Loss, teacher entropy, teacher mean entropy and KL (averaged over processes),
+            gradient norm and the schedule values used.
 
         Raises:
             RuntimeError: The loss is not finite; the message gives the step and loss terms.
@@ -194,8 +196,10 @@ class Trainer:
                 teacher_out = self.teacher(views[:2])
             student_out = self.student(views)
         out = self.loss_fn(student_out, teacher_out, teacher_temp)
-        stats = torch.stack([out.loss.detach(), out.teacher_entropy, out.kl])
-        loss, entropy, kl = distributed.all_reduce_mean(stats).tolist()
+        stats = torch.stack(
+            [out.loss.detach(), out.teacher_entropy, out.kl, out.teacher_mean_entropy]
+        )
+        loss, entropy, kl, mean_entropy = distributed.all_reduce_mean(stats).tolist()
         if not all(math.isfinite(v) for v in (loss, entropy, kl)):
             raise RuntimeError(_non_finite_message(it + 1, epoch, loss, entropy, kl, out))
         self.loss_fn.update_center(teacher_out)
@@ -223,6 +227,7 @@ class Trainer:
             "loss": loss,
             "teacher_entropy": entropy,
             "kl": kl,
+            "teacher_mean_entropy": mean_entropy,
             "grad_norm": grad_norm,
             "lr": lr,
             "weight_decay": wd,
@@ -364,7 +369,7 @@ def _run(
 ) -> TrainResult:
     out = Path(cfg.out)
     check_run_directory(out)
-    spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size)
+    spec = resolve_backbone(cfg.model.arch, cfg.model.patch_size, cfg.model.depth)
     _check_crop_sizes(cfg, spec)
     ckpt_path = out / CHECKPOINT_NAME
     ckpt = load_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
@@ -414,6 +419,7 @@ def _run(
         write_json(out / CONFIG_NAME, {"config": config, "resolved": resolved})
         write_json(out / "sources.json", {"sources": sources_to_json(sources)})
         _truncate_log(out / LOG_NAME, resumed_from)
+        _truncate_log(out / PROBE_LOG_NAME, resumed_from)
         if resumed_from:
             logger.info("resuming %s at step %d", ckpt_path, resumed_from)
     total = trainer.schedules.total_steps
@@ -422,6 +428,7 @@ def _run(
         dataset, cfg.data.num_workers, pin_memory=info.device.type == "cuda", seed=cfg.seed
     )
     watch = CollapseWatch(cfg.model.out_dim)
+    probe = _Probe(cfg, info, trainer, spec, out, resumed_from)
     state = _Saver(cfg, info, trainer, spec, sources, config, resolved, wall)
     last: dict[str, float] = {}
     window: list[dict[str, float]] = []  # the steps since the last log line
@@ -449,6 +456,8 @@ def _run(
                         _log_line(out / LOG_NAME, step, epoch, window, state.wall, batch_size)
                     window = []
                 progress.update(step, epoch, metrics)
+                if step % cfg.probe_every == 0 or step == stop:
+                    probe.run(step)
                 if on_step is not None:
                     on_step(StepInfo(step, epoch, metrics, batch.ids, trainer))
                 epoch_end = step % dataset.steps_per_epoch == 0
@@ -499,6 +508,43 @@ def check_run_directory(out: Path) -> None:
         f"--out {out} holds files that dinotrack pretrain did not write (e.g. {entries[0]}); "
         "they could be overwritten. Name a new or empty directory"
     )
+
+
+class _Probe:
+    """The tracking probe of ``--probe-davis`` on rank 0 (a no-op without it or elsewhere):
+    clips are read at start-up (a bad root fails before training), the teacher's backbone is
+    probed before the first step of a fresh run and whenever :meth:`run` is called, and each
+    result is appended to ``probe.jsonl`` and logged."""
+
+    def __init__(
+        self,
+        cfg: PretrainConfig,
+        info: distributed.DistInfo,
+        trainer: Trainer,
+        spec: BackboneSpec,
+        out: Path,
+        resumed_from: int,
+    ) -> None:
+        self.trainer, self.spec, self.path = trainer, spec, out / PROBE_LOG_NAME
+        self.probe: TrackingProbe | None = None
+        if cfg.probe_davis is None or not info.is_main:
+            return
+        sequences = cfg.probe_sequences or default_probe_sequences(cfg.probe_davis)
+        clips = load_probe_clips(cfg.probe_davis, sequences, cfg.probe_frames)
+        config = TrackerConfig(short_side=cfg.probe_short_side)
+        self.probe = TrackingProbe(clips, config, info.device)
+        if resumed_from == 0:
+            self.run(0)
+
+    def run(self, step: int) -> None:
+        if self.probe is None:
+            return
+        start = time.perf_counter()
+        scores = self.probe(self.trainer.teacher.backbone, self.spec)
+        record = {"step": step, **scores, "probe_s": round(time.perf_counter() - start, 3)}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        logger.info("step %d: probe J %.4f (%.0f s)", step, scores["probe_j"], record["probe_s"])
 
 
 def _remove_stale_temporaries(out: Path) -> None:
@@ -618,7 +664,15 @@ def _timed(loader: Any) -> Iterator[tuple[FrameBatch, float]]:
 
 
 # Measured per step; a log line gives their means over the steps since the previous line.
-_MEASURED = ("loss", "teacher_entropy", "kl", "grad_norm", "data_s", "step_s")
+_MEASURED = (
+    "loss",
+    "teacher_entropy",
+    "teacher_mean_entropy",
+    "kl",
+    "grad_norm",
+    "data_s",
+    "step_s",
+)
 
 
 def _log_line(

@@ -83,3 +83,45 @@ def test_center_is_an_ema_of_the_batch_mean():
     torch.testing.assert_close(loss_fn.center[0], expected)
     loss_fn.update_center(torch.zeros(2, 3))
     torch.testing.assert_close(loss_fn.center[0], 0.9 * expected)
+
+
+def test_mean_entropy_separates_the_two_collapses_from_a_healthy_teacher():
+    """Per-image entropy H(q_n) and batch-mean entropy H(mean q_n) (DINO Fig. 7's target
+    entropy is the first): uniform collapse has both at log K, one-prototype collapse both
+    at 0, healthy one-hot targets spread over the prototypes H(q_n) ~ 0, H(mean) = log K."""
+    k, views = 4, 2
+    log_k = math.log(k)
+    student = torch.zeros(views * k, k)
+    cases = {
+        "uniform": torch.zeros(2 * k, k),
+        "one prototype": torch.tensor([[50.0, 0, 0, 0]]).repeat(2 * k, 1),
+        "healthy": 50.0 * torch.eye(k).repeat(2, 1),
+    }
+    expected = {"uniform": (log_k, log_k), "one prototype": (0, 0), "healthy": (0, log_k)}
+    for name, teacher in cases.items():
+        out = DINOLoss(k, views)(student, teacher, teacher_temp=1.0)
+        per_image, mean = expected[name]
+        assert out.teacher_entropy.item() == pytest.approx(per_image, abs=1e-6), name
+        assert out.teacher_mean_entropy.item() == pytest.approx(mean, abs=1e-6), name
+    # A general batch: H(mean q) from its definition, and never below the mean of H(q_n).
+    gen = torch.Generator().manual_seed(1)
+    teacher = torch.randn(6, 5, generator=gen)
+    out = DINOLoss(5, 3)(torch.randn(9, 5, generator=gen), teacher, teacher_temp=0.5)
+    mean_q = torch.softmax(teacher / 0.5, dim=-1).mean(0)
+    assert out.teacher_mean_entropy.item() == pytest.approx(
+        -(mean_q * mean_q.log()).sum().item(), rel=1e-5
+    )
+    assert out.teacher_mean_entropy >= out.teacher_entropy
+
+
+def test_centre_is_taken_from_the_uncentred_teacher_outputs():
+    """DINO updates the centre with the raw teacher scores, not the centred ones: a constant
+    offset in the scores is absorbed by the centre and then no longer changes the targets."""
+    loss_fn = DINOLoss(3, 2, center_momentum=0.0)
+    teacher = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]) + torch.tensor([5.0, -3.0, 2.0])
+    loss_fn.update_center(teacher)
+    torch.testing.assert_close(loss_fn.center[0], teacher.mean(0))
+    centred = teacher - loss_fn.center
+    out = loss_fn(torch.zeros(4, 3), teacher, teacher_temp=0.1)
+    q = torch.softmax(centred / 0.1, dim=-1)
+    assert out.teacher_entropy.item() == pytest.approx(-(q * q.log()).sum(-1).mean().item())

@@ -104,3 +104,23 @@ def test_no_weight_decay_on_biases_and_norms():
     assert {"backbone.norm.weight", "backbone.blocks.0.attn.qkv.bias"} <= free
     assert "head.last_layer.weight_g" not in decayed | free  # fixed norm: not optimised
     assert isinstance(student, MultiCropNet)
+
+
+def test_depth_keeps_the_width_and_sets_the_blocks():
+    from dinotrack.backbones import create_model
+
+    spec = resolve_backbone("vit_tiny", 16, depth=3)
+    assert (spec.name, spec.patch_size, dict(spec.model_kwargs)) == (
+        "vit_tiny_patch16_depth3",
+        16,
+        {"depth": 3},
+    )
+    net = create_model(spec)
+    assert (
+        len(net.blocks) == 3
+        and net.embed_dim == create_model(resolve_backbone("vit_tiny")).embed_dim
+    )
+    with pytest.raises(ValueError, match="--depth must be positive"):
+        resolve_backbone("vit_tiny", 16, depth=0)
+    with pytest.raises(ValueError, match="test_vit_tiny has a fixed depth"):
+        resolve_backbone("test_vit_tiny", depth=4)

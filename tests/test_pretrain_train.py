@@ -283,7 +283,29 @@ def test_registers_the_dinotrack_subcommand():
     assert cfg.data.paths == ("a", "b") and cfg.model.patch_size == 8
     assert (cfg.optim.batch_size, cfg.max_steps, cfg.device) == (7, 3, "cpu")
     assert cfg.optim.epochs == 100 and cfg.model.out_dim == 65536  # the paper's defaults
+    assert cfg.augment.blur_p == (1.0, 0.1, 0.5) and cfg.augment.solarize_p == 0.2
+    assert cfg.model.depth is None and cfg.probe_davis is None
     assert callable(args.func)
+    more = ["pretrain", "--data", "a", "--arch", "vit_tiny", "--depth", "4"]
+    more += ["--color-jitter-p", "0.3", "--grayscale-p", "0", "--solarize-p", "0"]
+    more += ["--blur-p", "0.5", "0.1", "0.2", "--probe-davis", "D", "--probe-sequences", "x,y"]
+    cfg = config_from_args(parser.parse_args(more))
+    a = cfg.augment
+    assert (a.color_jitter_p, a.grayscale_p, a.solarize_p, a.blur_p) == (0.3, 0, 0, (0.5, 0.1, 0.2))
+    assert cfg.model.depth == 4
+    assert (cfg.probe_davis, cfg.probe_sequences) == ("D", ("x", "y"))
+
+
+def test_out_of_range_augmentation_and_probe_flags_are_one_line(capsys, tmp_path):
+    for flags, message in (
+        (["--grayscale-p", "1.5"], "--grayscale-p and --solarize-p must be in [0, 1]"),
+        (["--blur-p", "0.5", "2", "0"], "--blur-p needs three probabilities in [0, 1]"),
+        (["--probe-every", "0"], "--probe-every must be at least 1"),
+        (["--depth", "0", "--arch", "vit_tiny"], "--depth must be positive"),
+    ):
+        code = main(["--data", str(tmp_path), "--epochs", "20", *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and message in err, err
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

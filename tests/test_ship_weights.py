@@ -16,12 +16,12 @@ def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
     videos = [shared_data("videos", name) for name in SHORT_VIDEOS]
     run = train(tiny_config(tmp_path / "run", videos, max_steps=2))
     scores = tmp_path / "scores.json"
-    scores.write_text(json.dumps({"global": {"J&F-Mean": 0.6125}}))
+    scores.write_text(json.dumps({"global": {"J&F-Mean": 0.6125}, "config": {"short_side": 240}}))
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"global": {"J&F-Mean": 0.5}}))
 
     weights, card, arch = load_tool("ship_weights").ship(
-        run.out_dir, "tiny_shipped", tmp_path / "weights", scores, baseline
+        run.out_dir, "tiny_shipped", tmp_path / "weights", scores, baseline, "Why: *tiny*."
     )
 
     stored = torch.load(weights, weights_only=True)
@@ -37,6 +37,8 @@ def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
         assert torch.equal(value, expected[key].half().float()), key
     text = card.read_text()
     assert "| steps | 2 (" in text
-    assert "| DAVIS-2016 dev J&F | 0.613 |" in text and "| 0.500 |" in text
+    assert "| DAVIS-2016 dev J&F (short side 240 px) | 0.613 |" in text
+    assert "| same architecture, random weights (short side 240 px) | 0.500 |" in text
+    assert "Why: *tiny*." in text
     assert file_sha256(weights) in text
     assert "| 2 |" in text  # the curve's last logged step

@@ -44,14 +44,27 @@ def _curve(log: Path, points: int = 8) -> list[dict[str, float]]:
     picked = rows[::stride]
     if picked[-1] is not rows[-1]:
         picked.append(rows[-1])
-    keys = ("step", "epoch", "loss", "teacher_entropy", "kl")
+    keys = ("step", "epoch", "loss", "teacher_entropy", "teacher_mean_entropy", "kl")
     return [{k: row[k] for k in keys if k in row} for row in picked]
+
+
+def _probe(path: Path) -> list[dict[str, float]]:
+    """The run's tracking-probe lines (``probe.jsonl``, written with ``--probe-davis``)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _jf(path: Path | None) -> float | None:
     if path is None:
         return None
     return float(json.loads(path.read_text())["global"]["J&F-Mean"])
+
+
+def _short_side(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    return json.loads(path.read_text()).get("config", {}).get("short_side")
 
 
 def card_text(name: str, export: dict[str, Any], run: dict[str, Any] | None, **extra: Any) -> str:
@@ -76,17 +89,29 @@ def card_text(name: str, export: dict[str, Any], run: dict[str, Any] | None, **e
         f"| final loss | {info.get('loss')} |",
         f"| sha256 | `{extra['sha256']}` |",
     ]
+    size = f" (short side {extra['short_side']} px)" if extra.get("short_side") else ""
     if extra.get("jf") is not None:
-        lines.append(f"| DAVIS-2016 dev J&F | {extra['jf']:.3f} |")
+        lines.append(f"| DAVIS-2016 dev J&F{size} | {extra['jf']:.3f} |")
     if extra.get("baseline_jf") is not None:
-        lines.append(f"| same architecture, random weights | {extra['baseline_jf']:.3f} |")
+        lines.append(f"| same architecture, random weights{size} | {extra['baseline_jf']:.3f} |")
     curve = extra.get("curve") or []
     if curve:
-        lines += ["", "Training curve (from the run's log.jsonl):", ""]
-        lines += ["| step | loss | teacher entropy | KL |", "| --- | --- | --- | --- |"]
+        keys = ("loss", "teacher_entropy", "teacher_mean_entropy", "kl")
+        lines += ["", "Training curve (from the run's log.jsonl; entropies in nats):", ""]
+        lines += [
+            "| step | loss | teacher entropy (per image) | of the batch mean | KL |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for row in curve:
-            values = [row.get(k, float("nan")) for k in ("loss", "teacher_entropy", "kl")]
+            values = [row.get(k, float("nan")) for k in keys]
             lines.append(f"| {row.get('step')} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    probe = extra.get("probe") or []
+    if probe:
+        lines += ["", "Tracking probe during training (probe.jsonl: mean J, first frames):", ""]
+        lines += ["| step | probe J |", "| --- | --- |"]
+        lines += [f"| {row['step']} | {row['probe_j']:.4f} |" for row in probe]
+    if extra.get("notes"):
+        lines += ["", extra["notes"].strip()]
     if config:
         lines += ["", "Run configuration:", "", "```json", json.dumps(config, indent=1), "```"]
     lines += [
@@ -104,8 +129,10 @@ def ship(
     out_dir: Path,
     scores: Path | None = None,
     baseline: Path | None = None,
+    notes: str | None = None,
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """Write ``out_dir/NAME.pth`` (fp16) and ``out_dir/NAME.md`` from ``run_dir``'s export.
+    """Write ``out_dir/NAME.pth`` (fp16) and ``out_dir/NAME.md`` from ``run_dir``'s export;
+    ``notes`` (markdown: the recipe's reasons, caveats) goes into the card.
 
     Returns:
         The two paths written, and the backbone's architecture record.
@@ -131,7 +158,10 @@ def ship(
         sha256=file_sha256(weights),
         jf=_jf(scores),
         baseline_jf=_jf(baseline),
+        short_side=_short_side(scores),
         curve=_curve(source.parent / "log.jsonl"),
+        probe=_probe(source.parent / "probe.jsonl"),
+        notes=notes,
     )
     card = out_dir / f"{name}.md"
     with atomic_output(card) as tmp:
@@ -146,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "weights", help="default: weights/")
     parser.add_argument("--scores", type=Path, help="scores-dev.json of `dinotrack eval davis`")
     parser.add_argument("--baseline", type=Path, help="scores-dev.json with random weights")
+    parser.add_argument("--notes", type=Path, help="markdown file to include in the card")
     args = parser.parse_args(argv)
-    weights, card, arch = ship(args.run, args.name, args.out, args.scores, args.baseline)
+    notes = args.notes.read_text() if args.notes else None
+    weights, card, arch = ship(args.run, args.name, args.out, args.scores, args.baseline, notes)
     print(f"wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB) and {card}")
     print("register it in dinotrack/backbones.py:")
     print(

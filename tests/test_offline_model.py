@@ -1,0 +1,54 @@
+"""The backbone shipped in weights/: loads by name with no network, fp16 on disk, small, with
+its card, and tracks a real clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dinotrack import Tracker
+from dinotrack.backbones import OFFLINE_MODEL, create_model, get_backbone_spec, load_backbone
+from dinotrack.checkpoints import read_checkpoint
+from dinotrack.masks import read_mask
+
+SPEC = get_backbone_spec(OFFLINE_MODEL)
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / SPEC.local_file
+
+
+def test_shipped_file_is_small_fp16_with_a_card():
+    assert WEIGHTS.is_file(), f"{WEIGHTS} is missing"
+    assert WEIGHTS.stat().st_size <= 12 * 2**20
+    export = read_checkpoint(WEIGHTS)
+    assert export["info"]["stored_dtype"] == "float16"
+    assert all(
+        v.dtype == torch.float16 for v in export["state_dict"].values() if v.is_floating_point()
+    )
+    card = (WEIGHTS.parent / f"{OFFLINE_MODEL}.md").read_text()
+    assert "random weights" in card and "J&F" in card
+
+
+def test_loads_by_name_offline_and_differs_from_random(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-cache"))  # nothing downloaded before
+    net, spec = load_backbone(OFFLINE_MODEL)
+    assert spec.name == OFFLINE_MODEL and not spec.random_weights
+    frames = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        trained = net.forward_features(frames)
+        random = create_model(spec).eval().forward_features(frames)
+    assert trained.shape == random.shape == (1, 1 + 4 * 6, 192)
+    assert torch.isfinite(trained).all()
+    assert not torch.allclose(trained, random)
+
+
+def test_tracks_a_real_clip(shared_data):
+    seq = shared_data("davis2016-dev", "JPEGImages", "480p", "dog-agility")
+    first = read_mask(
+        shared_data("davis2016-dev", "Annotations", "480p", "dog-agility", "00000.png")
+    )
+    tracker = Tracker.from_pretrained(OFFLINE_MODEL, device="cpu", short_side=240)
+    masks = [mask for _, mask in tracker.track(seq, first.ids, stop=4)]
+    assert len(masks) == 4 and masks[0].shape == (480, 854)
+    assert all(np.isin(np.unique(m), [0, 1]).all() for m in masks)
+    assert masks[-1].any()  # the dog is still found three frames on
