@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -148,9 +149,13 @@ class _Record:
     rank: int
 
 
-def run_batch(args: argparse.Namespace) -> int:
+def run_batch(args: argparse.Namespace, segment: Callable[..., int]) -> int:
     """Run ``dinotrack segment --batch``: returns 0 when every video is done (or was done
     before), 1 when any failed.
+
+    ``segment(video_args, tracker=..., progress=...)`` segments one video
+    (:func:`dinotrack.cli.run_segment`; passed in, so that this module does not import the
+    CLI that calls it).
 
     Raises:
         ValueError: Flags that belong to a single video, or a bad list (see
@@ -169,7 +174,7 @@ def run_batch(args: argparse.Namespace) -> int:
     try:
         root.mkdir(parents=True, exist_ok=True)
         mine = [items[i] for i in distributed.shard(len(items), info.rank, info.world_size)]
-        records, fatal = _run_share(args, mine, root, info)
+        records, fatal = _run_share(args, mine, root, info, segment)
         gathered = distributed.all_gather_objects((records, fatal))
         everything = sorted((r for part, _ in gathered for r in part), key=lambda r: r.row)
         failures = [f"rank {rank}: {err}" for rank, (_, err) in enumerate(gathered) if err]
@@ -203,12 +208,13 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
         )
 
 
-def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Record], str | None]:
+def _run_share(
+    args, items: list[BatchItem], root: Path, info, segment: Callable[..., int]
+) -> tuple[list[_Record], str | None]:
     """Segment this process's videos; returns their records and a fatal error (or None)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from dinotrack.cli import run_segment
     from dinotrack.clikit import USER_ERRORS, build_tracker, error_line
 
     console = Console(stderr=True)
@@ -253,7 +259,7 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
                     )
                     started = time.perf_counter()
                     try:
-                        run_segment(video_args, tracker=tracker, progress=progress)
+                        segment(video_args, tracker=tracker, progress=progress)
                     except USER_ERRORS as exc:
                         record.status, record.error = "failed", error_line(exc)
                         console.print(

@@ -189,7 +189,7 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
     if args.batch is not None:
         from dinotrack.batch import run_batch
 
-        return run_batch(args)
+        return run_batch(args, run_segment)
     if args.input is None:
         raise ValueError("give the input video (or frames directory), or --batch LIST.csv")
     if args.mask is None and not args.auto:
