@@ -768,14 +768,16 @@ def video_backends(name: str) -> tuple[str, ...]:
 
 def _first_working(backend: str, read: Callable[[str], Any], failure: str) -> Any:
     """``read(name)`` with each of :func:`video_backends` in turn until one succeeds; when
-    none does, a ValueError of ``failure`` and each backend's error."""
-    errors = []
+    none does, a one-line ValueError of ``failure`` and each backend's reason."""
+    reasons = {}
     for name in video_backends(backend):
         try:
             return read(name)
         except Exception as exc:  # the libraries raise their own exception types
-            errors.append(f"{name}: {exc}" if backend == "auto" else str(exc))
-    raise ValueError(f"{failure}: {'; '.join(errors)}")
+            reasons[name] = _reason(exc)
+    if len(set(reasons.values())) == 1:  # one line, said once when every backend agrees
+        raise ValueError(f"{failure}: {next(iter(reasons.values()))}")
+    raise ValueError(f"{failure}: {'; '.join(f'{k}: {v}' for k, v in reasons.items())}")
 
 
 def count_frames(path: str | os.PathLike, backend: str = "auto") -> int:
@@ -790,11 +792,11 @@ def count_frames(path: str | os.PathLike, backend: str = "auto") -> int:
 
 def _count(backend: str, path: str | os.PathLike) -> int:
     if backend == "decord":
-        return len(_import_decord().VideoReader(str(path), num_threads=1))
+        return len(_decord_reader(path))
     av = _import_av()
 
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         if stream.frames > 0:
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size > 0)
@@ -828,8 +830,31 @@ def read_video_frames(
     return [frames[int(i)] for i in indices]
 
 
+def _video_stream(container: Any) -> Any:
+    """The first video stream of a PyAV container."""
+    if not container.streams.video:
+        raise ValueError("it has no video stream")
+    return container.streams.video[0]
+
+
+def _decord_reader(path: str | os.PathLike) -> Any:
+    """A one-thread ``decord.VideoReader`` for random access, once PyAV (where installed) has
+    opened the file: when FFmpeg cannot open a file, decord prints a line to stderr that no
+    setting silences, while PyAV raises the reason (as in :func:`_open`).
+
+    Raises:
+        ValueError: The file holds no video stream.
+        av.error.FFmpegError: FFmpeg cannot open it.
+    """
+    av = _import_av_if_installed()
+    if av is not None:
+        with av.open(str(path)) as container:
+            _video_stream(container)
+    return _import_decord().VideoReader(str(path), num_threads=1)
+
+
 def _read_decord(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
-    reader = _import_decord().VideoReader(str(path), num_threads=1)
+    reader = _decord_reader(path)
     last = len(reader) - 1
     batch = reader.get_batch([min(i, last) for i in wanted]).asnumpy()
     return {index: batch[k] for k, index in enumerate(wanted)}
@@ -840,7 +865,7 @@ def _read_pyav(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarr
     out: dict[int, np.ndarray] = {}
     pending = list(wanted)
     with av.open(str(path)) as container:
-        stream = container.streams.video[0]
+        stream = _video_stream(container)
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else 0.0
         time_base = float(stream.time_base) if stream.time_base else 0.0

@@ -88,12 +88,15 @@ class FrameBatch:
 def find_sources(paths: Sequence[str | os.PathLike], decoder: str = "auto") -> list[Source]:
     """List the videos and images under ``paths`` (files or folders, searched recursively).
 
-    Unreadable or empty videos are skipped with a warning. Files are returned in sorted
-    order, folder by folder, so that every process sees the same list.
+    Each video is checked here, once, by the main process: a video that cannot be opened,
+    declares no frames or whose first frame does not decode (a truncated or zero-length file,
+    random bytes named .mp4) is skipped with one warning naming it and why, and training uses
+    the rest. Files are returned in sorted order, folder by folder, so that every process sees
+    the same list.
 
     Raises:
         FileNotFoundError: A path does not exist.
-        ValueError: No video or image was found.
+        ValueError: No readable video or image is left.
     """
     files: list[Path] = []
     for raw in paths:
@@ -118,25 +121,38 @@ def find_sources(paths: Sequence[str | os.PathLike], decoder: str = "auto") -> l
             check_input_path(path, "--data")
             raise FileNotFoundError(f"--data {path} does not exist")
     sources = []
+    skipped = 0
     for file in files:
         if file.suffix.lower() in IMAGE_EXTENSIONS:
             sources.append(Source(str(file), 1, False))
             continue
         try:
-            n = count_frames(file, decoder)
+            n = _checked_frame_count(file, decoder)
         except ValueError as exc:
             logger.warning("skipping %s", exc)
-            continue
-        if n < 1:
-            logger.warning("skipping %s: no frames", file)
+            skipped += 1
             continue
         sources.append(Source(str(file), n, True))
     if not sources:
+        unreadable = f" ({skipped} unreadable, skipped)" if skipped else ""
         raise ValueError(
-            f"no readable videos or images in {', '.join(str(p) for p in paths)}; --data takes "
-            "video files, image files or folders holding them"
+            f"no readable videos or images in {', '.join(str(p) for p in paths)}{unreadable}; "
+            "--data takes video files, image files or folders holding them"
         )
     return sources
+
+
+def _checked_frame_count(file: Path, decoder: str) -> int:
+    """The frame count of a video whose first frame decodes the way training reads it.
+
+    Raises:
+        ValueError: One line naming the file and why it cannot be used.
+    """
+    n = count_frames(file, decoder)
+    if n < 1:
+        raise ValueError(f"video {file} has no frames")
+    read_video_frames(file, [0], decoder)
+    return n
 
 
 def sources_to_json(sources: Sequence[Source]) -> list[dict]:

@@ -139,3 +139,13 @@ def snapshot(root: Path) -> dict[str, bytes]:
             if file.is_file() and not file.is_symlink():
                 found[str(file.relative_to(root))] = file.read_bytes()
     return found
+
+
+def zeroed_payload(path: Path, count: int = 6) -> Path:
+    """An mp4 whose index is intact (it opens and declares ``count`` frames) but whose frame
+    data is all zeros, so that no frame decodes."""
+    data = bytearray(video(path, count, index_first=True).read_bytes())
+    start = data.find(b"mdat") + 4
+    data[start:] = bytes(len(data) - start)
+    path.write_bytes(data)
+    return path
