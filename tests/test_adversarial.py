@@ -9,6 +9,8 @@ whole folder must survive byte for byte.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -727,3 +729,68 @@ def test_nested_lists_as_frames_in_the_api(tmp_path):
         list(tracker.track(nested, mask))
     with pytest.raises(TypeError, match="numpy arrays"):
         tracker.start(nested[0], mask)
+
+
+PRETRAIN_FAST = [
+    *("--arch", "test_vit_tiny", "--device", "cpu", "--no-progress", "--max-steps", 2),
+    *("--frames-per-video", 2, "--batch-size", 2, "--max-short-side", 48),
+    *("--global-crop-size", 32, "--local-crop-size", 16, "--local-crops", 2),
+    *("--out-dim", 32, "--head-hidden-dim", 32, "--head-bottleneck-dim", 16),
+]
+FFMPEG_NOISE = ("video_reader.cc", "ERROR opening", "Check failed", " @ 0x", "Invalid NAL")
+
+
+def damaged_videos(folder: Path) -> list[Path]:
+    """A truncated mp4, random bytes named .mp4, a zero-length file and an mp4 whose frames
+    are zeros, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = bad.video(folder.parent / "whole.mp4", count=20)
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    return [
+        bad.truncated(whole, folder / "cut.mp4"),
+        bad.random_bytes(folder / "noise.mp4"),
+        empty,
+        bad.zeroed_payload(folder / "zeroed.mp4"),
+    ]
+
+
+@pytest.fixture
+def pretrain_log_to_capture(monkeypatch):
+    """The pretrain CLI logs to the stderr of its first call in a process; without its
+    handler, each test's call logs to this test's captured stderr."""
+    monkeypatch.setattr(logging.getLogger("pretrain"), "handlers", [])
+
+
+@pytest.mark.usefixtures("pretrain_log_to_capture")
+@pytest.mark.parametrize("decoder", ["auto", "pyav"])
+def test_pretrain_skips_undecodable_videos_with_one_warning_each(tmp_path, capfd, decoder):
+    corpus = tmp_path / "corpus"
+    broken = damaged_videos(corpus)
+    for name in ("a.mp4", "b.mp4"):
+        bad.video(corpus / name, count=6)
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", corpus, "--out", out, "--decoder", decoder, *PRETRAIN_FAST]
+    code = main([str(a) for a in [*args, "--num-workers", 2]])
+    err = capfd.readouterr().err  # file descriptor 2: what FFmpeg itself would print
+    assert code == 0, err
+    assert not any(noise in err for noise in FFMPEG_NOISE), err
+    for path in broken:  # once each, although two DataLoader workers read the corpus
+        assert sum(str(path) in line for line in err.splitlines()) == 1, err
+    used = json.loads((out / "sources.json").read_text())["sources"]
+    assert [Path(s["path"]).name for s in used] == ["a.mp4", "b.mp4"]
+    assert (out / "checkpoint.pth").is_file()
+
+
+@pytest.mark.usefixtures("pretrain_log_to_capture")
+def test_pretrain_with_no_readable_video_left_stops_with_one_line(tmp_path, capfd):
+    broken = damaged_videos(tmp_path / "corpus")
+    out = tmp_path / "run"
+    args = ["pretrain", "--data", tmp_path / "corpus", "--out", out, *PRETRAIN_FAST]
+    code = main([str(a) for a in args])
+    err = capfd.readouterr().err
+    *warnings_, last = err.strip().splitlines()
+    one_line_error(code, last, "no readable videos or images", "4 unreadable")
+    assert len(warnings_) == len(broken) and all("skipping" in w for w in warnings_), err
+    assert not any(noise in err for noise in FFMPEG_NOISE), err
+    assert not out.exists() or not any(out.iterdir())

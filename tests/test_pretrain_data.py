@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from pathlib import Path
 
+import adversarial_inputs as bad
 import numpy as np
 import pytest
 import torch
@@ -105,6 +108,36 @@ def test_find_sources_mixes_videos_and_image_folders(videos, shared_data, tmp_pa
         find_sources([tmp_path / "empty"])
     with pytest.raises(ValueError, match="not a video .* or image"):
         find_sources([tmp_path / "a" / "notes.txt"])
+
+
+@pytest.mark.parametrize("decoder", ["auto", "decord", "pyav"])
+def test_find_sources_skips_each_unreadable_video_with_one_warning(
+    videos, tmp_path, caplog, capfd, decoder
+):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy(videos[0], corpus / "clip.mp4")
+    damaged = {
+        "cut.mp4": bad.truncated(bad.video(tmp_path / "whole.mp4", 20), corpus / "cut.mp4"),
+        "empty.mp4": corpus / "empty.mp4",
+        "noise.mp4": bad.random_bytes(corpus / "noise.mp4"),
+        "zeroed.mp4": bad.zeroed_payload(corpus / "zeroed.mp4"),  # opens; frame 0 does not
+    }
+    damaged["empty.mp4"].write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="pretrain.data"):
+        sources = find_sources([corpus], decoder)
+    assert [(Path(s.path).name, s.num_frames) for s in sources] == [("clip.mp4", 25)]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == len(damaged), lines
+    for path in damaged.values():
+        (line,) = [line for line in lines if str(path) in line]
+        assert line.startswith("skipping cannot") and "\n" not in line, line
+        assert len(line) < len(str(path)) + 160, line  # the reasons, not a dump
+    assert capfd.readouterr().err == ""  # FFmpeg and decord print nothing themselves
+    with pytest.raises(
+        ValueError, match=r"no readable videos or images .*\(4 unreadable, skipped\)"
+    ):
+        find_sources(list(damaged.values()), decoder)
 
 
 def test_tracking_and_pretraining_read_the_same_files_alike(videos, tmp_path):
