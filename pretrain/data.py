@@ -310,8 +310,8 @@ class FrameBatches(IterableDataset):
                     arrays = [read_image(source.path)] * len(wanted)
             except ValueError as exc:
                 raise ValueError(
-                    f"{exc}; remove or repair that file, then run the same command again: the "
-                    "run resumes from its last checkpoint"
+                    f"{exc}; repair that file, then run the same command again: the run "
+                    "resumes from its last checkpoint (or start a new run without it)"
                 ) from exc
             for index, array in zip(wanted, arrays, strict=True):
                 images[int(source_index), index] = self._fit(array)
