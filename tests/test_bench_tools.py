@@ -59,3 +59,18 @@ def test_official_protocol_baseline_leaves_the_callers_tracker_as_it_is(shared_d
     assert len(official) == len(ours) == 3
     # Same weights, same protocol: the two agree on nearly every pixel.
     assert min((a == b).mean() for a, b in zip(official, ours, strict=True)) > 0.99
+
+
+def test_bench_source_check_times_counting_and_checking(tmp_path, capsys):
+    import adversarial_inputs as bad
+
+    bad.video(tmp_path / "a.mp4", count=4)
+    bad.random_bytes(tmp_path / "noise.mp4")  # skipped by the check, timed all the same
+    load_tool("bench_source_check").main([str(tmp_path), "--repeats", "1"])
+    line = capsys.readouterr().out.splitlines()[-1]
+    parts = line.split(": ", 1)[1].split("; ")
+    assert line.startswith(f"{tmp_path} (2 videos): ") and len(parts) >= 1, line
+    for part in parts:
+        assert re.fullmatch(
+            r"(pyav|decord): count [\d.]+ s, check [\d.]+ s \(\d+ ms/video, x[\d.]+\)", part
+        ), line

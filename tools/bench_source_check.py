@@ -10,7 +10,6 @@ time of counting alone, of the whole check, and their ratio.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,12 +18,11 @@ from dinotrack.video_io import VIDEO_SUFFIXES, available_backends, count_frames
 from pretrain.data import find_sources
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="folders of videos")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs (3)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args = parser.parse_args(argv)
     decoders = [d for d in ("pyav", "decord") if d in available_backends()]
     for folder in args.folders:
         videos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
@@ -39,8 +37,15 @@ def main() -> None:
         print(f"{folder} ({len(videos)} videos): " + "; ".join(line))
 
 
-def _count_all(videos: list[Path], decoder: str) -> list[int]:
-    return [count_frames(v, decoder) for v in videos]
+def _count_all(videos: list[Path], decoder: str) -> int:
+    """Counts the frames of each video that opens (the listing before the check)."""
+    total = 0
+    for video in videos:
+        try:
+            total += count_frames(video, decoder)
+        except ValueError:
+            pass
+    return total
 
 
 def _best(repeats: int, work: Callable[..., object], *args: object) -> float:
