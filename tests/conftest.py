@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -55,3 +56,12 @@ def tiny_tracker() -> Callable[..., Tracker]:
         return made[key]
 
     return make
+
+
+@pytest.fixture
+def pretrain_log_to_capture(monkeypatch):
+    """The pretrain CLI logs to the stderr of its first call in a process, and not to the root
+    logger; without that handler, this test's records reach caplog and this test's stderr."""
+    log = logging.getLogger("pretrain")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)

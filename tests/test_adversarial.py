@@ -10,7 +10,6 @@ whole folder must survive byte for byte.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -753,13 +752,6 @@ def damaged_videos(folder: Path) -> list[Path]:
         empty,
         bad.zeroed_payload(folder / "zeroed.mp4"),
     ]
-
-
-@pytest.fixture
-def pretrain_log_to_capture(monkeypatch):
-    """The pretrain CLI logs to the stderr of its first call in a process; without its
-    handler, each test's call logs to this test's captured stderr."""
-    monkeypatch.setattr(logging.getLogger("pretrain"), "handlers", [])
 
 
 @pytest.mark.usefixtures("pretrain_log_to_capture")

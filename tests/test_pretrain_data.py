@@ -110,6 +110,7 @@ def test_find_sources_mixes_videos_and_image_folders(videos, shared_data, tmp_pa
         find_sources([tmp_path / "a" / "notes.txt"])
 
 
+@pytest.mark.usefixtures("pretrain_log_to_capture")
 @pytest.mark.parametrize("decoder", ["auto", "decord", "pyav"])
 def test_find_sources_skips_each_unreadable_video_with_one_warning(
     videos, tmp_path, caplog, capfd, decoder
