@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     """Run pretraining for parsed flags; returns the exit status."""
     from pretrain.train import train
 
-    _configure_logging()
+    configure_logging()
     result = train(config_from_args(args))
     log = logging.getLogger("pretrain")
     log.info("step %d; backbone written to %s", result.step, result.export)
@@ -304,11 +304,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging() -> None:
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is logged, not the one it was made
+    with, so every CLI call in one process (tests, notebooks) logs where its caller reads."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """Send the ``pretrain`` loggers' INFO and above to stderr, once per process."""
     root = logging.getLogger("pretrain")
     if root.handlers:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
