@@ -29,7 +29,7 @@ from dinotrack.clikit import (
     positive_int,
     run_command,
 )
-from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
+from dinotrack.config import DEFAULT_MASS, DIRECTIONS, UPSAMPLE_MODES
 from dinotrack.results import START_MASK_NAME, ResultWriter
 
 
@@ -59,6 +59,29 @@ def _segment_parser(subparsers) -> None:
         action="store_true",
         help=f"no mask: derive it from the first frame's attention and save it as "
         f"OUT/{START_MASK_NAME} (see --objects, --box, --mass)",
+    )
+    start.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="FRAME:MASK",
+        help="the mask of frame FRAME (counted from 0), repeatable: new ids are objects from "
+        "that frame on, known ids are corrected there, others go on being tracked",
+    )
+    start.add_argument(
+        "--prompts",
+        default=None,
+        metavar="DIR",
+        help="a directory of prompt masks (PNG) named like the frames they belong to "
+        "(00120.png, or the frame folder's own names)",
+    )
+    p.add_argument(
+        "--direction",
+        default="forward",
+        choices=DIRECTIONS,
+        help="forward: from the earliest prompt to the end; backward: from the latest prompt "
+        "down to frame 0; both: forward, and the frames before the earliest prompt backward "
+        "(default %(default)s)",
     )
     p.add_argument(
         "--objects", type=int, default=None, help="--auto: number of objects (default 1)"
@@ -192,8 +215,10 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
         return run_batch(args, run_segment)
     if args.input is None:
         raise ValueError("give the input video (or frames directory), or --batch LIST.csv")
-    if args.mask is None and not args.auto:
-        raise ValueError("give the first frame's objects: --mask FILE, or --auto")
+    if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
+        raise ValueError(
+            "give the objects: --mask FILE, --prompt FRAME:MASK, --prompts DIR, or --auto"
+        )
     console = Console(stderr=True)
     auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
     if auto_flags and not args.auto:
@@ -201,6 +226,7 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
     start_frame = args.start_frame
     if start_frame < 0:
         raise ValueError(f"--start-frame must be 0 or more, got {start_frame}")
+    _check_object_flags(args)
     stop = None if args.max_frames is None else start_frame + args.max_frames
     reader = FrameReader(args.input, start=start_frame, stop=stop)  # checks the input exists first
     try:
@@ -215,7 +241,7 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
         results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
         out = results.directory
         try:
-            first_mask = _start_mask(args, info, results)
+            auto_start, prompts = _start_masks(args, info, results)
             tracker = tracker or build_tracker(args)
         except BaseException:
             results.abort()  # removes the overlay's temporary file and new parent folders
@@ -225,9 +251,12 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
             video_name = Path(os.path.abspath(args.input)).stem
             scratch = results.staging / ".objects"
             results.formats = format_writers(args.save, video_name, scratch=scratch)
-            total = info.num_frames - start_frame
-            if args.max_frames is not None:
-                total = min(total, args.max_frames)
+            end = info.num_frames if stop is None else min(stop, info.num_frames)
+            total = {
+                "forward": end - min(prompts),
+                "backward": max(prompts) + 1 - start_frame,
+                "both": end - start_frame,
+            }[args.direction]
             start = time.perf_counter()
             count = 0
             columns = (
@@ -244,12 +273,20 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
                 bar = contextlib.nullcontext(progress)
             with bar as progress:
                 task = progress.add_task("frames", total=total, fps=0.0)
-                for step, mask, frame in tracker.track(reader, first_mask, with_frames=True):
-                    if count == 0:
-                        objects = sorted(int(i) for i in np.unique(mask) if i)
-                        if args.auto:
-                            results.write_start_mask(mask)
-                    index = start_frame + step  # the frame's index in the video
+                tracked = tracker.track(
+                    args.input,
+                    auto_start,  # a function of the first frame, which prompts cannot hold
+                    prompts=None if args.auto else prompts,
+                    direction=args.direction,
+                    with_frames=True,
+                    start=start_frame,
+                    stop=stop,
+                )
+                objects: set[int] = set()
+                for index, mask, frame in tracked:  # index: the frame's index in the video
+                    if count == 0 and args.auto:
+                        results.write_start_mask(mask)
+                    objects.update(int(i) for i in np.unique(mask) if i)
                     names = info.frame_names
                     name = names[index] if index < len(names) else f"{index:05d}.png"
                     results.add(index, Path(name).stem, mask, frame if args.overlay else None)
@@ -261,7 +298,7 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
         reader.close()
     elapsed = time.perf_counter() - start
     console.print(
-        f"segmented {count} frames, {len(objects)} object(s) {objects}, "
+        f"segmented {count} frames, {len(objects)} object(s) {sorted(objects)}, "
         f"{count / max(elapsed, 1e-9):.2f} fps on {tracker.device} "
         f"({tracker.spec.name}) -> {out}" + (f", overlay {args.overlay}" if args.overlay else ""),
         soft_wrap=True,
@@ -269,24 +306,117 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
     return 0
 
 
-def _start_mask(args: argparse.Namespace, info, results: ResultWriter):
-    """The first mask of ``segment`` (or its :class:`AutoStart`), checked against the video
+def _start_masks(args: argparse.Namespace, info, results: ResultWriter):
+    """The :class:`AutoStart` of ``segment --auto`` (else None) and the prompts
+    ``{frame index: mask}`` (the auto start's frame with ``--auto``), checked against the video
     ``info`` describes; sets the results' palette and opens the overlay (before any work)."""
-    from dinotrack.masks import read_mask
-    from dinotrack.session import check_first_mask
-
     if args.auto:
-        first_mask = _auto_start(args, info)
+        auto_start = _auto_start(args, info)
+        prompts = {args.start_frame: auto_start}
     else:
-        first = read_mask(args.mask)
+        auto_start = None
         # Checked (and resized if need be) before any weights are loaded or frames decoded.
-        first_mask = check_first_mask(first.ids, (info.height, info.width))
-        if first.palette is not None:
-            results.palette = first.palette
+        prompts, palette = read_prompts(args, info)
+        if palette is not None:
+            results.palette = palette
     if args.overlay:
         size = (info.width, info.height)
         results.open_overlay(args.overlay, info.fps, *size, overwrite=args.overwrite)
-    return first_mask
+    return auto_start, prompts
+
+
+def _check_object_flags(args: argparse.Namespace) -> None:
+    """Refuse the flags that do not go with the way ``segment`` is given its objects."""
+    if args.start_frame and not args.mask and not args.auto:
+        raise ValueError("--start-frame goes with --mask or --auto; --prompt names its frame")
+    if args.direction != "forward" and args.auto:
+        raise ValueError(f"--direction {args.direction} needs a prompt (--mask or --prompt)")
+    if args.direction != "forward" and args.overlay:
+        raise ValueError("--overlay needs --direction forward (frames are written in order)")
+
+
+def read_prompts(args: argparse.Namespace, info) -> tuple[dict[int, np.ndarray], object]:
+    """The prompt masks of ``segment``'s ``--mask``, ``--prompt`` and ``--prompts`` for a video
+    described by ``info``, read and checked against its frames; and the palette of the first
+    palette PNG among them (None if there is none).
+
+    Raises:
+        ValueError: A malformed ``--prompt``, two prompts for one frame, a frame past the end,
+            a file of ``--prompts`` named like no frame, or a mask that is unreadable or not
+            of the frames' size.
+        FileNotFoundError: A missing mask file or directory.
+    """
+    from dinotrack.masks import read_mask
+    from dinotrack.session import check_prompt
+
+    sources: dict[int, str] = {}
+    end = info.num_frames
+    if args.max_frames is not None:
+        end = min(end, args.start_frame + args.max_frames)
+
+    def add(index: int, path: str, flag: str) -> None:
+        if index in sources:
+            raise ValueError(f"two prompts for frame {index}: {sources[index]} and {path}")
+        if index >= end:
+            limit = "" if end == info.num_frames else f" (--max-frames: frames 0 to {end - 1})"
+            raise ValueError(
+                f"{flag} {path} is for frame {index}, past the last frame: {args.input} has "
+                f"{info.num_frames} frames (0 to {info.num_frames - 1}){limit}"
+            )
+        sources[index] = path
+
+    if args.mask is not None:
+        add(args.start_frame, args.mask, "--mask")
+    for text in args.prompt:
+        frame, sep, path = text.partition(":")
+        if not sep or not frame.strip().isdigit() or not path:
+            raise ValueError(f"--prompt expects FRAME:MASK (e.g. 120:car.png), got {text!r}")
+        add(int(frame), path, "--prompt")
+    if args.prompts is not None:
+        for index, path in prompt_files(args.prompts, info.frame_names):
+            add(index, str(path), "--prompts")
+    prompts, palette = {}, None
+    for index in sorted(sources):
+        loaded = read_mask(sources[index])
+        if palette is None:
+            palette = loaded.palette
+        try:
+            prompts[index] = check_prompt(loaded.ids, (info.height, info.width), index)
+        except ValueError as error:
+            raise ValueError(f"{sources[index]}: {error}") from None
+    return prompts, palette
+
+
+def prompt_files(directory: str | os.PathLike[str], frame_names: Sequence[str]) -> list:
+    """``(frame index, path)`` of the PNG prompts in ``directory``, each named like a frame:
+    its name in ``frame_names`` (the names of the masks written for the frames), or its
+    frame index, zero-padded or not (``00120.png``).
+
+    Raises:
+        FileNotFoundError: ``directory`` does not exist.
+        ValueError: It is not a directory, holds no PNG, or a PNG named like no frame.
+    """
+    directory = Path(directory)
+    if not directory.exists():
+        raise FileNotFoundError(f"--prompts {directory} does not exist")
+    if not directory.is_dir():
+        raise ValueError(f"--prompts {directory} is not a directory")
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise ValueError(f"--prompts {directory} holds no PNG masks")
+    by_name = {name: i for i, name in enumerate(frame_names)}
+    found = []
+    for path in files:
+        index = by_name.get(path.name)
+        if index is None and path.stem.isdigit():
+            index = int(path.stem)
+        if index is None:
+            raise ValueError(
+                f"--prompts: {path.name} is named like no frame; name prompts like the frames "
+                f"(e.g. {frame_names[0]}) or by frame index (00120.png)"
+            )
+        found.append((index, path))
+    return found
 
 
 def _auto_start(args: argparse.Namespace, info):

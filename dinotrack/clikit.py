@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from dinotrack.config import PRECISIONS, RESIZE_RULES, TrackerConfig
+from dinotrack.config import GROUP_MERGES, PRECISIONS, RESIZE_RULES, TrackerConfig
 
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 """Errors that are the user's to fix: one line, exit status 2, no traceback."""
@@ -173,6 +173,20 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         "script's (long side floored to a multiple of 64) (default %(default)s)",
     )
     algo.add_argument(
+        "--max-prompt-frames",
+        type=positive_int,
+        default=defaults.max_prompt_frames,
+        help="prompted frames each object group keeps in memory, the first and the most "
+        "recent (default %(default)s)",
+    )
+    algo.add_argument(
+        "--group-merge",
+        default=defaults.group_merge,
+        choices=GROUP_MERGES,
+        help="background of objects first prompted on different frames: min or product of "
+        "the groups' (default %(default)s)",
+    )
+    algo.add_argument(
         "--pos-embed",
         default=None,
         choices=("dino", "timm"),
@@ -204,6 +218,8 @@ def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
         pos_embed=args.pos_embed,
         precision=args.precision,
         batch_size=args.batch_size,
+        max_prompt_frames=args.max_prompt_frames,
+        group_merge=args.group_merge,
     )
 
 

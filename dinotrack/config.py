@@ -26,6 +26,12 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UPSAMPLE_MODES = ("nearest", "bilinear")
 """How patch-level attention maps are resized to the frame."""
 
+DIRECTIONS = ("forward", "backward", "both")
+"""Directions a video is tracked in from its prompts (see :meth:`dinotrack.Tracker.track`)."""
+
+GROUP_MERGES = ("min", "product")
+"""How the background channels of object groups prompted on different frames are merged."""
+
 DEFAULT_MASS = 0.6
 """Share of the attention mass the thresholded maps keep (the DINO paper's figures)."""
 
@@ -68,6 +74,12 @@ class TrackerConfig:
         tile: Side of the target-patch blocks of the windowed propagation; None picks
             ``CPU_TILE`` (6) on the CPU and ``CUDA_TILE`` (12) on CUDA (speed only: results do
             not depend on it).
+        max_prompt_frames: Most prompted frames each object group keeps in its permanent
+            memory (the first and the most recent), >= 1; the DINO protocol's first frame is
+            the one prompt of a plain run.
+        group_merge: How the groups' soft labels are merged per frame (objects first prompted
+            on different frames form different groups): the background is the ``"min"`` or
+            the ``"product"`` of the groups' backgrounds; object channels are kept as they are.
 
     Raises:
         TypeError: A count (``n_last_frames``, ``radius``, ``topk``, ``short_side``,
@@ -87,11 +99,20 @@ class TrackerConfig:
     precision: str = "auto"
     batch_size: int = 4
     tile: int | None = None
+    max_prompt_frames: int = 4
+    group_merge: str = "min"
 
     def __post_init__(self) -> None:
         # Numbers are stored as plain Python ints and floats (numpy scalars are accepted),
         # so that to_dict() holds plain values.
-        ints = {"n_last_frames": 0, "radius": None, "topk": 1, "short_side": 16, "batch_size": 1}
+        ints = {
+            "n_last_frames": 0,
+            "radius": None,
+            "topk": 1,
+            "short_side": 16,
+            "batch_size": 1,
+            "max_prompt_frames": 1,
+        }
         if self.tile is not None:
             ints["tile"] = 1
         for name, minimum in ints.items():
@@ -102,6 +123,8 @@ class TrackerConfig:
             raise ValueError(f"resize_rule must be one of {RESIZE_RULES}, got {self.resize_rule!r}")
         if self.pos_embed not in (None, "dino", "timm"):
             raise ValueError(f"pos_embed must be 'dino', 'timm' or None, got {self.pos_embed!r}")
+        if self.group_merge not in GROUP_MERGES:
+            raise ValueError(f"group_merge must be one of {GROUP_MERGES}, got {self.group_merge!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

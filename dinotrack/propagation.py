@@ -290,6 +290,11 @@ class LabelPropagator:
     Each :meth:`step` propagates labels to a new frame from that context and then pushes the
     frame's features and *soft* labels into the queue (the oldest frame drops out).
 
+    The first frame is the first entry of a *permanent* memory: frames whose labels are given
+    (prompts, corrections) join it through :meth:`add_permanent`, which keeps at most
+    ``max_permanent`` of them (the first and the most recent). With the first frame alone the
+    context is exactly the DINO protocol's.
+
     Args:
         first_feats: ``[C, h, w]`` features of the first frame.
         first_labels: ``[K, h, w]`` float soft labels of the first frame (one-hot usually).
@@ -298,6 +303,7 @@ class LabelPropagator:
         topk: Sources kept per target patch, >= 1 (see :func:`propagate_labels`).
         temperature: Affinity temperature, finite and > 0.
         tile: Block size of the windowed computation (speed only), >= 1.
+        max_permanent: Most frames the permanent memory holds, >= 1.
 
     Raises:
         ValueError, TypeError: As :func:`propagate_labels`, for a bad setting or
@@ -314,21 +320,63 @@ class LabelPropagator:
         topk: int = TOPK,
         temperature: float = TEMPERATURE,
         tile: int = CPU_TILE,
+        max_permanent: int = 1,
     ) -> None:
         check_int("n_last_frames", n_last_frames, minimum=0)
+        self.max_permanent = check_int("max_permanent", max_permanent, minimum=1)
         _check_settings(radius, topk, temperature, tile)
-        if first_feats.shape[-2:] != first_labels.shape[-2:]:
-            raise ValueError(
-                f"first-frame features {tuple(first_feats.shape)} and labels "
-                f"{tuple(first_labels.shape)} are on different grids"
-            )
-        self.first = (F.normalize(first_feats.float(), dim=0), first_labels.float())
+        self.permanent: list[tuple[Tensor, Tensor]] = []
         self.recent: deque[tuple[Tensor, Tensor]] = deque(maxlen=n_last_frames)
         self.n_last_frames = n_last_frames
         self.kwargs = dict(radius=radius, topk=topk, temperature=temperature, tile=tile)
+        self.add_permanent(first_feats, first_labels)
+
+    @property
+    def first(self) -> tuple[Tensor, Tensor]:
+        """Normalised features ``[C, h, w]`` and soft labels ``[K, h, w]`` of the first frame."""
+        return self.permanent[0]
+
+    def add_permanent(self, feats: Tensor, labels: Tensor, *, normalized: bool = False) -> None:
+        """Keep a frame with known labels (a prompt) in the context of every later step.
+
+        Beyond ``max_permanent`` frames the oldest after the first drops out.
+
+        Args:
+            feats: ``[C, h, w]`` features of the frame.
+            labels: ``[K, h, w]`` float soft labels of the frame, on the features' grid.
+            normalized: Whether ``feats`` are already L2-normalised along ``C``.
+
+        Raises:
+            ValueError: Features and labels on different grids.
+        """
+        if feats.shape[-2:] != labels.shape[-2:]:
+            raise ValueError(
+                f"features {tuple(feats.shape)} and labels {tuple(labels.shape)} are on "
+                "different grids"
+            )
+        feats = feats if normalized else F.normalize(feats.float(), dim=0)
+        self.permanent.append((feats, labels.float()))
+        if len(self.permanent) > self.max_permanent:
+            del self.permanent[1]
+
+    def propagate(self, feats: Tensor, *, normalized: bool = False) -> Tensor:
+        """Soft labels ``[K, h, w]`` (float32) of a frame from its features ``[C, h, w]``
+        (already L2-normalised along ``C`` with ``normalized``), without remembering the
+        frame (see :meth:`step` and :meth:`remember`)."""
+        return self._propagate(feats if normalized else F.normalize(feats.float(), dim=0))
+
+    def _propagate(self, feats: Tensor) -> Tensor:
+        context = [*self.permanent, *self.recent]
+        return propagate_labels(
+            feats,
+            torch.stack([f for f, _ in context]),
+            torch.stack([lab for _, lab in context]),
+            normalized=True,
+            **self.kwargs,
+        )
 
     def step(self, feats: Tensor) -> Tensor:
-        """Propagate to the next frame.
+        """Propagate to the next frame and remember it among the last frames.
 
         Args:
             feats: ``[C, h, w]`` features of the new frame.
@@ -337,17 +385,72 @@ class LabelPropagator:
             ``[K, h, w]`` float32 soft labels of the new frame.
         """
         feats = F.normalize(feats.float(), dim=0)
-        context = [self.first, *self.recent]
-        labels = propagate_labels(
-            feats,
-            torch.stack([f for f, _ in context]),
-            torch.stack([lab for _, lab in context]),
-            normalized=True,
-            **self.kwargs,
-        )
-        if self.n_last_frames > 0:
-            self.recent.append((feats, labels))
+        labels = self._propagate(feats)
+        self.remember(feats, labels, normalized=True)
         return labels
+
+    def remember(self, feats: Tensor, labels: Tensor, *, normalized: bool = False) -> None:
+        """Push a frame's features ``[C, h, w]`` and soft labels ``[K, h, w]`` into the queue
+        of last frames (the oldest drops out); nothing with ``n_last_frames=0``."""
+        if self.n_last_frames > 0:
+            self.recent.append((feats if normalized else F.normalize(feats.float(), dim=0), labels))
+
+
+def merge_group_labels(group_labels: list[Tensor], rule: str = "min") -> Tensor:
+    """Merge the soft labels of object groups that share a frame into one set of channels.
+
+    Each group (objects first prompted on the same frame) propagates its own labels,
+    ``[1 + K_g, h, w]`` with channel 0 its background ("none of this group's objects"). The
+    merged background is the elementwise ``min`` (or ``product``) of the groups'
+    backgrounds; the object channels follow, group by group. One group is returned as it is.
+
+    Args:
+        group_labels: Non-empty list of ``[1 + K_g, h, w]`` float soft labels on one grid.
+        rule: ``"min"`` or ``"product"``.
+
+    Returns:
+        ``[1 + sum K_g, h, w]`` float soft labels.
+    """
+    if len(group_labels) == 1:
+        return group_labels[0]
+    backgrounds = torch.stack([labels[0] for labels in group_labels])
+    if rule == "min":
+        background = backgrounds.amin(0)
+    elif rule == "product":
+        background = backgrounds.prod(0)
+    else:
+        raise ValueError(f"rule must be 'min' or 'product', got {rule!r}")
+    return torch.cat([background[None], *(labels[1:] for labels in group_labels)])
+
+
+def apply_prompt_labels(
+    labels: Tensor, prompt_channels: Tensor, covered: Tensor, prompted: Tensor
+) -> Tensor:
+    """A group's soft labels at a frame, corrected by a prompt (a partial annotation).
+
+    The prompt fixes the objects it holds: the channel of each such object becomes exactly
+    the prompt's pixels; at every pixel the prompt gives to some object (of this group or of
+    another), the group's other object channels drop to 0; the background takes what is left,
+    so each position still sums to 1. Objects of the group absent from the prompt keep their
+    labels wherever the prompt holds no object.
+
+    Args:
+        labels: ``[K, h, w]`` float soft labels of the group (channel 0 its background).
+        prompt_channels: ``[h, w]`` integer channel (of this group) of each pixel's object in
+            the prompt, 0 where the prompt holds none of the group's objects.
+        covered: ``[h, w]`` bool, the pixels the prompt gives to any object.
+        prompted: ``[K]`` bool, the group's channels whose object is in the prompt (entry 0,
+            the background, is ignored).
+
+    Returns:
+        ``[K, h, w]`` float32 corrected soft labels.
+    """
+    k = labels.shape[0]
+    out = labels.float().masked_fill(covered[None], 0.0)
+    exact = one_hot_labels(prompt_channels, k)
+    out = torch.where(prompted.view(k, 1, 1), exact, out)
+    out[0] = (1.0 - out[1:].sum(0)).clamp_min(0.0)
+    return out
 
 
 def propagate_sequence(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -13,18 +14,44 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinotrack.attention import normalize_attention, upsample_attention
 from dinotrack.backbones import BackboneSpec, load_backbone
-from dinotrack.config import CPU_TILE, CUDA_TILE, TrackerConfig, check_int
+from dinotrack.config import CPU_TILE, CUDA_TILE, DIRECTIONS, TrackerConfig, check_int
 from dinotrack.features import FeatureExtractor, network_input_size
 from dinotrack.masks import resize_mask
-from dinotrack.propagation import LabelPropagator, labels_to_mask, one_hot_labels
-from dinotrack.video_io import FrameReader
+from dinotrack.propagation import (
+    LabelPropagator,
+    apply_prompt_labels,
+    labels_to_mask,
+    merge_group_labels,
+    one_hot_labels,
+)
+from dinotrack.video_io import FrameReader, probe_video
 
 VideoSource = str | os.PathLike | Iterable[np.ndarray]
 StartMask = np.ndarray | Callable[[np.ndarray, Tensor, Tensor], np.ndarray]
+
+
+@dataclass
+class ObjectGroup:
+    """Objects first prompted on the same frame, with their own context memory.
+
+    A group's labels come only from frames at or after its first prompt: frames before it
+    (where its objects may be visible but unannotated) never vote them background.
+
+    Attributes:
+        object_ids: The group's user object ids, in its channel order (channel ``c`` of its
+            labels is ``object_ids[c - 1]``, channel 0 its background).
+        first_frame: Session frame index of the group's first prompt.
+        propagator: Its memory: prompted frames (permanent) and the last frames.
+    """
+
+    object_ids: tuple[int, ...]
+    first_frame: int
+    propagator: LabelPropagator
 
 
 @dataclass
@@ -32,25 +59,31 @@ class SessionState:
     """Everything a session remembers about one video.
 
     Attributes:
-        object_ids: User object ids in channel order; channel ``c`` (1-based) is
-            ``object_ids[c - 1]`` and channel 0 is the background.
+        object_ids: User object ids in channel order: the groups' ids, group after group;
+            channel ``c`` (1-based) is ``object_ids[c - 1]`` and channel 0 is the background.
         frame_size: ``(H, W)`` of the video's frames.
         input_size: ``(h, w)`` the frames are resized to for the backbone.
-        propagator: Context memory (first frame + last frames) of the propagation.
+        groups: Object groups, in the order their first prompts came.
         frame_index: Index of the last frame processed (0 = the first frame).
     """
 
     object_ids: tuple[int, ...]
     frame_size: tuple[int, int]
     input_size: tuple[int, int]
-    propagator: LabelPropagator
+    groups: list[ObjectGroup]
     frame_index: int = 0
+
+    @property
+    def propagator(self) -> LabelPropagator:
+        """The first group's memory (the only one of a session with one prompt)."""
+        return self.groups[0].propagator
 
 
 class TrackingSession:
     """Frame-by-frame tracking of the objects of one video.
 
-    Created by :meth:`Tracker.start`; call :meth:`step` with each following frame.
+    Created by :meth:`Tracker.start`; call :meth:`step` with each following frame, with a
+    ``prompt`` mask on the frames that carry one.
     """
 
     def __init__(self, tracker: Tracker, state: SessionState) -> None:
@@ -59,21 +92,29 @@ class TrackingSession:
 
     @property
     def object_ids(self) -> tuple[int, ...]:
-        """The user's object ids, as given in the first mask."""
+        """The user's object ids, in the order their first prompts gave them."""
         return self.state.object_ids
 
-    def step(self, frame: np.ndarray) -> np.ndarray:
-        """Segment the next frame.
+    def step(self, frame: np.ndarray, prompt: np.ndarray | None = None) -> np.ndarray:
+        """Segment the next frame, optionally with a prompt for it.
+
+        A prompt defines the objects it holds at this frame: an id not seen before is a new
+        object from this frame on; an id already tracked is corrected (its pixels here are
+        exactly the prompt's); objects absent from the prompt go on being tracked.
 
         Args:
             frame: ``[H, W, 3]`` uint8 RGB frame of the same size as the first.
+            prompt: None, or ``[H', W']`` integer object ids of this frame (0 = no object),
+                checked as :func:`check_first_mask` checks a first mask.
 
         Returns:
-            ``[H, W]`` object ids (uint8 when all ids are below 256, else int32).
+            ``[H, W]`` object ids (uint8 when all ids are below 256, else int32); with a
+            prompt, the tracked mask with the prompt's objects replaced by the prompt's.
 
         Raises:
             TypeError: ``frame`` is not a numpy array.
-            ValueError: ``frame`` is not ``[H, W, 3]`` uint8, or not of the first frame's size.
+            ValueError: ``frame`` is not ``[H, W, 3]`` uint8, or not of the first frame's size;
+                a bad prompt.
         """
         _check_frame(frame)
         if tuple(frame.shape[:2]) != self.state.frame_size:
@@ -81,18 +122,79 @@ class TrackingSession:
                 f"frame {self.state.frame_index + 1} is {frame.shape[1]}x{frame.shape[0]}, "
                 f"but the video started at {self.state.frame_size[1]}x{self.state.frame_size[0]}"
             )
+        if prompt is not None:
+            prompt = check_prompt(prompt, self.state.frame_size, self.state.frame_index + 1)
         feats = self.tracker.extractor(_as_batch(frame), self.state.input_size)[0]
-        return self.step_features(feats)
+        return self.step_features(feats, prompt)
 
-    def step_features(self, feats: Tensor) -> np.ndarray:
-        """Segment the next frame from its precomputed patch features ``[C, h/p, w/p]``."""
+    def step_features(self, feats: Tensor, prompt: np.ndarray | None = None) -> np.ndarray:
+        """Segment the next frame from its precomputed patch features ``[C, h/p, w/p]``; a
+        ``prompt`` must already be of the frame's size (see :func:`check_prompt`)."""
+        state = self.state
         with torch.inference_mode():
-            soft = self.state.propagator.step(feats)
-            channels = labels_to_mask(soft, self.tracker.spec.patch_size, self.state.frame_size)
-        self.state.frame_index += 1
+            if prompt is None and len(state.groups) == 1:
+                soft = state.propagator.step(feats)  # the DINO protocol, unchanged
+            else:
+                unit = F.normalize(feats.float(), dim=0)
+                softs = [g.propagator.propagate(unit, normalized=True) for g in state.groups]
+                if prompt is None:
+                    for group, labels in zip(state.groups, softs, strict=True):
+                        group.propagator.remember(unit, labels, normalized=True)
+                soft = merge_group_labels(softs, self.tracker.config.group_merge)
+            tracked = self._to_ids(soft)
+            if prompt is not None:
+                self._apply_prompt(feats, unit, softs, prompt)
+        state.frame_index += 1
+        if prompt is None:
+            return tracked
+        return _overlay_prompt(tracked, prompt, _ids_dtype(state.object_ids))
+
+    def _to_ids(self, soft: Tensor) -> np.ndarray:
+        channels = labels_to_mask(soft, self.tracker.spec.patch_size, self.state.frame_size)
         if channels.device.type != "cpu" and len(self.state.object_ids) < 256:
             channels = channels.to(torch.uint8)  # an 8th of the bytes to copy to the host
         return self.tracker.channels_to_ids(channels.cpu().numpy(), self.state.object_ids)
+
+    def _apply_prompt(
+        self, feats: Tensor, unit: Tensor, softs: list[Tensor], prompt: np.ndarray
+    ) -> None:
+        """Correct each group's labels of this frame (features ``feats``, L2-normalised
+        ``unit``, propagated labels ``softs``) by ``prompt``, and start a group for its new
+        objects."""
+        state = self.state
+        grid = self.tracker.grid_size(state.input_size)
+        ids = resize_mask(prompt, *grid)
+        present = {int(i) for i in np.unique(ids) if i != 0}
+        present |= {int(i) for i in np.unique(prompt) if i != 0}  # also those below a patch
+        covered = torch.from_numpy(ids != 0).to(feats.device)
+        for group, labels in zip(state.groups, softs, strict=True):
+            channels = torch.from_numpy(self.tracker.ids_to_channels(ids, group.object_ids))
+            prompted = torch.tensor([False] + [i in present for i in group.object_ids])
+            corrected = apply_prompt_labels(
+                labels, channels.to(feats.device), covered, prompted.to(feats.device)
+            )
+            if prompted.any():  # a correction joins the permanent memory of its group
+                group.propagator.add_permanent(unit, corrected, normalized=True)
+            else:
+                group.propagator.remember(unit, corrected, normalized=True)
+        new_ids = tuple(sorted(present - set(state.object_ids)))
+        if new_ids:
+            _warn_small_objects(prompt, state.input_size, self.tracker.patch_size, new_ids)
+            labels = self.tracker.prompt_labels(ids, new_ids, feats.device)
+            group = ObjectGroup(
+                new_ids, state.frame_index + 1, self.tracker.new_propagator(feats, labels)
+            )
+            state.groups.append(group)
+            state.object_ids = state.object_ids + new_ids
+
+
+def _overlay_prompt(tracked: np.ndarray, prompt: np.ndarray, dtype: type) -> np.ndarray:
+    """The merged mask of a prompted frame: the tracked ids, the prompt's objects replaced by
+    the prompt's pixels (an object the prompt holds appears nowhere else)."""
+    out = tracked.astype(dtype)
+    out[np.isin(out, np.unique(prompt[prompt != 0]))] = 0
+    out[prompt != 0] = prompt[prompt != 0]
+    return out
 
 
 class Tracker:
@@ -278,11 +380,28 @@ class Tracker:
         _warn_small_objects(mask, input_size, self.patch_size)
         if feats is None:
             feats = self.extractor(_as_batch(frame), input_size)[0]
-        grid = (input_size[0] // self.patch_size, input_size[1] // self.patch_size)
-        channels = self.ids_to_channels(resize_mask(mask, *grid), object_ids)
-        labels = one_hot_labels(torch.from_numpy(channels).to(feats.device), len(object_ids) + 1)
+        labels = self.prompt_labels(resize_mask(mask, *self.grid_size(input_size)), object_ids)
+        group = ObjectGroup(object_ids, 0, self.new_propagator(feats, labels.to(feats.device)))
+        state = SessionState(object_ids, frame_size, input_size, [group])
+        return TrackingSession(self, state)
+
+    def grid_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """Patch grid ``(h/p, w/p)`` of a network input of ``input_size`` ``(h, w)``."""
+        return input_size[0] // self.patch_size, input_size[1] // self.patch_size
+
+    def prompt_labels(
+        self, ids: np.ndarray, object_ids: tuple[int, ...], device: torch.device | None = None
+    ) -> Tensor:
+        """One-hot labels ``[1 + len(object_ids), h, w]`` (float32) of ``object_ids`` in an
+        ``[h, w]`` id mask on the patch grid; other ids count as background."""
+        channels = torch.from_numpy(self.ids_to_channels(ids, object_ids))
+        return one_hot_labels(channels.to(device), len(object_ids) + 1)
+
+    def new_propagator(self, feats: Tensor, labels: Tensor) -> LabelPropagator:
+        """The context memory of an object group prompted with ``labels`` ``[K, h, w]`` on
+        the frame of ``feats`` ``[C, h, w]``, with this tracker's settings."""
         cfg = self.config
-        propagator = LabelPropagator(
+        return LabelPropagator(
             feats,
             labels,
             n_last_frames=cfg.n_last_frames,
@@ -290,9 +409,8 @@ class Tracker:
             topk=cfg.topk,
             temperature=cfg.temperature,
             tile=self._tile(),
+            max_permanent=cfg.max_prompt_frames,
         )
-        state = SessionState(object_ids, frame_size, input_size, propagator)
-        return TrackingSession(self, state)
 
     @staticmethod
     def ids_to_channels(ids: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
@@ -312,8 +430,10 @@ class Tracker:
     def track(
         self,
         video: VideoSource,
-        first_mask: StartMask,
+        first_mask: StartMask | None = None,
         *,
+        prompts: Mapping[int, np.ndarray] | None = None,
+        direction: str = "forward",
         with_frames: bool = False,
         start: int = 0,
         stop: int | None = None,
@@ -321,71 +441,197 @@ class Tracker:
         """Segment a whole video, streaming: frames are decoded in a background thread and
         batched through the backbone; memory does not grow with the video's length.
 
+        Objects are given either as ``first_mask`` (the mask of frame ``start``) or as
+        ``prompts``, masks on any frames. A prompt defines the objects it holds at its frame:
+        an id not seen before is a new object from that frame on, an id already tracked is
+        corrected there, objects absent from it go on being tracked (see
+        :meth:`TrackingSession.step`). Objects first prompted on the same frame form a group
+        with its own memory, so that frames before an object's first prompt never vote it
+        background; the groups' labels are merged per frame (``config.group_merge``).
+
         Args:
             video: Video file, directory of frames, or an iterable of ``[H, W, 3]`` uint8
-                RGB frames.
-            first_mask: ``[H, W]`` integer object ids of the first frame, or a function
+                RGB frames (held in memory for a backward pass: give a path to stream).
+            first_mask: ``[H, W]`` integer object ids of frame ``start``, or a function
                 ``(frame, feats [C, h/p, w/p], attn [heads, h/p, w/p]) -> ids`` that derives
                 them from the first frame's features and class-token attention, both from
                 one forward pass (e.g. :class:`dinotrack.attention.AutoStart`).
+            prompts: Instead of ``first_mask``: ``{frame index: [H, W] object ids}``, frame
+                indices counted from 0 in the video, within ``[start, stop)``.
+            direction: ``"forward"`` (from the earliest prompt to the end), ``"backward"``
+                (from the latest prompt down to ``start``) or ``"both"`` (forward from the
+                earliest prompt, and the frames before it by a backward pass from it).
             with_frames: Also yield each RGB frame (e.g. to draw overlays).
-            start: Index of the frame the mask belongs to (frames before it are skipped).
+            start: Index of the first frame of the video to consider (frames before it are
+                skipped); the frame ``first_mask`` belongs to.
             stop: Index one past the last frame to process.
 
         Yields:
-            ``(index, mask)`` or ``(index, mask, frame)`` for every frame from ``start``;
-            ``mask`` is ``[H, W]`` object ids with the user's ids (the first frame's mask is
-            the one given).
+            ``(index, mask)`` or ``(index, mask, frame)``, one per frame tracked, ``index``
+            counted from 0 in the video; ``mask`` is ``[H, W]`` object ids with the user's
+            ids (on a prompted frame, the tracked mask with the prompt's objects replaced
+            by the prompt's; the first prompt's frame shows the prompt). Order: forward,
+            increasing indices from the earliest prompt; backward, decreasing indices from
+            the latest prompt down to ``start``; both, the forward frames and then the
+            backward ones (earliest prompt - 1 down to ``start``).
 
         Warns:
             UserWarning: As :meth:`start`.
 
         Raises:
-            TypeError, ValueError: At the call, ``start`` or ``stop`` out of range; while
-                iterating, frames that are not ``[H, W, 3]`` uint8 of one size, a bad first
-                mask (see :func:`check_first_mask`), or no frame between ``start`` and
-                ``stop``.
+            TypeError, ValueError: At the call, ``start``, ``stop``, ``direction`` or a prompt
+                index out of range, both or neither of ``first_mask`` and ``prompts``, a mask
+                function with a backward direction; while iterating, frames that are not
+                ``[H, W, 3]`` uint8 of one size, a bad mask (see :func:`check_first_mask`), a
+                prompt past the end of the video, or no frame between ``start`` and ``stop``.
         """
         start = check_int("start", start, minimum=0)
         if stop is not None and check_int("stop", stop) <= start:
             raise ValueError(f"stop must be greater than start ({start}), got {stop}")
-        return self._track(video, first_mask, with_frames, start, stop)
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if (first_mask is None) == (prompts is None):
+            raise ValueError("give the objects either as first_mask or as prompts (not both)")
+        if prompts is None:
+            if callable(first_mask) and direction != "forward":
+                raise ValueError(f"a start-mask function can only track forward, not {direction!r}")
+            prompts = {start: first_mask}
+        else:
+            prompts = _check_prompt_indices(prompts, start, stop)
+        return self._track(video, prompts, direction, with_frames, start, stop)
 
     def _track(
         self,
         video: VideoSource,
-        first_mask: StartMask,
+        prompts: dict[int, StartMask],
+        direction: str,
         with_frames: bool,
         start: int,
         stop: int | None,
     ) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """:meth:`track` once its arguments are checked."""
+        first, last = min(prompts), max(prompts)
+        end = stop  # one past the last frame there is to read, where known
         if isinstance(video, (str, os.PathLike)):
-            frames: Iterable[np.ndarray] = FrameReader(Path(video), start=start, stop=stop)
+            num_frames = probe_video(video).num_frames
+            end = num_frames if stop is None else min(stop, num_frames)
+            source: str = str(video)
+
+            def frames(a: int, b: int, reverse: bool) -> Iterator[tuple[int, np.ndarray]]:
+                # A generator: the reader opens (and decodes) only when the pass begins.
+                with FrameReader(Path(video), start=a, stop=b, reverse=reverse) as reader:
+                    indices = range(b - 1, a - 1, -1) if reverse else itertools.count(a)
+                    yield from zip(indices, reader, strict=False)  # a cut-off video ends early
         else:
-            frames = islice(video, start, stop)
+            source = "the given frames"  # an iterable's repr may hold whole frame arrays
+            held = None if direction == "forward" else list(islice(video, start, stop))
+            if held is not None:
+                end = start + len(held)
+
+            def frames(a: int, b: int, reverse: bool) -> Iterator[tuple[int, np.ndarray]]:
+                if held is None:
+                    yield from zip(itertools.count(a), islice(video, a, b), strict=False)
+                    return
+                span = range(b - 1, a - 1, -1) if reverse else range(a, b)
+                yield from ((i, held[i - start]) for i in span if i - start < len(held))
+
+        if end is not None and first < end <= last:
+            raise ValueError(_past_end_message(last, source, end))
+        passes = []
+        if direction in ("forward", "both"):
+            passes.append((frames(first, end, False), prompts, 0))
+        if direction == "backward":
+            passes.append((frames(start, last + 1, True), prompts, 0))
+        elif direction == "both" and first > start:
+            # The earliest prompt's frame is the backward pass's first; the forward pass
+            # yields it.
+            backward = frames(start, first + 1, True)
+            passes.append((backward, {first: prompts[first]}, 1))
+        seen = 0
+        for indexed, pass_prompts, skip in passes:
+            results = self._track_pass(indexed, pass_prompts, with_frames)
+            for item in islice(results, skip, None):
+                seen += 1
+                yield item
+        if seen == 0:
+            span = "" if start == 0 and stop is None else f" from index {start}"
+            span += "" if stop is None else f" to {stop}"
+            raise ValueError(f"no frames to track in {source}{span}")
+
+    def _track_pass(
+        self,
+        indexed: Iterator[tuple[int, np.ndarray]],
+        prompts: dict[int, StartMask],
+        with_frames: bool,
+    ) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """One pass over ``(index, frame)`` pairs whose first is a prompted frame."""
         session: TrackingSession | None = None
-        index = start
-        for batch, input_size in self._frame_batches(frames):
+        unused = set(prompts)
+        indices: list[int] = []  # of the frames the batching loop has taken so far
+
+        def frames() -> Iterator[np.ndarray]:
+            for index, frame in indexed:
+                indices.append(index)
+                yield frame
+
+        for batch, input_size in self._frame_batches(frames()):
+            batch_indices, indices[:] = indices[: len(batch)], indices[len(batch) :]
             images = self.extractor.preprocess(np.stack(batch), input_size)
-            auto = session is None and callable(first_mask)
+            auto = session is None and callable(prompts[batch_indices[0]])
             feats, attn = self.extractor.forward(images, attention=auto)
-            for frame, frame_feats in zip(batch, feats, strict=True):
+            for index, frame, frame_feats in zip(batch_indices, batch, feats, strict=True):
+                prompt = prompts.get(index)
+                unused.discard(index)
                 if session is None:
-                    mask = first_mask(frame, frame_feats, attn[0]) if auto else first_mask
+                    mask = prompt(frame, frame_feats, attn[0]) if auto else prompt
                     mask = check_first_mask(mask, frame.shape[:2])
                     session = self._start_checked(frame, mask, frame_feats)
                     mask = mask.astype(_ids_dtype(session.object_ids))
                 else:
-                    mask = session.step_features(frame_feats)
+                    if prompt is not None:
+                        prompt = check_prompt(prompt, session.state.frame_size, index)
+                    mask = session.step_features(frame_feats, prompt)
                 yield (index, mask, frame) if with_frames else (index, mask)
-                index += 1
-        if session is None:
-            # Name the source briefly: an iterable's repr may hold whole frame arrays.
-            source = str(video) if isinstance(video, (str, os.PathLike)) else "the given frames"
-            span = "" if start == 0 and stop is None else f" from index {start}"
-            span += "" if stop is None else f" to {stop}"
-            raise ValueError(f"no frames to track in {source}{span}")
+        if unused and session is not None:
+            raise ValueError(_past_end_message(max(unused), "the given frames", None))
+
+
+def _check_prompt_indices(
+    prompts: Mapping[int, np.ndarray], start: int, stop: int | None
+) -> dict[int, np.ndarray]:
+    """``prompts`` as a dict, its keys checked to be frame indices in ``[start, stop)``."""
+    if not isinstance(prompts, Mapping):
+        raise TypeError(
+            f"prompts must be a mapping {{frame index: mask}}, got {type(prompts).__name__}"
+        )
+    if not prompts:
+        raise ValueError("prompts is empty: give at least one {frame index: mask}")
+    checked = {}
+    for index, mask in prompts.items():
+        index = check_int("a prompt's frame index", index, minimum=0)
+        if index < start or (stop is not None and index >= stop):
+            end = "" if stop is None else f" to {stop - 1}"
+            raise ValueError(
+                f"prompt for frame {index} is outside the frames tracked ({start}{end})"
+            )
+        if callable(mask):
+            raise TypeError(f"the prompt of frame {index} must be a mask array, not a function")
+        checked[index] = mask
+    return dict(sorted(checked.items()))
+
+
+def _past_end_message(index: int, source: str, stop: int | None) -> str:
+    frames = "" if stop is None else f": it has {stop} frames (0 to {stop - 1})"
+    return f"prompt for frame {index} is past the end of {source}{frames}"
+
+
+def check_prompt(mask: np.ndarray, frame_size: tuple[int, int], index: int) -> np.ndarray:
+    """A prompt mask checked as :func:`check_first_mask` checks a first mask (resized, with a
+    warning, when it is a rescale of the frames), its errors naming the frame ``index``."""
+    try:
+        return check_first_mask(mask, frame_size)
+    except ValueError as error:
+        raise ValueError(f"the prompt of frame {index}: {error}") from None
 
 
 MIN_MASK_SIDE = 16
@@ -465,19 +711,28 @@ def _is_rescale(size: tuple[int, int], reference: tuple[int, int]) -> bool:
     return low <= high
 
 
-def _warn_small_objects(mask: np.ndarray, input_size: tuple[int, int], patch_size: int) -> None:
-    """Warns about the objects of a first mask ``[H, W]`` that cover less than one patch once
-    the frame is resized to the network's ``input_size`` ``(h, w)``: below the patch grid's
-    resolution they may vanish from the first propagated frame on."""
+def _warn_small_objects(
+    mask: np.ndarray,
+    input_size: tuple[int, int],
+    patch_size: int,
+    only: tuple[int, ...] | None = None,
+) -> None:
+    """Warns about the objects of a first mask ``[H, W]`` (or of a prompt, for its new objects
+    ``only``) that cover less than one patch once the frame is resized to the network's
+    ``input_size`` ``(h, w)``: below the patch grid's resolution they may vanish from the
+    first propagated frame on."""
     ids, counts = np.unique(mask, return_counts=True)
     scale = input_size[0] * input_size[1] / mask.size
     small = [
-        int(i) for i, n in zip(ids, counts, strict=True) if i != 0 and n * scale < patch_size**2
+        int(i)
+        for i, n in zip(ids, counts, strict=True)
+        if i != 0 and n * scale < patch_size**2 and (only is None or i in only)
     ]
     if small:
         listed = ", ".join(str(i) for i in small)
         warnings.warn(
-            f"object{'s' if len(small) > 1 else ''} {listed} of the first mask "
+            f"object{'s' if len(small) > 1 else ''} {listed} of the "
+            f"{'first mask' if only is None else 'prompt'} "
             f"{'are' if len(small) > 1 else 'is'} smaller than one {patch_size}x{patch_size} "
             f"patch at the network input ({input_size[1]}x{input_size[0]}) and may be lost "
             "after the first frame; a larger short side keeps small objects",

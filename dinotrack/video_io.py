@@ -186,6 +186,24 @@ def _reopen(info: VideoInfo, start: int, stop: int | None, fallback: bool) -> It
     return _iter_open(info, handle, start, stop, fallback)
 
 
+def _reopen_reversed(
+    info: VideoInfo, start: int, stop: int | None, fallback: bool, chunk: int
+) -> Iterator[np.ndarray]:
+    """Frames `stop - 1` down to `start`, read in chunks of `chunk` frames from the end: each
+    chunk is read forward from its first frame (a seek) and yielded reversed, so memory holds
+    one chunk, whatever the video's length."""
+    stop = info.num_frames if stop is None else min(stop, info.num_frames)
+    for end in range(stop, start, -chunk):
+        begin = max(start, end - chunk)
+        frames = list(_reopen(info, begin, end, fallback))
+        if len(frames) != end - begin:  # a cut-off file: the indices would no longer match
+            raise ValueError(
+                f"cannot read {info.path} backwards: frame {begin + len(frames)} does not "
+                f"decode although the file declares {info.num_frames} frames"
+            )
+        yield from reversed(frames)
+
+
 def _check_prefetch(prefetch: int) -> None:
     if not isinstance(prefetch, int) or prefetch < 1:
         raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
@@ -638,6 +656,8 @@ class FrameReader:
         prefetch: int = 8,
         start: int = 0,
         stop: int | None = None,
+        reverse: bool = False,
+        chunk: int = 16,
     ) -> None:
         """Opens the video and checks the arguments; decoding starts on iteration.
 
@@ -647,10 +667,16 @@ class FrameReader:
             prefetch: How many decoded frames may wait in the queue, >= 1.
             start: Index of the first frame to yield, >= 0.
             stop: Index one past the last frame to yield, or None for the end.
+            reverse: Yield the frames from `stop - 1` down to `start`, streaming: they are
+                decoded in chunks of `chunk` frames from the end, each read forward from its
+                first frame (a seek) and reversed, so memory stays flat in the video's length.
+                A file that ends before the frames it declares raises `ValueError` then.
+            chunk: Frames per chunk of a reverse read, >= 1.
 
         Raises:
             FileNotFoundError: If `path` does not exist.
-            ValueError: As for `probe_video`, or for bad `prefetch`, `start` or `stop`.
+            ValueError: As for `probe_video`, or for bad `prefetch`, `start`, `stop` or
+                `chunk`.
         """
         self._workers: list[_Worker] = []
         self._closed = False
@@ -658,7 +684,14 @@ class FrameReader:
         _check_range(start, stop)
         self.info = probe_video(path, backend)
         self._prefetch = prefetch
-        self._produce = partial(_reopen, self.info, start, stop, backend == "auto")
+        if reverse:
+            if not isinstance(chunk, int) or chunk < 1:
+                raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+            self._produce = partial(
+                _reopen_reversed, self.info, start, stop, backend == "auto", chunk
+            )
+        else:
+            self._produce = partial(_reopen, self.info, start, stop, backend == "auto")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._closed:

@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score video object segmentation results on DAVIS with the official "
         "DAVIS-2017 semi-supervised J&F semantics.",
     )
-    commands = parser.add_subparsers(dest="eval_command", metavar="{score,davis}")
+    commands = parser.add_subparsers(dest="eval_command", metavar="{score,davis,youtube-vos}")
     commands.required = True
 
     score = commands.add_parser(
@@ -73,6 +73,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_tracker_arguments(davis)
     _add_output_arguments(davis, json_default="<out>/scores-<split>.json")
     davis.set_defaults(func=_run_davis)
+
+    ytvos = commands.add_parser(
+        "youtube-vos",
+        help="track and score a split in the YouTube-VOS layout (also MOSE, LVOS)",
+        description="Prompt each object on its first annotated frame, track every video "
+        "into <out>/Annotations/<video>/<frame>.png, and score J&F on the annotated frames "
+        "after each object's first; a split whose ground truth is withheld (YouTube-VOS or "
+        "MOSE valid) gets <out>/submission.zip for the evaluation server instead.",
+    )
+    ytvos.add_argument("--root", required=True, type=Path, help="dataset root folder")
+    ytvos.add_argument("--split", default="valid", help="split folder (default valid)")
+    ytvos.add_argument(
+        "--videos", type=_comma_list, default=None, help="comma-separated video names"
+    )
+    ytvos.add_argument("--out", required=True, type=Path, help="output folder")
+    add_tracker_arguments(ytvos)
+    ytvos.set_defaults(func=_run_youtube_vos)
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -255,6 +272,34 @@ def _check_json(args: argparse.Namespace) -> None:
     output_file(args.json, overwrite=True, flag="--json")  # a directory, a parent that is a file
     check_report_path(args.json, args.overwrite, flag="--json")
     make_parents(args.json)
+
+
+def _run_youtube_vos(args: argparse.Namespace) -> int:
+    from dinotrack.clikit import build_tracker
+    from dinotrack.results import ResultWriter
+    from eval.youtube_vos import SUBMISSION_NAME, open_sparse_split, run_sparse
+
+    videos = open_sparse_split(args.root, args.split, args.videos)
+    results = ResultWriter(args.out, inputs=[("--root", args.root)], flag="--out")
+    out = results.directory
+    tracker = build_tracker(args)
+    with results:  # published whole when every video is done, else not at all
+        result = run_sparse(videos, tracker, results.staging)
+    stderr = Console(stderr=True)
+    if result["withheld"]:
+        stderr.print(
+            f"the ground truth of {args.split} is withheld (annotations hold each object's "
+            f"first frame only): wrote {out / SUBMISSION_NAME} for the evaluation server, "
+            f"{len(videos)} videos; nothing scored here",
+            soft_wrap=True,
+        )
+        return 0
+    summary = result["summary"]
+    print(
+        f"{args.split}: J {summary['J-Mean']:.4f}  F {summary['F-Mean']:.4f}  "
+        f"J&F {summary['J&F-Mean']:.4f}  ({summary['objects']} objects, {len(videos)} videos)"
+    )
+    return 0
 
 
 class _RichRunProgress:

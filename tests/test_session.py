@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from synthetic_clips import moving_square_video
 
 from dinotrack import Tracker, TrackerConfig, propagate_sequence
 from dinotrack.masks import read_mask, resize_mask
@@ -20,21 +21,6 @@ SMALL = dict(short_side=96, batch_size=3)
 @pytest.fixture
 def tracker(tiny_tracker):
     return tiny_tracker(**SMALL)
-
-
-def moving_square_video(n=6, height=72, width=120):
-    """Textured background with two squares (ids 3 and 7) moving right by 4 px per frame."""
-    rng = np.random.default_rng(0)
-    background = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
-    frames, masks = [], []
-    for t in range(n):
-        frame, mask = background.copy(), np.zeros((height, width), np.uint8)
-        for obj, (y, x, colour) in {3: (10, 10, 250), 7: (40, 60, 5)}.items():
-            frame[y : y + 24, x + 4 * t : x + 4 * t + 24] = colour
-            mask[y : y + 24, x + 4 * t : x + 4 * t + 24] = obj
-        frames.append(frame)
-        masks.append(mask)
-    return frames, masks
 
 
 def iou(a, b):
