@@ -217,7 +217,7 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
         raise ValueError("give the input video (or frames directory), or --batch LIST.csv")
     if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
         raise ValueError(
-            "give the objects: --mask FILE, --prompt FRAME:MASK, --prompts DIR, or --auto"
+            "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, or --auto"
         )
     console = Console(stderr=True)
     auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
