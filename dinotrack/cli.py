@@ -207,7 +207,8 @@ def run_models(args: argparse.Namespace) -> int:
     for name in list_backbones():
         spec = get_backbone_spec(name)
         dim = "?" if spec.embed_dim is None else str(spec.embed_dim)
-        row = (name, str(spec.patch_size), dim, spec.license, spec.preset, weights_source(spec))
+        licence = spec.license.split(" (")[0]  # the details: `dinotrack models NAME`
+        row = (name, str(spec.patch_size), dim, licence, spec.preset, weights_source(spec))
         table.add_row(*row)
     console.print(table)
     return 0
