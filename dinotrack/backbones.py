@@ -387,7 +387,9 @@ def check_export_record(meta: Any, source: str = "the weights file") -> dict[str
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             raise bad(f"{key!r} must be a {kind.__name__}, got {type(meta[key]).__name__}")
     arch = meta["timm_arch"]
-    known = {spec.timm_arch for spec in _REGISTRY.values()}
+    # The hub-hosted families (DINOv2, DINOv3) are not what exports hold: their architectures
+    # (ViT-g, 7B, ...) are not accepted from a file.
+    known = {spec.timm_arch for spec in _REGISTRY.values() if spec.hf_hub_id is None}
     if arch not in known and not _EXPORT_ARCH.fullmatch(arch):
         raise bad(f"unknown timm architecture {arch[:80]!r}; expected one of {sorted(known)}")
     if not 1 <= meta["patch_size"] <= 64:
