@@ -1,10 +1,14 @@
 """Registry of named ViT backbones and their weights.
 
-Every backbone is a timm ``VisionTransformer`` built with ``dynamic_img_size=True`` and no
-classifier. A :class:`BackboneSpec` names the timm architecture, the patch size, where its
-weights come from (an official URL downloaded into torch's hub cache, a file shipped under
-``weights/`` in this repository, or nothing for the random test backbones) and how images are
-normalised for it.
+Every backbone is a timm ViT (``VisionTransformer``, or ``Eva`` for DINOv3's RoPE ViTs) built
+with ``dynamic_img_size=True`` and no classifier. A :class:`BackboneSpec` names the timm
+architecture, the patch size, where its weights come from (an official URL downloaded into
+torch's hub cache, a timm pretrained tag on the Hugging Face hub downloaded into its cache, a
+file shipped under ``weights/`` in this repository, or nothing for the random test backbones),
+how images are normalised for it, its licence and the propagation preset of its paper.
+
+Families: DINO (Caron et al. 2021), DINOv2 with and without registers (Oquab et al. 2023;
+Darcet et al. 2024) and DINOv3 (Simeoni et al. 2025).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from dinotrack.checkpoints import export_metadata, load_into, read_checkpoint
 from dinotrack.config import DINO_VIDEO_PROTOCOL_STD, IMAGENET_MEAN, IMAGENET_STD
 
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
-_DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{0}/{0}_pretrain.pth"
+DINOV3_LICENSE = "DINOv3 License"
+"""The DINOv3 weights' own licence (https://ai.meta.com/resources/models-and-libraries/dinov3-license/)."""
 _REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 # The trained backbone that ships in weights/ and so works without a network.
 OFFLINE_MODEL = "dinotrack_vitt16_davis16"
@@ -42,6 +47,10 @@ class BackboneSpec:
         timm_arch: timm model name the network is built from.
         patch_size: Side of a square patch in pixels.
         url: Official weights URL, downloaded into the torch hub cache on first use.
+        hf_hub_id: Hugging Face hub repository of timm's pretrained tag (e.g.
+            ``"timm/vit_small_patch16_dinov3.lvd1689m"``), downloaded into the hub cache on
+            first use.
+        hf_filename: File of ``hf_hub_id`` holding the weights.
         local_file: Weights file name under the repository's ``weights/`` folder.
         mean: Per-channel RGB mean for normalisation (images scaled to [0, 1]).
         std: Per-channel RGB standard deviation.
@@ -52,12 +61,17 @@ class BackboneSpec:
             pairs (e.g. a smaller depth for test backbones).
         random_weights: True for test backbones that are random by design.
         description: One line for listings.
+        embed_dim: Channels ``C`` of the patch features ``[B, C, H/p, W/p]``.
+        preset: Propagation protocol used when none is asked for (a name of
+            :data:`dinotrack.config.PRESETS`): each family its paper's.
     """
 
     name: str
     timm_arch: str
     patch_size: int
     url: str | None = None
+    hf_hub_id: str | None = None
+    hf_filename: str = "model.safetensors"
     local_file: str | None = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -66,6 +80,8 @@ class BackboneSpec:
     model_kwargs: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     random_weights: bool = False
     description: str = ""
+    embed_dim: int | None = None
+    preset: str = "dino"
 
     @property
     def weights_filename(self) -> str | None:
@@ -106,7 +122,8 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         raise ValueError(f"unknown model {name!r}; known models: {known}") from None
 
 
-def _dino(name: str, timm_arch: str, patch: int, release: str, what: str) -> BackboneSpec:
+def _dino(name: str, timm_arch: str, patch: int, dim: int, release: str) -> BackboneSpec:
+    what = f"ViT-{'S' if dim == 384 else 'B'}/{patch}"
     return BackboneSpec(
         name=name,
         timm_arch=timm_arch,
@@ -117,29 +134,72 @@ def _dino(name: str, timm_arch: str, patch: int, release: str, what: str) -> Bac
         license="Apache-2.0",
         pos_embed="dino",
         description=f"DINO {what}, official release weights (Caron et al. 2021)",
+        embed_dim=dim,
+        preset="dino",
+    )
+
+
+def _dinov2(size: str, dim: int, registers: bool) -> BackboneSpec:
+    """DINOv2 ViT-{S,B,L,g}/14, weights through timm's ``lvd142m`` tag on the Hugging Face hub.
+
+    The official code resamples position embeddings as DINO does (bicubic, scale factor
+    ``(grid + 0.1) / sqrt(N)``, no antialiasing): ``pos_embed="dino"``. Its only DAVIS figure
+    (73.6 J&F for ViT-S/14) comes from the DINOv3 paper's protocol, the default here.
+    """
+    arch = {"s": "small", "b": "base", "l": "large", "g": "giant"}[size]
+    reg = "_reg4" if registers else ""
+    timm_arch = f"vit_{arch}_patch14{reg}_dinov2"
+    with_reg = " with registers (Darcet et al. 2024)" if registers else " (Oquab et al. 2023)"
+    return BackboneSpec(
+        name=f"dinov2_vit{size}14{'_reg' if registers else ''}",
+        timm_arch=timm_arch,
+        patch_size=14,
+        hf_hub_id=f"timm/{timm_arch}.lvd142m",
+        license="Apache-2.0",
+        pos_embed="dino",
+        description=f"DINOv2 ViT-{size.upper() if size != 'g' else 'g'}/14{with_reg}",
+        embed_dim=dim,
+        preset="dinov3",
+    )
+
+
+def _dinov3(name: str, timm_arch: str, dim: int, what: str) -> BackboneSpec:
+    """DINOv3 ViT/16 (RoPE, 4 registers), weights through timm's ``lvd1689m`` tag."""
+    return BackboneSpec(
+        name=name,
+        timm_arch=timm_arch,
+        patch_size=16,
+        hf_hub_id=f"timm/{timm_arch}.lvd1689m",
+        license=DINOV3_LICENSE,
+        description=f"DINOv3 {what} (Simeoni et al. 2025)",
+        embed_dim=dim,
+        preset="dinov3",
+    )
+
+
+def _test_vit(name: str, timm_arch: str, patch: int, description: str, **extra) -> BackboneSpec:
+    return BackboneSpec(
+        name=name,
+        timm_arch=timm_arch,
+        patch_size=patch,
+        model_kwargs=(("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0)),
+        random_weights=True,
+        license="Apache-2.0",
+        description=description,
+        embed_dim=64,
+        **extra,
     )
 
 
 for _spec in (
-    _dino("dino_vits16", "vit_small_patch16_224", 16, "dino_deitsmall16_pretrain", "ViT-S/16"),
-    _dino("dino_vits8", "vit_small_patch8_224", 8, "dino_deitsmall8_pretrain", "ViT-S/8"),
-    _dino("dino_vitb16", "vit_base_patch16_224", 16, "dino_vitbase16_pretrain", "ViT-B/16"),
-    _dino("dino_vitb8", "vit_base_patch8_224", 8, "dino_vitbase8_pretrain", "ViT-B/8"),
-    BackboneSpec(
-        name="dinov2_vits14",
-        timm_arch="vit_small_patch14_dinov2",
-        patch_size=14,
-        url=_DINOV2_URL.format("dinov2_vits14"),
-        license="Apache-2.0",
-        description="DINOv2 ViT-S/14, official release weights (Oquab et al. 2023)",
-    ),
-    BackboneSpec(
-        name="dinov2_vitb14",
-        timm_arch="vit_base_patch14_dinov2",
-        patch_size=14,
-        url=_DINOV2_URL.format("dinov2_vitb14"),
-        license="Apache-2.0",
-        description="DINOv2 ViT-B/14, official release weights (Oquab et al. 2023)",
+    _dino("dino_vits16", "vit_small_patch16_224", 16, 384, "dino_deitsmall16_pretrain"),
+    _dino("dino_vits8", "vit_small_patch8_224", 8, 384, "dino_deitsmall8_pretrain"),
+    _dino("dino_vitb16", "vit_base_patch16_224", 16, 768, "dino_vitbase16_pretrain"),
+    _dino("dino_vitb8", "vit_base_patch8_224", 8, 768, "dino_vitbase8_pretrain"),
+    *(
+        _dinov2(size, dim, registers)
+        for registers in (False, True)
+        for size, dim in (("s", 384), ("b", 768), ("l", 1024), ("g", 1536))
     ),
     BackboneSpec(
         name=OFFLINE_MODEL,
@@ -149,28 +209,44 @@ for _spec in (
         model_kwargs=(("depth", 4),),
         pos_embed="dino",
         license="Apache-2.0 (trained on DAVIS-2016 videos, CC BY 4.0)",
+        embed_dim=192,
         description="ViT-Ti/16 with 4 blocks, DINO-pretrained by dinotrack on 2 CPU cores "
         "(weights/, offline); a weak backbone, see weights/" + OFFLINE_MODEL + ".md",
     ),
-    BackboneSpec(
-        name="test_vit_tiny",
-        timm_arch="vit_small_patch8_224",
-        patch_size=8,
-        model_kwargs=(("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0)),
-        random_weights=True,
+    _dinov3("dinov3_vits16", "vit_small_patch16_dinov3", 384, "ViT-S/16"),
+    _dinov3("dinov3_vits16plus", "vit_small_plus_patch16_dinov3", 384, "ViT-S+/16 (SwiGLU)"),
+    _dinov3("dinov3_vitb16", "vit_base_patch16_dinov3", 768, "ViT-B/16"),
+    _dinov3("dinov3_vitl16", "vit_large_patch16_dinov3", 1024, "ViT-L/16"),
+    _dinov3("dinov3_vith16plus", "vit_huge_plus_patch16_dinov3", 1280, "ViT-H+/16 (SwiGLU)"),
+    _dinov3("dinov3_vit7b16", "vit_7b_patch16_dinov3", 4096, "ViT-7B/16 (SwiGLU)"),
+    _test_vit(
+        "test_vit_tiny",
+        "vit_small_patch8_224",
+        8,
+        "tiny random ViT/8 (2 blocks, 64 channels) for tests",
         pos_embed="dino",
-        license="Apache-2.0",
-        description="tiny random ViT/8 (2 blocks, 64 channels) for tests",
     ),
-    BackboneSpec(
-        name="test_vit_tiny16",
-        timm_arch="vit_small_patch16_224",
-        patch_size=16,
-        model_kwargs=(("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0)),
-        random_weights=True,
+    _test_vit(
+        "test_vit_tiny16",
+        "vit_small_patch16_224",
+        16,
+        "tiny random ViT/16 (2 blocks, 64 channels) for tests",
         pos_embed="dino",
-        license="Apache-2.0",
-        description="tiny random ViT/16 (2 blocks, 64 channels) for tests",
+    ),
+    _test_vit(
+        "test_dinov2_reg_tiny",
+        "vit_small_patch14_reg4_dinov2",
+        14,
+        "tiny random DINOv2-style ViT/14 with 4 registers for tests",
+        pos_embed="dino",
+        preset="dinov3",
+    ),
+    _test_vit(
+        "test_dinov3_tiny",
+        "vit_small_patch16_dinov3",
+        16,
+        "tiny random DINOv3-style RoPE ViT/16 with 4 registers for tests",
+        preset="dinov3",
     ),
 ):
     register_backbone(_spec)
@@ -197,7 +273,14 @@ def create_model(spec: BackboneSpec, **overrides: Any) -> nn.Module:
 
 
 def hub_weights_path(spec: BackboneSpec) -> Path:
-    """Where the downloaded weights of ``spec`` live in torch's hub cache."""
+    """Where the weights of ``spec`` live once downloaded, and where a file placed by hand is
+    found: torch's hub cache for an official URL, the Hugging Face hub cache (revision
+    ``main``) for a timm pretrained tag."""
+    if spec.hf_hub_id is not None:
+        from huggingface_hub import constants
+
+        folder = "models--" + spec.hf_hub_id.replace("/", "--")
+        return Path(constants.HF_HUB_CACHE) / folder / "snapshots" / "main" / spec.hf_filename
     if spec.weights_filename is None:
         raise ValueError(f"backbone {spec.name!r} has no download URL")
     return Path(torch.hub.get_dir()) / "checkpoints" / spec.weights_filename
@@ -208,8 +291,11 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
 
     Raises:
         RuntimeError: When the download fails (offline, blocked, bad URL); the message names
-            the URL, the cache path where the file can be placed by hand, and ``--weights``.
+            the URL or hub repository, the cache path where the file can be placed by hand, and
+            ``--weights``.
     """
+    if spec.hf_hub_id is not None:
+        return _download_from_hf_hub(spec)
     path = hub_weights_path(spec)
     if path.is_file():
         return path
@@ -225,6 +311,28 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
             f"dinotrack that needs no network: --model {OFFLINE_MODEL}."
         ) from exc
     return path
+
+
+def _download_from_hf_hub(spec: BackboneSpec) -> Path:
+    """The weights file of a timm pretrained tag, from (or into) the Hugging Face hub cache."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    by_hand = hub_weights_path(spec)
+    repo, name = spec.hf_hub_id, spec.hf_filename
+    cached = try_to_load_from_cache(repo, name, cache_dir=constants.HF_HUB_CACHE)
+    if isinstance(cached, str):
+        return Path(cached)
+    try:
+        return Path(hf_hub_download(repo, name, cache_dir=constants.HF_HUB_CACHE))
+    except Exception as exc:  # the hub client raises many types (offline, HTTP, DNS, timeouts)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RuntimeError(
+            f"could not download the weights of {spec.name!r} ({name} of the Hugging Face hub "
+            f"repository {repo}: {reason}). Download https://huggingface.co/{repo}/resolve/"
+            f"main/{name} by hand and place it at {by_hand}, pass a local file (also an "
+            "official release .pth) with --weights PATH (weights=PATH in Python), or use the "
+            f"model shipped with dinotrack that needs no network: --model {OFFLINE_MODEL}."
+        ) from exc
 
 
 _EXPORT_ARCH = re.compile(r"vit_(tiny|small|base|large)_patch\d{1,2}_(224|384|518|dinov2)")
@@ -279,7 +387,9 @@ def check_export_record(meta: Any, source: str = "the weights file") -> dict[str
         if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
             raise bad(f"{key!r} must be a {kind.__name__}, got {type(meta[key]).__name__}")
     arch = meta["timm_arch"]
-    known = {spec.timm_arch for spec in _REGISTRY.values()}
+    # The hub-hosted families (DINOv2, DINOv3) are not what exports hold: their architectures
+    # (ViT-g, 7B, ...) are not accepted from a file.
+    known = {spec.timm_arch for spec in _REGISTRY.values() if spec.hf_hub_id is None}
     if arch not in known and not _EXPORT_ARCH.fullmatch(arch):
         raise bad(f"unknown timm architecture {arch[:80]!r}; expected one of {sorted(known)}")
     if not 1 <= meta["patch_size"] <= 64:
@@ -331,6 +441,8 @@ def spec_from_checkpoint(meta: dict[str, Any]) -> BackboneSpec:
     base = _REGISTRY.get(name)
     fields = {f.name for f in dataclasses.fields(BackboneSpec)} - {
         "url",
+        "hf_hub_id",
+        "hf_filename",
         "local_file",
         "random_weights",
     }  # an export names no file to fetch or read, and holds real weights
@@ -340,7 +452,9 @@ def spec_from_checkpoint(meta: dict[str, Any]) -> BackboneSpec:
         if key in values:
             values[key] = tuple(float(x) for x in values[key])
     if base is not None:
-        return dataclasses.replace(base, url=None, local_file=None, random_weights=False, **values)
+        return dataclasses.replace(
+            base, url=None, hf_hub_id=None, local_file=None, random_weights=False, **values
+        )
     return BackboneSpec(**values)
 
 
@@ -385,9 +499,10 @@ def load_backbone(
     Args:
         model: Registry name; None means the architecture recorded in ``weights`` or, failing
             that, ``dino_vits8``.
-        weights: Path of a checkpoint to load instead of the official weights. Official DINO
-            backbone files, official full DINO training checkpoints, timm state dicts and
-            dinotrack ``pretrain`` exports are recognised.
+        weights: Path of a checkpoint to load instead of the official weights. Official DINO,
+            DINOv2 and DINOv3 release files, official full DINO training checkpoints, timm state
+            dicts (``.pth`` or ``.safetensors``) and dinotrack ``pretrain`` exports are
+            recognised.
         pretrained: If False, keep the random initialisation (explicit opt-in, for training
             from scratch and benchmarks). Test backbones are always random.
         progress: Show a download progress bar.
@@ -419,7 +534,7 @@ def load_backbone(
                 f"weights of {spec.name!r} are missing: expected {source} "
                 "(shipped with the dinotrack repository)"
             )
-    elif spec.url is not None:
+    elif spec.url is not None or spec.hf_hub_id is not None:
         source = download_weights(spec, progress=progress)
     else:
         raise ValueError(f"backbone {spec.name!r} has no weights; pass weights=PATH")

@@ -5,8 +5,18 @@ Recognised families (each remapped to the keys of a timm ``VisionTransformer``):
 * official DINO backbone files (``dino_deitsmall8_pretrain.pth``): already timm's keys;
 * official DINO full training checkpoints: ``teacher``/``student`` entries whose keys carry
   ``module.`` and ``backbone.`` prefixes, plus projection-head weights (ignored);
-* timm state dicts, bare or wrapped in ``state_dict``/``state_dict_ema``/``model``;
-* official DINOv2 backbone files (their ``mask_token`` is dropped);
+* official DINOv2 backbone files (facebookresearch/dinov2 ``DinoVisionTransformer``): the
+  ``mask_token`` is dropped; with registers, ``register_tokens`` become timm's ``reg_token`` and
+  the class token's position embedding is folded into ``cls_token`` (timm's ``reg4`` models add
+  positions to the patches only); ViT-g's SwiGLU ``mlp.w12``/``mlp.w3`` become ``fc1``/``fc2``;
+* official DINOv3 backbone files (facebookresearch/dinov3, to timm's ``Eva``): ``storage_tokens``
+  become ``reg_token``, ``ls1/ls2.gamma`` ``gamma_1/gamma_2``, SwiGLU ``w1/w2/w3``
+  ``fc1_g/fc1_x/fc2``; the RoPE ``periods`` (recomputed by timm), ``mask_token``, the
+  ``bias_mask`` buffers and the training-only ``local_cls_norm`` are dropped; the masked
+  ``qkv.bias`` (its key third is always masked out) is split into ``q_bias``/``v_bias`` or,
+  for timm's bias-free architectures, must be zero;
+* timm state dicts, bare or wrapped in ``state_dict``/``state_dict_ema``/``model``, saved with
+  ``torch.save`` or as ``.safetensors``;
 * dinotrack backbone exports written by :func:`save_backbone_export` (``pretrain/`` writes
   these); they also record the architecture, so no model name is needed to load them.
 """
@@ -50,6 +60,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not os.path.lexists(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     check_input_path(path, "weights file")  # a FIFO would block torch.load forever
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -77,6 +89,19 @@ def load_failure(error: BaseException) -> str:
         return "not a PyTorch checkpoint or corrupt (a damaged file, or another kind of file)"
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return f"not a PyTorch checkpoint or corrupt ({first[:200]})"
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """A ``.safetensors`` file (the Hugging Face hub's format; tensors only, nothing to run)."""
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(path, device="cpu"))
+    except Exception as exc:  # safetensors raises its own error types on damaged files
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(
+            f"cannot read weights file {path}: not a safetensors file or corrupt ({reason})"
+        ) from exc
 
 
 def export_metadata(ckpt: dict[str, Any]) -> dict[str, Any] | None:
@@ -142,11 +167,86 @@ def remap_state_dict(ckpt: dict[str, Any], net: nn.Module) -> dict[str, torch.Te
         if key.startswith(_IGNORED_PREFIXES):
             continue
         state[key] = value
+    if "storage_tokens" in state:
+        state = _from_official_dinov3(state, net)
+    elif "register_tokens" in state:
+        state = _from_official_dinov2_registers(state)
+    state = {_rename(k, _DINOV2_RENAMES): v for k, v in state.items()}
     target = net.state_dict()
     pos = state.get("pos_embed")
     if pos is not None and "pos_embed" in target and pos.shape != target["pos_embed"].shape:
         state["pos_embed"] = _resample_pos_embed(pos, net)
     return state
+
+
+def _rename(key: str, renames: tuple[tuple[re.Pattern, str], ...]) -> str:
+    for pattern, replacement in renames:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+# DINOv2 ViT-g's packed SwiGLU (``w12`` = both input projections, ``w3`` = output) is timm's
+# ``SwiGLUPacked`` ``fc1``/``fc2``.
+_DINOV2_RENAMES = (
+    (re.compile(r"^(blocks\.\d+)\.mlp\.w12\."), r"\1.mlp.fc1."),
+    (re.compile(r"^(blocks\.\d+)\.mlp\.w3\."), r"\1.mlp.fc2."),
+)
+
+
+def _from_official_dinov2_registers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An official DINOv2 file with registers, in the layout of timm's ``*_reg4_dinov2``.
+
+    The official model adds ``pos_embed[:, :1]`` to the class token and ``pos_embed[:, 1:]`` to
+    the patches, then inserts the registers (no position) after the class token; timm adds
+    positions to the patches only, so the class token's share is folded into ``cls_token``.
+    """
+    state = dict(state)
+    pos = state.pop("pos_embed")
+    state["reg_token"] = state.pop("register_tokens")
+    state["cls_token"] = state["cls_token"] + pos[:, :1]
+    state["pos_embed"] = pos[:, 1:]
+    return state
+
+
+_DINOV3_RENAMES = (
+    (re.compile(r"^storage_tokens$"), "reg_token"),
+    (re.compile(r"^(blocks\.\d+)\.ls1\.gamma$"), r"\1.gamma_1"),
+    (re.compile(r"^(blocks\.\d+)\.ls2\.gamma$"), r"\1.gamma_2"),
+    (re.compile(r"^(blocks\.\d+)\.mlp\.w1\."), r"\1.mlp.fc1_g."),
+    (re.compile(r"^(blocks\.\d+)\.mlp\.w2\."), r"\1.mlp.fc1_x."),
+    (re.compile(r"^(blocks\.\d+)\.mlp\.w3\."), r"\1.mlp.fc2."),
+)
+_DINOV3_DROPPED = re.compile(r"^rope_embed\.periods$|\.bias_mask$|^local_cls_norm\.")
+_QKV_BIAS = re.compile(r"^(blocks\.\d+\.attn)\.qkv\.bias$")
+
+
+def _from_official_dinov3(
+    state: dict[str, torch.Tensor], net: nn.Module
+) -> dict[str, torch.Tensor]:
+    """An official DINOv3 file in the layout of timm's ``*_dinov3`` (``Eva``) models.
+
+    Raises:
+        ValueError: Non-zero query or value biases for a timm architecture without biases
+            (the ``*_dinov3_qkvb`` architectures keep them).
+    """
+    has_bias = {name for name, _ in net.named_parameters() if name.endswith(".attn.q_bias")}
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if _DINOV3_DROPPED.search(key):
+            continue
+        qkv = _QKV_BIAS.match(key)
+        if qkv is not None:
+            q_bias, _, v_bias = value.chunk(3)  # the key bias is masked out by the official code
+            if f"{qkv[1]}.q_bias" in has_bias:
+                out[f"{qkv[1]}.q_bias"], out[f"{qkv[1]}.v_bias"] = q_bias, v_bias
+            elif q_bias.any() or v_bias.any():
+                raise ValueError(
+                    f"{key} holds non-zero query/value biases, but this architecture has none; "
+                    "build the *_dinov3_qkvb timm architecture for these weights"
+                )
+            continue
+        out[_rename(key, _DINOV3_RENAMES)] = value
+    return out
 
 
 def _resample_pos_embed(pos: torch.Tensor, net: nn.Module) -> torch.Tensor:

@@ -20,7 +20,15 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from dinotrack.config import GROUP_MERGES, PRECISIONS, RESIZE_RULES, TrackerConfig
+from dinotrack.config import (
+    GROUP_MERGES,
+    PRECISIONS,
+    PRESET_FIELDS,
+    PRESETS,
+    RESIZE_RULES,
+    TrackerConfig,
+    preset_config,
+)
 
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 """Errors that are the user's to fix: one line, exit status 2, no traceback."""
@@ -116,8 +124,8 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--weights",
         default=None,
-        help="checkpoint to load: an official DINO file, a timm state dict, or a backbone.pth "
-        "from `dinotrack pretrain`",
+        help="checkpoint to load: an official DINO, DINOv2 or DINOv3 release file, a timm state "
+        "dict (.pth or .safetensors), or a backbone.pth from `dinotrack pretrain`",
     )
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda")
     group.add_argument(
@@ -133,37 +141,54 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults.batch_size,
         help="frames per forward pass (default %(default)s)",
     )
-    algo = parser.add_argument_group("propagation (defaults: the DINO paper's)")
+    group.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the backbone with torch.compile (see docs/benchmarks.md for when it pays)",
+    )
+    algo = parser.add_argument_group(
+        "propagation (defaults: the preset's; each backbone has its paper's preset)"
+    )
+    presets = ", ".join(
+        f"{name}: " + " ".join(f"{k}={v}" for k, v in values.items())
+        for name, values in PRESETS.items()
+    )
+    algo.add_argument(
+        "--preset",
+        default=None,
+        choices=tuple(PRESETS),
+        help=f"propagation protocol ({presets}); default: the backbone's (dino for DINO, "
+        "dinov3 for DINOv2 and DINOv3); the flags below override single settings",
+    )
     algo.add_argument(
         "--n-last-frames",
         type=int,
-        default=defaults.n_last_frames,
-        help="previous frames kept as context besides the first (default %(default)s)",
+        default=None,
+        help="previous frames kept as context besides the first",
     )
     algo.add_argument(
         "--radius",
         type=int,
-        default=defaults.radius,
-        help="half-side of the search window, in patches; negative: whole frame "
-        "(default %(default)s)",
+        default=None,
+        help="half-side of the search window, in patches; negative: whole frame",
     )
     algo.add_argument(
         "--topk",
         type=positive_int,
-        default=defaults.topk,
-        help="most similar source patches kept per target patch (default %(default)s)",
+        default=None,
+        help="most similar source patches kept per target patch",
     )
     algo.add_argument(
         "--temperature",
         type=float,
-        default=defaults.temperature,
-        help="softmax temperature of the affinity (default %(default)s)",
+        default=None,
+        help="softmax temperature of the affinity",
     )
     algo.add_argument(
         "--short-side",
         type=int,
-        default=defaults.short_side,
-        help="network input's short side in pixels (default %(default)s)",
+        default=None,
+        help="network input's short side in pixels",
     )
     algo.add_argument(
         "--resize-rule",
@@ -206,29 +231,39 @@ def positive_int(text: str) -> int:
     return value
 
 
-def tracker_config_from_args(args: argparse.Namespace) -> TrackerConfig:
-    """The :class:`TrackerConfig` described by the flags of :func:`add_tracker_arguments`."""
-    return TrackerConfig(
-        n_last_frames=args.n_last_frames,
-        radius=args.radius,
-        topk=args.topk,
-        temperature=args.temperature,
-        short_side=args.short_side,
+def tracker_config_from_args(
+    args: argparse.Namespace, default_preset: str = "dino"
+) -> TrackerConfig:
+    """The :class:`TrackerConfig` described by the flags of :func:`add_tracker_arguments`.
+
+    Args:
+        args: The parsed flags.
+        default_preset: The preset when ``--preset`` is not given (the backbone's own).
+    """
+    given = {k: getattr(args, k) for k in PRESET_FIELDS if getattr(args, k) is not None}
+    return preset_config(
+        args.preset or default_preset,
+        **given,
         resize_rule=args.resize_rule,
         pos_embed=args.pos_embed,
         precision=args.precision,
         batch_size=args.batch_size,
         max_prompt_frames=args.max_prompt_frames,
         group_merge=args.group_merge,
+        compile=args.compile,
     )
 
 
 def build_tracker(args: argparse.Namespace):
-    """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`."""
+    """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`; the
+    propagation preset is ``--preset`` or, by default, the backbone's."""
+    from dinotrack.backbones import load_backbone
     from dinotrack.session import Tracker
 
-    config = tracker_config_from_args(args)
-    return Tracker.from_pretrained(args.model, args.weights, device=args.device, config=config)
+    tracker_config_from_args(args)  # bad flags are refused before any weights are loaded
+    net, spec = load_backbone(args.model, args.weights)
+    config = tracker_config_from_args(args, spec.preset)
+    return Tracker(net, spec, config, device=args.device)
 
 
 def check_not_input(output: Path, source: str | os.PathLike[str], flag: str) -> None:

@@ -1,8 +1,17 @@
 """Patch features (and class-token attention) from a ViT backbone.
 
-The forward pass is written out block by block over the timm modules so that the position
-embeddings can be resampled exactly as the official DINO code does, and so that the last
-block can also return its class-token attention without a second pass.
+Two paths, chosen by how the backbone places its tokens:
+
+* ViTs with absolute position embeddings under the official rule (``pos_embed="dino"``: DINO,
+  and DINOv2, whose official code resamples the same way) run the timm modules block by
+  block, so that the embeddings are resampled exactly as the official code does (timm
+  resamples to an output size with antialiasing, which places samples differently);
+* every other backbone (DINOv3's RoPE ViTs, ``pos_embed="timm"``) runs timm's generic
+  ``forward_intermediates``; DINOv3's rotary embedding at any grid is timm's, checked against
+  the official formula in the tests.
+
+Both return the last block's normalised patch tokens (class and register tokens dropped) and,
+on request, the last block's class-token attention from the same pass.
 """
 
 from __future__ import annotations
@@ -55,28 +64,34 @@ def network_input_size(
     return h, w
 
 
-def resample_pos_embed_dino(pos_embed: Tensor, grid: tuple[int, int]) -> Tensor:
+def resample_pos_embed_dino(
+    pos_embed: Tensor, grid: tuple[int, int], num_prefix: int = 1
+) -> Tensor:
     """Resample ViT position embeddings to a patch grid with the official DINO rule.
 
-    DINO interpolates the square grid of patch embeddings bicubically with scale factor
-    ``(g + 0.1) / sqrt(N)`` per axis (not with an output size), which places samples slightly
-    differently from timm's resampling.
+    DINO (and DINOv2, with ``interpolate_offset=0.1`` and no antialiasing) interpolates the
+    square grid of patch embeddings bicubically with scale factor ``(g + 0.1) / sqrt(N)`` per
+    axis (not with an output size), which places samples slightly differently from timm's
+    resampling.
 
     Args:
-        pos_embed: ``[1, 1 + N, D]`` embeddings, class token first, ``N`` a square.
+        pos_embed: ``[1, P + N, D]`` embeddings: ``P`` prefix entries (1 = the class token's;
+            0 for timm's ``no_embed_class`` models such as DINOv2 with registers), then ``N``
+            patches, a square grid.
         grid: Target ``(gh, gw)``.
+        num_prefix: ``P``.
 
     Returns:
-        ``[1, 1 + gh * gw, D]``.
+        ``[1, P + gh * gw, D]``.
     """
-    n = pos_embed.shape[1] - 1
+    n = pos_embed.shape[1] - num_prefix
     side = int(math.isqrt(n))
     if side * side != n:
         raise ValueError(f"position embedding of {n} patches is not a square grid")
     gh, gw = grid
     if (gh, gw) == (side, side):
         return pos_embed
-    cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    cls_pos, patch_pos = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     dim = pos_embed.shape[-1]
     patch_pos = patch_pos.reshape(1, side, side, dim).permute(0, 3, 1, 2).float()
     patch_pos = F.interpolate(
@@ -133,7 +148,10 @@ class FeatureExtractor:
         precision: ``"auto"`` (see :func:`dinotrack.config.resolve_precision`), ``"fp32"``,
             ``"bf16"`` or ``"fp16"``.
         pos_embed: ``"dino"`` (official DINO resampling), ``"timm"``, or None for the
-            backbone's own rule.
+            backbone's own rule. Backbones without absolute position embeddings (DINOv3's
+            RoPE) ignore it.
+        compile: Compile the backbone's blocks with ``torch.compile`` (same results, up to
+            floating-point rounding; the first frames of each new input size are slow).
     """
 
     def __init__(
@@ -143,6 +161,7 @@ class FeatureExtractor:
         device: str | torch.device = "cpu",
         precision: str = "auto",
         pos_embed: str | None = None,
+        compile: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.net = net.to(self.device).eval()
@@ -152,9 +171,15 @@ class FeatureExtractor:
         self.pos_embed_rule = pos_embed or spec.pos_embed
         if self.pos_embed_rule not in ("dino", "timm"):
             raise ValueError(f"unknown position embedding rule {self.pos_embed_rule!r}")
-        if getattr(net, "reg_token", None) is not None or getattr(net, "no_embed_class", False):
-            self.pos_embed_rule = "timm"  # the DINO rule is defined for class-token-only ViTs
+        if getattr(net, "pos_embed", None) is None:
+            self.pos_embed_rule = "timm"  # nothing to resample (rotary position embeddings)
         self.num_prefix = int(getattr(net, "num_prefix_tokens", 1))
+        # Prefix tokens (class, registers) that carry a position embedding: timm's
+        # no_embed_class models (DINOv2 with registers) add positions to the patches only.
+        self.pos_prefix = 0 if getattr(net, "no_embed_class", False) else self.num_prefix
+        if compile:
+            for blk in self.net.blocks:
+                blk.compile()
         self.mean = torch.tensor(spec.mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(spec.std, device=self.device).view(1, 3, 1, 1)
         self._pos_cache: dict[tuple[int, int], Tensor] = {}
@@ -189,7 +214,9 @@ class FeatureExtractor:
 
     def _pos_embed(self, grid: tuple[int, int]) -> Tensor:
         if grid not in self._pos_cache:
-            self._pos_cache[grid] = resample_pos_embed_dino(self.net.pos_embed, grid)
+            self._pos_cache[grid] = resample_pos_embed_dino(
+                self.net.pos_embed, grid, self.pos_prefix
+            )
         return self._pos_cache[grid]
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -212,28 +239,65 @@ class FeatureExtractor:
             ``[B, heads, h/p, w/p]`` float32, each head a distribution over patches (sums to
             1 over patches together with the prefix tokens' share), or None.
         """
-        net = self.net
         with self._autocast():
-            x = net.patch_embed(images)  # [B, gh, gw, C] (dynamic image size)
-            batch, gh, gw, dim = x.shape
             if self.pos_embed_rule == "dino":
-                pos = self._pos_embed((gh, gw))
-                x = x.reshape(batch, gh * gw, dim)
-                x = torch.cat([net.cls_token.expand(batch, -1, -1), x], dim=1) + pos
+                x, attn = self._forward_dino_rule(images, attention)
             else:
-                x = net._pos_embed(x)
-            x = net.norm_pre(net.patch_drop(x))
-            blocks = list(net.blocks)
-            for blk in blocks[:-1] if attention else blocks:
-                x = blk(x)
-            attn = None
-            if attention:
-                x, attn = _block_with_cls_attention(blocks[-1], x)
-            x = net.norm(x)
-        feats = x[:, self.num_prefix :].float().reshape(batch, gh, gw, dim).permute(0, 3, 1, 2)
+                x, attn = self._forward_intermediates(images, attention)
+        batch, gh, gw = images.shape[0], *self._grid(images)
+        feats = x.float().reshape(batch, gh, gw, -1).permute(0, 3, 1, 2)
         if attn is not None:
             attn = attn[..., self.num_prefix :].float().reshape(batch, -1, gh, gw)
         return feats.contiguous(), attn
+
+    def _grid(self, images: Tensor) -> tuple[int, int]:
+        return images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+
+    def _forward_dino_rule(self, images: Tensor, attention: bool) -> tuple[Tensor, Tensor | None]:
+        """Patch tokens ``[B, N, C]`` with the official position resampling, and optionally
+        the class token's attention row ``[B, heads, prefix + N]``."""
+        net = self.net
+        x = net.patch_embed(images)  # [B, gh, gw, C] (dynamic image size)
+        batch, gh, gw, dim = x.shape
+        pos = self._pos_embed((gh, gw))
+        x = x.reshape(batch, gh * gw, dim)
+        prefix = [t.expand(batch, -1, -1) for t in (net.cls_token, net.reg_token) if t is not None]
+        if self.pos_prefix == 0:
+            x = torch.cat([*prefix, x + pos], dim=1)
+        else:
+            x = torch.cat([*prefix, x], dim=1) + pos
+        x = net.norm_pre(net.patch_drop(x))
+        blocks = list(net.blocks)
+        for blk in blocks[:-1] if attention else blocks:
+            x = blk(x)
+        attn = None
+        if attention:
+            x, attn = _block_with_cls_attention(blocks[-1], x)
+        x = net.norm(x)
+        return x[:, self.num_prefix :], attn
+
+    def _forward_intermediates(
+        self, images: Tensor, attention: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """The same through timm's ``forward_intermediates`` (any timm ViT family); the
+        attention row is computed from the last block's input, caught by a forward pre-hook."""
+        net = self.net
+        caught: dict[str, Tensor | None] = {}
+
+        def catch(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            caught["x"], caught["rope"] = args[0], kwargs.get("rope")
+
+        last = net.blocks[-1]
+        handle = last.register_forward_pre_hook(catch, with_kwargs=True) if attention else None
+        try:
+            (x,) = net.forward_intermediates(
+                images, indices=1, norm=True, output_fmt="NLC", intermediates_only=True
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
+        attn = _cls_attention(last, caught["x"], caught["rope"]) if attention else None
+        return x, attn
 
     def __call__(
         self, frames: np.ndarray | Sequence[np.ndarray] | Tensor, size: tuple[int, int]
@@ -261,3 +325,30 @@ def _block_with_cls_attention(blk: nn.Module, x: Tensor) -> tuple[Tensor, Tensor
     x = x + blk.drop_path1(blk.ls1(out))
     x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
     return x, cls_attn[:, :, 0]
+
+
+def _cls_attention(blk: nn.Module, x: Tensor, rope: Tensor | None = None) -> Tensor:
+    """The class token's attention row ``[B, heads, N]`` in timm block ``blk`` with input
+    ``[B, N, C]``: timm's ``Attention`` (ViT) or ``EvaAttention`` (with rotary embeddings
+    ``rope`` on the patch tokens, as DINOv3)."""
+    from timm.layers import apply_rot_embed_cat
+
+    attn_mod = blk.attn
+    y = blk.norm1(x)
+    batch, n_tok, _ = y.shape
+    if getattr(attn_mod, "qkv", None) is None:
+        q, k = attn_mod.q_proj(y), attn_mod.k_proj(y)
+    else:
+        bias = attn_mod.qkv.bias
+        if getattr(attn_mod, "q_bias", None) is not None:
+            bias = torch.cat((attn_mod.q_bias, attn_mod.k_bias, attn_mod.v_bias))
+        q, k, _ = F.linear(y, attn_mod.qkv.weight, bias).chunk(3, dim=-1)
+    q = attn_mod.q_norm(q.reshape(batch, n_tok, attn_mod.num_heads, -1).transpose(1, 2))
+    k = attn_mod.k_norm(k.reshape(batch, n_tok, attn_mod.num_heads, -1).transpose(1, 2))
+    if rope is not None:  # the class token is a prefix token: only the keys of patches turn
+        npt = attn_mod.num_prefix_tokens
+        half = getattr(attn_mod, "rotate_half", False)
+        turned = apply_rot_embed_cat(k[:, :, npt:], rope, half=half).type_as(k)
+        k = torch.cat([k[:, :, :npt], turned], dim=2)
+    logits = (q[:, :, :1].float() * attn_mod.scale) @ k.float().transpose(-2, -1)
+    return logits.softmax(-1)[:, :, 0]

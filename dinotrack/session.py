@@ -19,7 +19,14 @@ from torch import Tensor, nn
 
 from dinotrack.attention import normalize_attention, upsample_attention
 from dinotrack.backbones import BackboneSpec, load_backbone
-from dinotrack.config import CPU_TILE, CUDA_TILE, DIRECTIONS, TrackerConfig, check_int
+from dinotrack.config import (
+    CPU_TILE,
+    CUDA_TILE,
+    DIRECTIONS,
+    TrackerConfig,
+    check_int,
+    preset_config,
+)
 from dinotrack.features import FeatureExtractor, network_input_size
 from dinotrack.masks import resize_mask
 from dinotrack.propagation import (
@@ -217,7 +224,7 @@ class Tracker:
         self.config = config or TrackerConfig()
         self.spec = spec
         self.extractor = FeatureExtractor(
-            net, spec, device, self.config.precision, self.config.pos_embed
+            net, spec, device, self.config.precision, self.config.pos_embed, self.config.compile
         )
         self.device = self.extractor.device
 
@@ -237,14 +244,15 @@ class Tracker:
                 architecture recorded in ``weights`` or the default ``dino_vits8``.
             weights: Checkpoint to load instead of the official weights.
             device: Where to run.
-            config: Propagation settings; ``config_overrides`` replace single fields.
+            config: Propagation settings (default: the backbone's preset, see
+                :data:`dinotrack.config.PRESETS`); ``config_overrides`` replace single fields.
 
         Raises:
             ValueError: Unknown model or unusable weights.
             RuntimeError: The official weights could not be downloaded.
         """
         net, spec = load_backbone(model, weights)
-        config = replace(config or TrackerConfig(), **config_overrides)
+        config = replace(config or preset_config(spec.preset), **config_overrides)
         return cls(net, spec, config, device)
 
     @property

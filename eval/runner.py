@@ -130,7 +130,8 @@ def backbone_record(spec: BackboneSpec, weights: str | Path | None) -> dict[str,
                 "weights": str(path),
                 "weights_sha256": file_sha256(path),
             }
-    return {"backbone": spec.name, "weights": spec.url or spec.local_file, "weights_sha256": None}
+    source = spec.url or spec.hf_hub_id or spec.local_file
+    return {"backbone": spec.name, "weights": source, "weights_sha256": None}
 
 
 def output_complete(sequence: DavisSequence, out: str | Path) -> bool:

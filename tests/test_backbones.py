@@ -28,7 +28,8 @@ class Payload:
 
 
 def features(net: torch.nn.Module, seed: int = 0) -> torch.Tensor:
-    x = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(seed))
+    patch = net.patch_embed.patch_size[0]
+    x = torch.randn(1, 3, 2 * patch, 3 * patch, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         return net.forward_features(x)
 
@@ -51,7 +52,7 @@ def test_test_backbones_build_and_are_deterministic(name):
     assert spec_a == spec and spec.random_weights
     assert torch.equal(features(a), features(b))
     out = features(a)
-    assert out.shape[1] == 1 + (32 // spec.patch_size) * (48 // spec.patch_size)
+    assert out.shape[1] == a.num_prefix_tokens + 2 * 3
 
 
 def test_registry_has_official_backbones_with_urls():
