@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from dinotrack import __version__
+from dinotrack.video_io import natural_key
 
 __all__ = [
     "COCO_FILE",
@@ -118,12 +119,21 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 
 class _FrameLog:
-    """The frames a writer has seen, in order: index, name, and a check of one frame size."""
+    """The frames a writer has seen, as they came: index, name, and a check of one frame size.
+
+    Frames may come in any order (a backward or two-way run yields some frames in decreasing
+    order); :meth:`in_order` gives the positions sorted by frame index, for writing.
+    """
 
     def __init__(self) -> None:
         self.indices: list[int] = []
         self.names: list[str] = []
         self.size: tuple[int, int] | None = None
+        self._index_set: set[int] = set()
+
+    def in_order(self) -> list[int]:
+        """Positions (in the order frames were added) sorted by frame index."""
+        return sorted(range(len(self.indices)), key=self.indices.__getitem__)
 
     def add(self, index: int, name: str, ids: np.ndarray) -> None:
         _check_ids(ids)
@@ -133,15 +143,13 @@ class _FrameLog:
                 f"frame {index} ({name}) has shape {ids.shape}, but the first frame is "
                 f"{self.size}: all masks of a video must have one size"
             )
-        if self.indices and index <= self.indices[-1]:
-            raise ValueError(
-                f"frame index {index} ({name}) comes after {self.indices[-1]}: frames must be "
-                "added in increasing order"
-            )
+        if index in self._index_set:
+            raise ValueError(f"frame index {index} ({name}) is given twice")
         if name in self.names:
             raise ValueError(f"frame name {name!r} is given twice")
         self.size = size
         self.indices.append(int(index))
+        self._index_set.add(int(index))
         self.names.append(name)
 
 
@@ -172,9 +180,10 @@ class CocoWriter:
     def finish(self, directory: Path) -> None:
         frames = self._frames
         height, width = frames.size or (0, 0)
+        order = frames.in_order()
         annotations = []
         for object_id in sorted(self._objects):
-            entries = [self._objects[object_id].get(p) for p in range(len(frames.names))]
+            entries = [self._objects[object_id].get(p) for p in order]
             annotations.append(
                 {
                     "id": object_id,
@@ -199,9 +208,9 @@ class CocoWriter:
                     "name": self.video_name,
                     "width": width,
                     "height": height,
-                    "length": len(frames.names),
-                    "file_names": [f"{self.video_name}/{n}.jpg" for n in frames.names],
-                    "frame_indices": frames.indices,
+                    "length": len(order),
+                    "file_names": [f"{self.video_name}/{frames.names[p]}.jpg" for p in order],
+                    "frame_indices": [frames.indices[p] for p in order],
                 }
             ],
             "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
@@ -215,16 +224,19 @@ class MotWriter:
 
     def __init__(self) -> None:
         self._frames = _FrameLog()
-        self._lines: list[str] = []
+        self._lines: list[tuple[int, int, str]] = []  # (frame index, object id, line)
 
     def add(self, index: int, name: str, ids: np.ndarray) -> None:
         self._frames.add(index, name, ids)
         for object_id, mask in object_masks(ids):
             x, y, w, h = mask_box(mask)
-            self._lines.append(f"{index + 1},{object_id},{x + 1},{y + 1},{w},{h},1,-1,-1,-1\n")
+            line = f"{index + 1},{object_id},{x + 1},{y + 1},{w},{h},1,-1,-1,-1\n"
+            self._lines.append((index, object_id, line))
 
     def finish(self, directory: Path) -> None:
-        (Path(directory) / MOT_FILE).write_text("".join(self._lines))
+        """Write the lines sorted by frame, then object id, whatever order frames came in."""
+        lines = sorted(self._lines)
+        (Path(directory) / MOT_FILE).write_text("".join(line for _, _, line in lines))
 
 
 class ObjectsWriter:
@@ -322,7 +334,8 @@ def result_videos(
         ignore: File names that are not frames (e.g. a start mask).
 
     Returns:
-        ``(name, folder, PNG paths sorted by name)`` per video, sorted by name.
+        ``(name, folder, PNG paths in natural order)`` per video (``frame2`` before
+        ``frame10``, as :mod:`dinotrack.video_io` reads frame folders), sorted by name.
 
     Raises:
         FileNotFoundError, NotADirectoryError: ``results`` is missing or a file.
@@ -334,14 +347,17 @@ def result_videos(
     if not results.is_dir():
         raise NotADirectoryError(f"{results} is a file; give a folder of PNG masks")
 
-    def pngs(folder: Path) -> list[Path]:
+    def pngs(folder: Path) -> list[Path]:  # in natural order, as frame folders are read
         return sorted(
-            p
-            for p in folder.iterdir()
-            if p.suffix.lower() == ".png"
-            and p.is_file()
-            and not p.name.startswith(".")
-            and p.name not in ignore
+            (
+                p
+                for p in folder.iterdir()
+                if p.suffix.lower() == ".png"
+                and p.is_file()
+                and not p.name.startswith(".")
+                and p.name not in ignore
+            ),
+            key=lambda p: natural_key(p.name),
         )
 
     own = pngs(results)

@@ -333,7 +333,8 @@ def _video_frame_names(num_frames: int) -> tuple[str, ...]:
 # Frames directories.
 
 
-def _natural_key(name: str) -> tuple[list[str | int], str]:
+def natural_key(name: str) -> tuple[list[str | int], str]:
+    """Sort key of frame file names in natural order: ``frame2`` before ``frame10``."""
     parts = re.split(r"([0-9]+)", name)
     return [int(part) if i % 2 else part.lower() for i, part in enumerate(parts)], name
 
@@ -350,7 +351,7 @@ def _open_frames_dir(path: Path) -> tuple[VideoInfo, list[Path]]:
         raise ValueError(
             f"directory {path} holds no frames; expected {'/'.join(FRAME_SUFFIXES)} images"
         )
-    files.sort(key=lambda entry: _natural_key(entry.name))
+    files.sort(key=lambda entry: natural_key(entry.name))
     names = tuple(entry.stem + ".png" for entry in files)
     if len(set(names)) != len(names):
         seen: set[str] = set()
