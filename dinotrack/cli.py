@@ -24,6 +24,7 @@ from dinotrack import __version__
 from dinotrack.cli_export import add_segment_output_arguments
 from dinotrack.cli_export import register as register_export
 from dinotrack.clikit import (
+    ArgumentParser,
     add_tracker_arguments,
     build_tracker,
     positive_int,
@@ -482,7 +483,7 @@ def _auto_start(args: argparse.Namespace, info):
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``dinotrack`` parser with every sub-command, plugins included."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dinotrack", description="Video object segmentation with DINO ViT features."
     )
     parser.add_argument("--version", action="version", version=f"dinotrack {__version__}")

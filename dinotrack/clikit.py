@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from dinotrack.config import (
     GROUP_MERGES,
@@ -218,6 +219,14 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         help="position-embedding resampling: dino (the official rule) or timm "
         "(default: the backbone's own rule)",
     )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with dinotrack's rule for bad input: one error line and exit status 2 (the
+    usage block is for ``--help``); sub-command parsers made from it are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def positive_int(text: str) -> int:

@@ -2,15 +2,14 @@
 importable but not installed (no ``dinotrack`` script or entry points, e.g. a source checkout
 on ``PYTHONPATH``)."""
 
-import argparse
 import sys
 
-from dinotrack.clikit import run_command
+from dinotrack.clikit import ArgumentParser, run_command
 from eval.cli import register
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m")
+    parser = ArgumentParser(prog="python -m")
     register(parser.add_subparsers(dest="command", metavar="eval"))
     args = sys.argv[1:] if argv is None else argv
     return run_command(parser, parser.parse_args(["eval", *args]))

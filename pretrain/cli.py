@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dinotrack.clikit import run_command
+from dinotrack.clikit import ArgumentParser, run_command
 from pretrain.config import (
     DECODERS,
     PRECISIONS,
@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     As every dinotrack command (:func:`dinotrack.clikit.run_command`): bad input (and a
     non-finite loss) gives one error line on stderr and status 2, Ctrl-C status 130.
     """
-    parser = argparse.ArgumentParser(prog="python -m pretrain", description=DESCRIPTION)
+    parser = ArgumentParser(prog="python -m pretrain", description=DESCRIPTION)
     add_arguments(parser)
     parser.set_defaults(func=run, on_interrupt=ON_INTERRUPT)
     return run_command(parser, parser.parse_args(argv), prog="pretrain")

@@ -72,3 +72,24 @@ def test_pretrain_says_how_to_resume_after_ctrl_c():
     args = build_parser().parse_args(["pretrain", "--data", "videos"])
     assert args.on_interrupt == ON_INTERRUPT and "resume" in ON_INTERRUPT
     assert not hasattr(build_parser().parse_args(["models"]), "on_interrupt")
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--save", "rle"], "--save"),
+        (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--max-frames", "0"], "--max-frames"),
+        (["segment", "v.mp4", "--mask", "m.png"], "--out"),
+        (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--topk", "x"], "--topk"),
+        (["models", "--no-such-flag"], "--no-such-flag"),
+    ],
+)
+def test_argument_errors_are_one_line_with_status_2(argv, flag, capsys):
+    from dinotrack.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "error:" in err and flag in err and "--help" in err
