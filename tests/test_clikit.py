@@ -78,7 +78,7 @@ def test_pretrain_says_how_to_resume_after_ctrl_c():
     "argv, flag",
     [
         (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--save", "rle"], "--save"),
-        (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--max-frames", "0"], "--max-frames"),
+        (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--max-frames", "0"], "--max-"),
         (["segment", "v.mp4", "--mask", "m.png"], "--out"),
         (["segment", "v.mp4", "--mask", "m.png", "--out", "o", "--topk", "x"], "--topk"),
         (["models", "--no-such-flag"], "--no-such-flag"),
