@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 import re
+import socket
 import urllib.error
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -313,6 +316,20 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
     return path
 
 
+def _check_hub_reachable(endpoint: str) -> None:
+    """Fail at once, instead of after the hub client's retries, when the hub's host name does
+    not resolve and no proxy is set (a machine without a network)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return
+    host = urllib.parse.urlsplit(endpoint).hostname
+    if host is None:
+        return
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        raise OSError(f"cannot resolve {host}: no network?") from exc
+
+
 def _download_from_hf_hub(spec: BackboneSpec) -> Path:
     """The weights file of a timm pretrained tag, from (or into) the Hugging Face hub cache."""
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
@@ -323,7 +340,16 @@ def _download_from_hf_hub(spec: BackboneSpec) -> Path:
     if isinstance(cached, str):
         return Path(cached)
     try:
-        return Path(hf_hub_download(repo, name, cache_dir=constants.HF_HUB_CACHE))
+        _check_hub_reachable(constants.ENDPOINT)
+        # The hub client logs a line per retry (five, over ~20 s, when offline): the error
+        # below says it once.
+        hub_log = logging.getLogger("huggingface_hub")
+        level = hub_log.level
+        hub_log.setLevel(logging.ERROR)
+        try:
+            return Path(hf_hub_download(repo, name, cache_dir=constants.HF_HUB_CACHE))
+        finally:
+            hub_log.setLevel(level)
     except Exception as exc:  # the hub client raises many types (offline, HTTP, DNS, timeouts)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise RuntimeError(

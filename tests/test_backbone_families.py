@@ -358,6 +358,21 @@ def test_hub_model_offline_names_repository_cache_path_and_weights_flag(offline_
     assert "--weights" in message and "\n" not in message
 
 
+def test_a_hub_host_that_does_not_resolve_fails_at_once_without_retry_lines(
+    offline_hub_spec, monkeypatch, capsys
+):
+    """No network and no HF_HUB_OFFLINE: one error, not the hub client's five retries."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://hub.dinotrack-test.invalid")
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    with pytest.raises(RuntimeError, match="cannot resolve hub.dinotrack-test.invalid"):
+        load_backbone("test_offline_hub_vit")
+    assert "Retrying" not in capsys.readouterr().err
+
+
 def test_hub_weights_placed_in_the_cache_by_hand_are_used(offline_hub_spec):
     from safetensors.torch import save_file
 
