@@ -16,8 +16,8 @@ __version__ = "0.1.0"
 # Public names and the modules that define them. They are imported on first use, so that
 # `dinotrack --help` and `dinotrack eval score` start without importing torch.
 _EXPORTS = {
-    "AutoStart": "dinotrack.attention",
-    "auto_start_mask": "dinotrack.attention",
+    "AutoStart": "dinotrack.autostart",
+    "auto_start_mask": "dinotrack.autostart",
     "mass_threshold": "dinotrack.attention",
     "BackboneSpec": "dinotrack.backbones",
     "get_backbone_spec": "dinotrack.backbones",
@@ -61,7 +61,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from dinotrack.attention import AutoStart, auto_start_mask, mass_threshold
+    from dinotrack.attention import mass_threshold
+    from dinotrack.autostart import AutoStart, auto_start_mask
     from dinotrack.backbones import BackboneSpec, get_backbone_spec, list_backbones, load_backbone
     from dinotrack.config import TrackerConfig
     from dinotrack.propagation import LabelPropagator, propagate_labels, propagate_sequence

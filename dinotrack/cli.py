@@ -463,10 +463,28 @@ def prompt_files(directory: str | os.PathLike[str], frame_names: Sequence[str]) 
     return found
 
 
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """Parses ``"x0,y0,x1,y1"`` (pixels) into a box.
+
+    Raises:
+        ValueError: Not four integers, or not ``x0 < x1`` and ``y0 < y1``.
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        x0, y0, x1, y1 = (int(part) for part in parts)
+    except ValueError:
+        raise ValueError(
+            f"box {text!r} must be four integers x0,y0,x1,y1 (pixels, e.g. 100,50,400,300)"
+        ) from None
+    if not (x0 < x1 and y0 < y1):
+        raise ValueError(f"box {text!r} must have x0 < x1 and y0 < y1 (corners, in pixels)")
+    return x0, y0, x1, y1
+
+
 def _auto_start(args: argparse.Namespace, info):
-    """The :class:`dinotrack.attention.AutoStart` of ``segment --auto``'s flags for a video
+    """The :class:`dinotrack.autostart.AutoStart` of ``segment --auto``'s flags for a video
     described by ``info`` (a :class:`dinotrack.video_io.VideoInfo`)."""
-    from dinotrack.attention import AutoStart, check_box, parse_box
+    from dinotrack.autostart import AutoStart, check_box
 
     if START_MASK_NAME in info.frame_names:
         raise ValueError(

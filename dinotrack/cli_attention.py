@@ -27,13 +27,10 @@ from PIL import Image
 from torch import Tensor
 
 from dinotrack.atomic_files import make_parents, output_file, remove_empty, remove_stale_temporaries
-from dinotrack.attention import (
-    DEFAULT_MASS,
-    attention_overlay,
-    mass_threshold,
-    upsample_attention,
-)
+from dinotrack.attention import mass_threshold, upsample_attention
 from dinotrack.clikit import build_tracker, check_not_input
+from dinotrack.colour_map import attention_overlay
+from dinotrack.config import DEFAULT_MASS
 from dinotrack.image_files import check_input_path
 from dinotrack.masks import blend_overlay, davis_palette, write_mask
 from dinotrack.results import ResultWriter

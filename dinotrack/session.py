@@ -463,7 +463,7 @@ class Tracker:
             first_mask: ``[H, W]`` integer object ids of frame ``start``, or a function
                 ``(frame, feats [C, h/p, w/p], attn [heads, h/p, w/p]) -> ids`` that derives
                 them from the first frame's features and class-token attention, both from
-                one forward pass (e.g. :class:`dinotrack.attention.AutoStart`).
+                one forward pass (e.g. :class:`dinotrack.autostart.AutoStart`).
             prompts: Instead of ``first_mask``: ``{frame index: [H, W] object ids}``, frame
                 indices counted from 0 in the video, within ``[start, stop)``.
             direction: ``"forward"`` (from the earliest prompt to the end), ``"backward"``

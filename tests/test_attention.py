@@ -12,15 +12,10 @@ from cli_support import run_cli, tiny_flags
 from PIL import Image
 
 from dinotrack import AutoStart, auto_start_mask, mass_threshold
-from dinotrack.attention import (
-    box_patches,
-    colourize,
-    kmeans,
-    normalize_attention,
-    parse_box,
-    upsample_attention,
-)
-from dinotrack.cli import START_MASK_NAME, main
+from dinotrack.attention import normalize_attention, upsample_attention
+from dinotrack.autostart import box_patches, kmeans
+from dinotrack.cli import START_MASK_NAME, main, parse_box
+from dinotrack.colour_map import colourize
 from dinotrack.masks import read_mask, resize_mask
 from dinotrack.results import RECORD_NAME as MARKER_NAME
 from dinotrack.video_io import iter_frames
