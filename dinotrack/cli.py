@@ -390,8 +390,7 @@ def read_prompts(args: argparse.Namespace, info) -> tuple[dict[int, np.ndarray],
             of the frames' size.
         FileNotFoundError: A missing mask file or directory.
     """
-    from dinotrack.masks import read_mask
-    from dinotrack.session import check_prompt
+    from dinotrack.masks import check_prompt, read_mask
 
     sources: dict[int, str] = {}
     end = info.num_frames

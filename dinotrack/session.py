@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -28,7 +26,15 @@ from dinotrack.config import (
     preset_config,
 )
 from dinotrack.features import FeatureExtractor, network_input_size
-from dinotrack.masks import resize_mask
+from dinotrack.masks import (
+    channels_to_ids,
+    check_first_mask,
+    check_prompt,
+    ids_dtype,
+    ids_to_channels,
+    resize_mask,
+    warn_small_objects,
+)
 from dinotrack.propagation import (
     LabelPropagator,
     apply_prompt_labels,
@@ -154,7 +160,7 @@ class TrackingSession:
         state.frame_index += 1
         if prompt is None:
             return tracked
-        return _overlay_prompt(tracked, prompt, _ids_dtype(state.object_ids))
+        return _overlay_prompt(tracked, prompt, ids_dtype(state.object_ids))
 
     def _to_ids(self, soft: Tensor) -> np.ndarray:
         channels = labels_to_mask(soft, self.tracker.spec.patch_size, self.state.frame_size)
@@ -186,7 +192,7 @@ class TrackingSession:
                 group.propagator.remember(unit, corrected, normalized=True)
         new_ids = tuple(sorted(present - set(state.object_ids)))
         if new_ids:
-            _warn_small_objects(prompt, state.input_size, self.tracker.patch_size, new_ids)
+            warn_small_objects(prompt, state.input_size, self.tracker.patch_size, new_ids)
             labels = self.tracker.prompt_labels(ids, new_ids, feats.device)
             group = ObjectGroup(
                 new_ids, state.frame_index + 1, self.tracker.new_propagator(feats, labels)
@@ -385,7 +391,7 @@ class Tracker:
         frame_size = (int(frame.shape[0]), int(frame.shape[1]))
         object_ids = tuple(int(i) for i in np.unique(mask) if i != 0)
         input_size = self.input_size(*frame_size)
-        _warn_small_objects(mask, input_size, self.patch_size)
+        warn_small_objects(mask, input_size, self.patch_size)
         if feats is None:
             feats = self.extractor(_as_batch(frame), input_size)[0]
         labels = self.prompt_labels(resize_mask(mask, *self.grid_size(input_size)), object_ids)
@@ -420,20 +426,8 @@ class Tracker:
             max_permanent=cfg.max_prompt_frames,
         )
 
-    @staticmethod
-    def ids_to_channels(ids: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
-        """Map user object ids to channel indices (0 = background, ids in ``object_ids``
-        order from 1); ids not in ``object_ids`` become background."""
-        lut = np.zeros(max(object_ids, default=0) + 1, dtype=np.int64)
-        lut[list(object_ids)] = np.arange(1, len(object_ids) + 1)
-        ids = np.asarray(ids)
-        return np.where(ids < len(lut), lut[np.minimum(ids, len(lut) - 1)], 0)
-
-    @staticmethod
-    def channels_to_ids(channels: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
-        """Map channel indices back to user object ids (uint8 if all < 256, else int32)."""
-        table = np.array((0, *object_ids), dtype=_ids_dtype(object_ids))
-        return table[channels]
+    ids_to_channels = staticmethod(ids_to_channels)
+    channels_to_ids = staticmethod(channels_to_ids)
 
     def track(
         self,
@@ -594,7 +588,7 @@ class Tracker:
                     mask = prompt(frame, frame_feats, attn[0]) if auto else prompt
                     mask = check_first_mask(mask, frame.shape[:2])
                     session = self._start_checked(frame, mask, frame_feats)
-                    mask = mask.astype(_ids_dtype(session.object_ids))
+                    mask = mask.astype(ids_dtype(session.object_ids))
                 else:
                     if prompt is not None:
                         prompt = check_prompt(prompt, session.state.frame_size, index)
@@ -633,124 +627,8 @@ def _past_end_message(index: int, source: str, stop: int | None) -> str:
     return f"prompt for frame {index} is past the end of {source}{frames}"
 
 
-def check_prompt(mask: np.ndarray, frame_size: tuple[int, int], index: int) -> np.ndarray:
-    """A prompt mask checked as :func:`check_first_mask` checks a first mask (resized, with a
-    warning, when it is a rescale of the frames), its errors naming the frame ``index``."""
-    try:
-        return check_first_mask(mask, frame_size)
-    except ValueError as error:
-        raise ValueError(f"the prompt of frame {index}: {error}") from None
-
-
-MIN_MASK_SIDE = 16
-"""Shortest side, in pixels, of a first mask that is resized to the frames: a smaller one
-cannot carry an object's shape."""
-
-
 MAX_INPUT_PIXELS = 8192 * 8192
 """Largest network input (pixels per frame) a tracker accepts: 8K video at full size fits."""
-
-
-def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-    """The first-frame mask, checked against the frames' ``(H, W)`` and resized (nearest,
-    with a warning) when its size differs but it is a rescale of the frame size.
-
-    A mask of ``W' x H'`` is a rescale of frames of ``W x H`` when one scale factor ``s``
-    makes both sides agree up to rounding: ``|W' - s W|`` and ``|H' - s H|`` within half a
-    pixel on each image, that is, when the intervals
-    ``[(W' - 0.5) / (W + 0.5), (W' + 0.5) / (W - 0.5)]`` and the same for the heights
-    overlap. So for 854x480 frames, 3840x2160, 1920x1080, 1280x720 and 427x240 masks are
-    resized, while 480x480 and 854x400 are refused. A mask of another size whose short
-    side is below :data:`MIN_MASK_SIDE` pixels is refused too.
-
-    Args:
-        mask: ``[H', W']`` integer or bool object ids (bool: ``True`` is object 1).
-        frame_size: ``(H, W)`` of the frames.
-
-    Returns:
-        ``[H, W]`` integer object ids (the given array when no resize was needed, bool masks
-        as uint8).
-
-    Raises:
-        ValueError: Not a 2-D integer or bool array, negative ids, no object, another aspect
-            ratio, or a mask of another size too small to carry a shape.
-    """
-    mask = np.asarray(mask)
-    if mask.dtype == np.bool_:
-        mask = mask.astype(np.uint8)
-    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(
-            f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
-            f"of shape {mask.shape}"
-        )
-    if (mask < 0).any():
-        raise ValueError("the first mask has negative ids; ids must be >= 0 (0 = background)")
-    if not mask.any():
-        raise ValueError("the first mask is empty: it holds no object (all pixels are 0)")
-    (fh, fw), (mh, mw) = frame_size, mask.shape
-    if (mh, mw) != (fh, fw):
-        if min(mh, mw) < MIN_MASK_SIDE:
-            raise ValueError(
-                f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; a mask smaller than "
-                f"{MIN_MASK_SIDE} pixels on its short side is too small to carry a shape. Give "
-                "a mask of the first frame's size"
-            )
-        if not _is_rescale((mh, mw), (fh, fw)):
-            raise ValueError(
-                f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
-                "ratio); give a mask of the first frame's size"
-            )
-        warnings.warn(
-            f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; resizing the mask "
-            "(nearest neighbour)",
-            stacklevel=3,
-        )
-        mask = resize_mask(mask, fh, fw)
-    return mask
-
-
-def _is_rescale(size: tuple[int, int], reference: tuple[int, int]) -> bool:
-    """Whether ``size`` ``(h, w)`` is ``reference`` scaled by one factor and rounded, with half
-    a pixel of rounding allowed on every side of both."""
-    low, high = 0.0, math.inf
-    for a, b in zip(size, reference, strict=True):
-        low = max(low, (a - 0.5) / (b + 0.5))
-        high = min(high, (a + 0.5) / (b - 0.5))
-    return low <= high
-
-
-def _warn_small_objects(
-    mask: np.ndarray,
-    input_size: tuple[int, int],
-    patch_size: int,
-    only: tuple[int, ...] | None = None,
-) -> None:
-    """Warns about the objects of a first mask ``[H, W]`` (or of a prompt, for its new objects
-    ``only``) that cover less than one patch once the frame is resized to the network's
-    ``input_size`` ``(h, w)``: below the patch grid's resolution they may vanish from the
-    first propagated frame on."""
-    ids, counts = np.unique(mask, return_counts=True)
-    scale = input_size[0] * input_size[1] / mask.size
-    small = [
-        int(i)
-        for i, n in zip(ids, counts, strict=True)
-        if i != 0 and n * scale < patch_size**2 and (only is None or i in only)
-    ]
-    if small:
-        listed = ", ".join(str(i) for i in small)
-        warnings.warn(
-            f"object{'s' if len(small) > 1 else ''} {listed} of the "
-            f"{'first mask' if only is None else 'prompt'} "
-            f"{'are' if len(small) > 1 else 'is'} smaller than one {patch_size}x{patch_size} "
-            f"patch at the network input ({input_size[1]}x{input_size[0]}) and may be lost "
-            "after the first frame; a larger short side keeps small objects",
-            stacklevel=4,
-        )
-
-
-def _ids_dtype(object_ids: tuple[int, ...]) -> type[np.integer]:
-    """Output mask dtype: uint8 when every id fits (palette PNGs), else int32."""
-    return np.uint8 if max(object_ids, default=0) < 256 else np.int32
 
 
 def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:

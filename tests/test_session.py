@@ -11,9 +11,14 @@ from PIL import Image
 from synthetic_clips import moving_square_video
 
 from dinotrack import Tracker, TrackerConfig, propagate_sequence
-from dinotrack.masks import read_mask, resize_mask
+from dinotrack.masks import (
+    channels_to_ids,
+    check_first_mask,
+    ids_to_channels,
+    read_mask,
+    resize_mask,
+)
 from dinotrack.propagation import labels_to_mask, one_hot_labels
-from dinotrack.session import check_first_mask
 
 SMALL = dict(short_side=96, batch_size=3)
 
@@ -56,9 +61,9 @@ def test_identical_frames_with_top1_copy_the_first_mask(tiny_tracker):
     # brought back to pixels exactly as every prediction is.
     h, w = tracker.input_size(72, 120)
     grid = resize_mask(masks[0], h // 8, w // 8)
-    channels = torch.from_numpy(Tracker.ids_to_channels(grid, (3, 7)))
+    channels = torch.from_numpy(ids_to_channels(grid, (3, 7)))
     expected = labels_to_mask(one_hot_labels(channels, 3), 8, (72, 120)).numpy()
-    expected = Tracker.channels_to_ids(expected, (3, 7))
+    expected = channels_to_ids(expected, (3, 7))
     for _, got in results[1:]:
         np.testing.assert_array_equal(got, expected)
 
@@ -209,6 +214,18 @@ def test_first_mask_rescaled_exactly_comes_back_exactly():
     double = np.repeat(np.repeat(masks[0], 2, axis=0), 2, axis=1)
     with pytest.warns(UserWarning, match="resizing the mask"):
         np.testing.assert_array_equal(check_first_mask(double, (48, 80)), masks[0])
+
+
+def test_track_warns_once_about_a_rescaled_first_mask(tracker):
+    # track -> start: a rescaled first mask is resized, and the user warned, one time.
+    frames, masks = moving_square_video(n=2, height=48, width=80)
+    double = np.repeat(np.repeat(masks[0], 2, axis=0), 2, axis=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = list(tracker.track(frames, double))
+    resized = [w for w in caught if "resizing the mask" in str(w.message)]
+    assert len(resized) == 1
+    np.testing.assert_array_equal(results[0][1], masks[0])
 
 
 @pytest.mark.parametrize(
