@@ -33,12 +33,12 @@ from dinotrack.colour_map import attention_overlay
 from dinotrack.config import DEFAULT_MASS
 from dinotrack.image_files import check_input_path
 from dinotrack.masks import blend_overlay, davis_palette, write_mask
+from dinotrack.overlay import OverlayWriter
 from dinotrack.results import ResultWriter
 from dinotrack.video_io import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     FrameReader,
-    OverlayWriter,
     read_image,
 )
 

@@ -273,7 +273,7 @@ class ResultWriter:
             ValueError: `path` is inside the output directory, or is an input.
             FileExistsError: `path` exists and `overwrite` is False.
         """
-        from dinotrack.video_io import OverlayWriter
+        from dinotrack.overlay import OverlayWriter
 
         target = Path(path)
         if _is_within(target, self.directory):

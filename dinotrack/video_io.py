@@ -1,4 +1,4 @@
-"""Reading video frames and writing mask overlay videos.
+"""Reading video frames: the public reading API of the toolkit.
 
 Input is a video file (mp4, mov, mkv, avi, webm, m4v, mpg, mpeg) or a directory of frames (jpg,
 jpeg, png); single images and random access to a video's frames (pretraining) are read here too.
@@ -25,77 +25,44 @@ its frames are read up to the last one that decodes, and then the iterator ends 
 decoder ends such a stream without an error; decord raises at the cut, which "auto" hands over to
 PyAV and "decord" turns into the ValueError.) FFmpeg's and decord's own log lines are silenced:
 everything they report reaches the caller through these exceptions and warnings.
+
+Each library's specifics live in :mod:`dinotrack.decoders`; mask overlay videos are written by
+:mod:`dinotrack.overlay`.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import queue
 import re
-import sys
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from fractions import Fraction
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dinotrack.atomic_files import temporary_sibling
+from dinotrack import decoders
+from dinotrack.decoders import FRAMES_DIR_FPS, VideoInfo
 from dinotrack.image_files import check_input_path, image_to_rgb, open_image
-from dinotrack.masks import as_palette, blend_overlay
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 """File name suffixes read as videos (case-insensitive), by every command."""
+
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """File name suffixes read as single images (case-insensitive): ``dinotrack attention``'s
 image input and pretraining's images."""
 
+
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 """File name suffixes read as frames inside a frames directory (case-insensitive)."""
 
+
 BACKENDS = ("frames", "decord", "pyav")
 """All backend names; `available_backends()` tells which work here."""
-
-FRAMES_DIR_FPS = 24.0
-"""Frame rate reported for a directory of frames, which has none of its own."""
-
-_OVERLAY_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What is known about a video before decoding it.
-
-    Attributes:
-        path: The video file or frames directory.
-        num_frames: Number of frames. Exact for a frames directory. For a video file, the
-            frame count the container declares, or, when it declares none (mkv, webm), the
-            number of video packets found by demuxing the file (without decoding). Iteration
-            never yields more frames than this, and yields fewer only if the decoder produces
-            fewer (a cut-off file; it warns then).
-        fps: Frames per second; `FRAMES_DIR_FPS` (24) for a frames directory.
-        height: Frame height in pixels.
-        width: Frame width in pixels.
-        frame_names: One output file name per frame, for the masks written for it: the input
-            stem plus ".png" for a frames directory ("00012.jpg" -> "00012.png"), else the
-            zero-padded frame index ("00000.png", "00001.png", ...).
-        backend: The backend that reads it: "frames", "decord" or "pyav".
-    """
-
-    path: Path
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-    frame_names: tuple[str, ...] = field(repr=False)
-    backend: str
 
 
 def available_backends() -> list[str]:
@@ -105,10 +72,10 @@ def available_backends() -> list[str]:
         A subset of `["frames", "decord", "pyav"]`, in that order.
     """
     backends = ["frames"]
-    if _import_decord() is not None:
+    if decoders.import_decord() is not None:
         backends.append("decord")
     try:
-        _import_av()
+        decoders.import_av()
         backends.append("pyav")
     except ValueError:
         pass
@@ -131,7 +98,7 @@ def probe_video(path: str | os.PathLike[str], backend: str = "auto") -> VideoInf
             not a readable video, or the directory holds no frames.
     """
     info, handle = _open(path, backend)
-    _close(handle)
+    decoders.close_handle(handle)
     return info
 
 
@@ -176,8 +143,8 @@ def _iter_open(
     if info.backend == "frames":
         return _iter_frame_files(handle, info, start, stop)
     if info.backend == "decord":
-        return _iter_decord(handle, info, start, stop, fallback)
-    return _iter_pyav(handle, info, start, stop)
+        return decoders.iter_decord(handle, info, start, stop, fallback)
+    return decoders.iter_pyav(handle, info, start, stop)
 
 
 def _reopen(info: VideoInfo, start: int, stop: int | None, fallback: bool) -> Iterator[np.ndarray]:
@@ -216,75 +183,6 @@ def _check_range(start: int, stop: int | None) -> None:
         raise ValueError(f"stop must be None or an integer >= start ({start}), got {stop!r}")
 
 
-def _import_decord() -> Any:
-    """decord, imported on first use, or None where it is not installed.
-
-    The log of decord's own copy of FFmpeg (lines like "[h264 @ 0x...] Invalid NAL unit size")
-    is switched off; decord's failures reach us as exceptions.
-    """
-    try:
-        import decord
-    except (ImportError, OSError):
-        return None
-    decord_logging = getattr(decord, "logging", None)
-    if decord_logging is not None and hasattr(decord_logging, "set_level"):
-        decord_logging.set_level(decord_logging.QUIET)
-    return decord
-
-
-def _import_av() -> Any:
-    """PyAV, imported on first use (reading frame folders and PNGs does not need it).
-
-    PyAV drops FFmpeg's log by default (level None); this re-asserts that, in case FFmpeg's own
-    printing callback was restored, unless the application chose a level for PyAV's "libav"
-    Python logger, which it keeps.
-    """
-    try:
-        import av
-    except ImportError as error:
-        raise ValueError(
-            f"PyAV is not installed here ({error}); pip install av to read or write videos"
-        ) from error
-    if av.logging.get_level() is None:
-        av.logging.set_level(None)
-    return av
-
-
-def _import_av_if_installed() -> Any:
-    try:
-        return _import_av()
-    except ValueError:
-        return None
-
-
-_LOG_PREFIX = re.compile(r"\[\d{2}:\d{2}:\d{2}\] \S+:\d+: ")
-"""The "[02:33:37] src/video/video_reader.cc:486: " that decord puts before its messages."""
-
-_CHECK_FAILED = re.compile(r"Check failed: .* \(-?\d+ vs\. -?\d+\) (?P<message>.+)")
-"""A failed check of decord's: "Check failed: <C++ expression> (-22 vs. 0) <message>"."""
-
-
-def _reason(error: BaseException) -> str:
-    """Why a video library failed, in one line, without its source locations."""
-    strerror = getattr(error, "strerror", None)  # PyAV's errors: errno, strerror, filename
-    text = strerror if isinstance(strerror, str) and strerror else str(error)
-    lines = [line.strip() for line in _LOG_PREFIX.sub("", text).splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    if lines[0].startswith("Error reading "):  # decord.VideoReader's whole message
-        return "decord cannot open it (a damaged file, or not a video)"
-    check = _CHECK_FAILED.fullmatch(lines[0])
-    return check["message"] if check else lines[0]
-
-
-def _warn_cut_off(info: VideoInfo, end: int) -> None:
-    warnings.warn(
-        f"video {info.path} ends after {end} of the {info.num_frames} frames it declares; "
-        "it is probably cut off",
-        stacklevel=3,
-    )
-
-
 def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
     """Opens a video, returning its info and an open handle for the backend."""
     path = Path(path)
@@ -305,29 +203,24 @@ def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
             f"cannot read video {path}: unsupported extension {path.suffix!r}; give a video "
             f"({', '.join(VIDEO_SUFFIXES)}) or a directory of {'/'.join(FRAME_SUFFIXES)} frames"
         )
-    decord = _import_decord() if backend in ("auto", "decord") else None
+    decord = decoders.import_decord() if backend in ("auto", "decord") else None
     if backend == "decord" and decord is None:
         raise ValueError(
             "video backend 'decord' is not installed here; install decord or use backend 'pyav'"
         )
     if decord is None:
-        return _open_pyav(path)
-    av = _import_av_if_installed()
+        return decoders.open_pyav(path)
+    av = decoders.import_av_if_installed()
     if av is not None:
         # When FFmpeg cannot open a file, decord prints a line to stderr that no setting
         # silences and raises an error without the reason; PyAV opening it first does neither.
-        _open_container(av, path).close()
+        decoders.open_container(av, path).close()
     try:
-        return _open_decord(decord, path)
+        return decoders.open_decord(decord, path)
     except ValueError:
         if backend == "decord" or av is None:
             raise
-    return _open_pyav(path)
-
-
-def _video_frame_names(num_frames: int) -> tuple[str, ...]:
-    digits = max(5, len(str(num_frames - 1)))
-    return tuple(f"{index:0{digits}d}.png" for index in range(num_frames))
+    return decoders.open_pyav(path)
 
 
 # Frames directories.
@@ -395,156 +288,6 @@ def _iter_image_files(
                 f"{size[1]}x{size[0]}; all frames must have one size"
             )
         yield frame
-
-
-# decord.
-
-
-def _open_decord(decord: Any, path: Path) -> tuple[VideoInfo, Any]:
-    try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
-        num_frames = len(reader)
-        if num_frames == 0:
-            raise ValueError("no frames")
-        first = reader[0].shape
-        if len(first) != 3 or first[2] != 3:  # decord garbles tiny videos (2x2 gives 48 channels)
-            raise ValueError(f"decord decodes frame 0 as {first}, not as RGB")
-        height, width = first[:2]
-        fps = float(reader.get_avg_fps())
-        reader.seek(0)
-    except (decord.DECORDError, RuntimeError, ValueError) as error:  # DECORDError: Exception
-        raise ValueError(f"cannot read video {path}: {_reason(error)}") from error
-    info = VideoInfo(
-        path=path,
-        num_frames=num_frames,
-        fps=fps if math.isfinite(fps) and fps > 0 else FRAMES_DIR_FPS,
-        height=int(height),
-        width=int(width),
-        frame_names=_video_frame_names(num_frames),
-        backend="decord",
-    )
-    return info, reader
-
-
-def _iter_decord(
-    reader: Any, info: VideoInfo, start: int, stop: int, fallback: bool
-) -> Iterator[np.ndarray]:
-    """Frames `start` to `stop - 1` from decord; with `fallback`, PyAV decodes the file again
-    from the start and yields on from the frame decord failed at, so the frames stay in order
-    with none repeated or skipped."""
-    decord = _import_decord()
-    index = start
-    try:
-        if start < stop and start > 0:
-            reader.seek_accurate(start)
-        while index < stop:
-            try:
-                frame = reader.next().asnumpy()
-            except StopIteration:
-                _warn_cut_off(info, index)
-                return
-            yield _checked_size(frame, info, index)
-            index += 1
-        return
-    except (decord.DECORDError, RuntimeError) as error:
-        failure = error
-    av = _import_av_if_installed() if fallback else None
-    error = ValueError(f"cannot decode frame {index} of {info.path}: {_reason(failure)}")
-    if av is None:
-        raise error from failure
-    try:
-        container = _open_container(av, info.path)
-    except ValueError:
-        raise error from failure
-    yield from _iter_pyav(container, info, index, stop)
-
-
-def _checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
-    if frame.shape != (info.height, info.width, 3):
-        raise ValueError(
-            f"cannot read video {info.path}: frame {index} has shape {tuple(frame.shape)}, not "
-            f"({info.height}, {info.width}, 3); videos that change size are not supported"
-        )
-    return np.ascontiguousarray(frame)
-
-
-# PyAV.
-
-
-def _open_container(av: Any, path: Path) -> Any:
-    """`av.open(path)`, checked to hold a video stream."""
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read video {path}: {_reason(error)}") from error
-    if not container.streams.video:
-        container.close()
-        raise ValueError(f"cannot read video {path}: it has no video stream")
-    return container
-
-
-def _open_pyav(path: Path) -> tuple[VideoInfo, Any]:
-    av = _import_av()
-    container = _open_container(av, path)
-    try:
-        stream = container.streams.video[0]
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else FRAMES_DIR_FPS
-        num_frames = stream.frames or _count_packets(path)
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if num_frames == 0 or width == 0 or height == 0:
-            raise ValueError(f"cannot read video {path}: its video stream is empty")
-    except (av.error.FFmpegError, OSError) as error:
-        container.close()
-        raise ValueError(f"cannot read video {path}: {_reason(error)}") from error
-    except ValueError:
-        container.close()
-        raise
-    info = VideoInfo(
-        path=path,
-        num_frames=num_frames,
-        fps=fps,
-        height=height,
-        width=width,
-        frame_names=_video_frame_names(num_frames),
-        backend="pyav",
-    )
-    return info, container
-
-
-def _count_packets(path: Path) -> int:
-    """Counts the video packets (one per frame) of a container that declares no frame count."""
-    av = _import_av()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return sum(1 for packet in container.demux(stream) if packet.size)
-
-
-def _iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterator[np.ndarray]:
-    av = _import_av()
-    index = 0
-    try:
-        if start >= stop:
-            return
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for frame in container.decode(stream):
-            if index >= start:
-                yield _checked_size(frame.to_ndarray(format="rgb24"), info, index)
-            index += 1
-            if index >= stop:
-                return
-        _warn_cut_off(info, index)
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot decode frame {index} of {info.path}: {_reason(error)}") from error
-    finally:
-        container.close()
-
-
-def _close(handle: Any) -> None:
-    av = sys.modules.get("av")  # a PyAV handle exists only if PyAV was imported
-    if av is not None and isinstance(handle, av.container.InputContainer):
-        handle.close()
 
 
 # Background decoding.
@@ -756,9 +499,6 @@ def _read_in_background(prefetch: int, produce: Callable[[], Iterator[Any]]) -> 
         worker.stop()
 
 
-# Overlay video writing.
-
-
 # Image files.
 
 
@@ -781,9 +521,6 @@ def read_image(path: str | os.PathLike[str], what: str = "image") -> np.ndarray:
 
 # Random access to the frames of a video file (pretraining's sampling).
 
-_SEEK_GAP = 48
-"""PyAV seeks again instead of decoding forward when the next wanted frame is this far ahead."""
-
 
 def video_backends(name: str) -> tuple[str, ...]:
     """The video backends to try in turn for ``name``: "auto" is decord (when it is installed)
@@ -794,7 +531,7 @@ def video_backends(name: str) -> tuple[str, ...]:
         ValueError: Another name.
     """
     if name == "auto":
-        return ("pyav",) if _import_decord() is None else ("decord", "pyav")
+        return ("pyav",) if decoders.import_decord() is None else ("decord", "pyav")
     if name not in ("decord", "pyav"):
         raise ValueError(f"unknown video backend {name!r}; use auto, decord or pyav")
     return (name,)
@@ -808,7 +545,7 @@ def _first_working(backend: str, read: Callable[[str], Any], failure: str) -> An
         try:
             return read(name)
         except Exception as exc:  # the libraries raise their own exception types
-            reasons[name] = _reason(exc)
+            reasons[name] = decoders.reason(exc)
     if len(set(reasons.values())) == 1:  # one line, said once when every backend agrees
         raise ValueError(f"{failure}: {next(iter(reasons.values()))}")
     raise ValueError(f"{failure}: {'; '.join(f'{k}: {v}' for k, v in reasons.items())}")
@@ -826,11 +563,11 @@ def count_frames(path: str | os.PathLike, backend: str = "auto") -> int:
 
 def _count(backend: str, path: str | os.PathLike) -> int:
     if backend == "decord":
-        return len(_decord_reader(path))
-    av = _import_av()
+        return len(decoders.decord_reader(path))
+    av = decoders.import_av()
 
     with av.open(str(path)) as container:
-        stream = _video_stream(container)
+        stream = decoders.video_stream(container)
         if stream.frames > 0:
             return int(stream.frames)
         return sum(1 for packet in container.demux(stream) if packet.size > 0)
@@ -858,266 +595,7 @@ def read_video_frames(
         return []
     if wanted[0] < 0:
         raise ValueError(f"negative frame index {wanted[0]} for {path}")
-    readers = {"decord": _read_decord, "pyav": _read_pyav}
+    readers = {"decord": decoders.read_decord, "pyav": decoders.read_pyav}
     failure = f"cannot decode frames {wanted} of {path}"
     frames = _first_working(backend, lambda name: readers[name](path, wanted), failure)
     return [frames[int(i)] for i in indices]
-
-
-def _video_stream(container: Any) -> Any:
-    """The first video stream of a PyAV container."""
-    if not container.streams.video:
-        raise ValueError("it has no video stream")
-    return container.streams.video[0]
-
-
-def _decord_reader(path: str | os.PathLike) -> Any:
-    """A one-thread ``decord.VideoReader`` for random access, once PyAV (where installed) has
-    opened the file: when FFmpeg cannot open a file, decord prints a line to stderr that no
-    setting silences, while PyAV raises the reason (as in :func:`_open`).
-
-    Raises:
-        ValueError: The file holds no video stream.
-        av.error.FFmpegError: FFmpeg cannot open it.
-    """
-    av = _import_av_if_installed()
-    if av is not None:
-        with av.open(str(path)) as container:
-            _video_stream(container)
-    return _import_decord().VideoReader(str(path), num_threads=1)
-
-
-def _read_decord(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
-    reader = _decord_reader(path)
-    last = len(reader) - 1
-    batch = reader.get_batch([min(i, last) for i in wanted]).asnumpy()
-    return {index: batch[k] for k, index in enumerate(wanted)}
-
-
-def _read_pyav(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
-    av = _import_av()
-    out: dict[int, np.ndarray] = {}
-    pending = list(wanted)
-    with av.open(str(path)) as container:
-        stream = _video_stream(container)
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        time_base = float(stream.time_base) if stream.time_base else 0.0
-        start = stream.start_time or 0
-        seekable = fps > 0 and time_base > 0
-        frames = None
-        position = -1  # index of the last decoded frame
-        sought = -1  # the target of the last seek
-        last = None
-        while pending:
-            target = pending[0]
-            far = seekable and target - position > _SEEK_GAP and sought != target
-            if frames is None or far:
-                if seekable and target > 0:
-                    # Lands on the keyframe at or before the target's timestamp.
-                    container.seek(start + int(target / fps / time_base), stream=stream)
-                    sought = target
-                frames = container.decode(stream)
-            frame = next(frames, None)
-            if frame is None:  # end of stream: repeat the last frame
-                if last is None:
-                    raise ValueError(f"no frame could be decoded from {path}")
-                image = last.to_ndarray(format="rgb24")
-                out.update((index, image) for index in pending)
-                break
-            if frame.pts is not None and seekable:
-                position = round((frame.pts - start) * time_base * fps)
-            else:
-                position += 1
-            last = frame
-            if position >= target:
-                image = frame.to_ndarray(format="rgb24")
-                while pending and pending[0] <= position:
-                    out[pending.pop(0)] = image
-    return out
-
-
-def h264_available() -> bool:
-    """Whether this PyAV build can encode H.264 with libx264."""
-    av = _import_av()
-    try:
-        av.codec.Codec("libx264", "w")
-    except (av.error.FFmpegError, ValueError):
-        return False
-    return True
-
-
-class OverlayWriter:
-    """Streams a video of object masks drawn over frames (see `masks.blend_overlay`).
-
-    The video is encoded with H.264 (libx264, yuv420p) when PyAV has it, else MPEG-4 part 2.
-    Both need even sizes: an odd width or height is padded by one edge-replicated pixel, so the
-    file is then one pixel wider or taller than the frames.
-
-    The video is written to a hidden temporary file next to `path` and renamed to `path` only
-    by a successful `close()`; `abort()` deletes it. Used as a context manager, it closes on a
-    normal exit and aborts when the block raises, so `path` never holds a partial video.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        fps: float,
-        width: int,
-        height: int,
-        palette: np.ndarray,
-        alpha: float = 0.5,
-        codec: str | None = None,
-    ) -> None:
-        """Creates the temporary file and opens the encoder.
-
-        Args:
-            path: Output video path ending in .mp4, .mov or .mkv; its directory must exist.
-            fps: Frame rate, > 0.
-            width: Frame width in pixels.
-            height: Frame height in pixels.
-            palette: `[N, 3]` uint8 RGB colours; `palette[k]` colours object `k`.
-            alpha: Opacity of the mask colours, in [0, 1].
-            codec: Encoder name; None picks "libx264" when available, else "mpeg4".
-
-        Raises:
-            FileNotFoundError: If the output directory does not exist.
-            ValueError: If an argument is out of range or the suffix is not supported.
-        """
-        self._container: Any = None
-        self._tmp: Path | None = None
-        self.publish_on_close = True
-        self.path = Path(path)
-        container_format = _OVERLAY_FORMATS.get(self.path.suffix.lower())
-        if container_format is None:
-            raise ValueError(
-                f"overlay video {self.path} must end in one of {', '.join(_OVERLAY_FORMATS)}"
-            )
-        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps < math.inf:
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            raise ValueError(f"width and height must be positive integers, got {width}x{height}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-        self.width, self.height = width, height
-        self.palette = as_palette(palette)
-        self.alpha = alpha
-        self._av = _import_av()
-        self.codec = codec or ("libx264" if h264_available() else "mpeg4")
-        self.frames_written = 0
-        self._tmp = temporary_sibling(self.path)
-        self._container = self._av.open(str(self._tmp), mode="w", format=container_format)
-        try:
-            self._stream = self._container.add_stream(
-                self.codec, rate=Fraction(fps).limit_denominator(1001)
-            )
-            self._stream.width = width + width % 2
-            self._stream.height = height + height % 2
-            self._stream.pix_fmt = "yuv420p"
-            if self.codec == "libx264":
-                self._stream.options = {"crf": "20", "preset": "veryfast"}
-            else:
-                self._stream.bit_rate = max(2_000_000, int(width * height * fps * 0.2))
-            # Creates the file now (PyAV would at the first frame), so that an unwritable
-            # place fails before any work, not when the first frame is encoded.
-            self._container.start_encoding()
-        except (OSError, self._av.error.FFmpegError) as error:
-            self.abort()
-            raise OSError(f"cannot write {self.path}: {_reason(error)}") from None
-        except BaseException:
-            self.abort()
-            raise
-
-    def write(self, frame: np.ndarray, mask: np.ndarray) -> None:
-        """Draws `mask` over `frame` and appends the result to the video.
-
-        Args:
-            frame: `[height, width, 3]` uint8 RGB frame.
-            mask: `[height, width]` integer object ids, each an index into the palette.
-
-        Raises:
-            RuntimeError: If the writer is closed or aborted.
-            ValueError: If the frame or mask has the wrong size or ids lack palette entries.
-        """
-        if self._container is None:
-            raise RuntimeError(f"overlay writer for {self.path} is already closed")
-        if getattr(frame, "shape", None) != (self.height, self.width, 3):
-            raise ValueError(
-                f"frame must have shape {(self.height, self.width, 3)}, "
-                f"got {getattr(frame, 'shape', type(frame).__name__)}"
-            )
-        image = blend_overlay(frame, mask, self.palette, self.alpha)
-        pad_rows, pad_cols = self.height % 2, self.width % 2
-        if pad_rows or pad_cols:
-            image = np.pad(image, ((0, pad_rows), (0, pad_cols), (0, 0)), mode="edge")
-        video_frame = self._av.VideoFrame.from_ndarray(image, format="rgb24")
-        for packet in self._stream.encode(video_frame):
-            self._container.mux(packet)
-        self.frames_written += 1
-
-    def close(self) -> None:
-        """Flushes the encoder and publishes the video at `path` (see `publish`). Idempotent.
-
-        Raises:
-            ValueError: If no frame was written (nothing is published then).
-        """
-        if self._container is None:
-            return
-        try:
-            if self.frames_written == 0:
-                raise ValueError(f"no frames were written to {self.path}; nothing to publish")
-            for packet in self._stream.encode(None):
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
-        except BaseException:
-            self.abort()
-            raise
-        if self.publish_on_close:
-            self.publish()
-
-    @property
-    def pending_path(self) -> Path | None:
-        """The temporary file being written (a finished video not yet published), or None."""
-        return self._tmp
-
-    def publish(self) -> None:
-        """Renames the finished video to `path` (done by `close()` unless `publish_on_close`
-        is False, when the caller publishes it together with other outputs). Idempotent.
-
-        Raises:
-            RuntimeError: If the video is not finished (`close()` not called yet).
-        """
-        if self._container is not None:
-            raise RuntimeError(f"overlay {self.path} is not finished; call close() first")
-        if self._tmp is None:
-            return
-        try:
-            os.replace(self._tmp, self.path)
-        except BaseException:
-            self.abort()
-            raise
-        self._tmp = None
-
-    def abort(self) -> None:
-        """Stops writing and deletes the temporary file; `path` is left untouched. Idempotent."""
-        container, self._container = self._container, None
-        if container is not None:
-            try:
-                container.close()
-            except (self._av.error.FFmpegError, OSError):
-                pass
-        if self._tmp is not None:
-            self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> OverlayWriter:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-    def __del__(self) -> None:
-        self.abort()

@@ -15,14 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dinotrack import video_io
+from dinotrack import decoders
 from dinotrack.masks import davis_palette
+from dinotrack.overlay import OverlayWriter, h264_available
 from dinotrack.video_io import (
     FrameReader,
-    OverlayWriter,
     VideoInfo,
     available_backends,
-    h264_available,
     iter_frames,
     probe_video,
     read_image_files,
@@ -156,7 +155,7 @@ def test_auto_backend(shared_data):
 
 
 def test_auto_backend_without_decord(synthetic_mp4, monkeypatch):
-    monkeypatch.setattr(video_io, "_import_decord", lambda: None)
+    monkeypatch.setitem(sys.modules, "decord", None)  # importing decord now fails
     assert available_backends() == ["frames", "pyav"]
     assert probe_video(synthetic_mp4).backend == "pyav"
     with pytest.raises(ValueError, match="decord"):
@@ -444,13 +443,13 @@ def test_auto_reads_on_with_pyav_after_a_decord_failure(synthetic_mp4, monkeypat
         pytest.skip("decord is not installed here")
     decord_frames = list(iter_frames(synthetic_mp4, "decord"))
     pyav_frames = list(iter_frames(synthetic_mp4, "pyav"))
-    open_decord = video_io._open_decord
+    open_decord = decoders.open_decord
 
     def failing(decord, path):
         info, reader = open_decord(decord, path)
         return info, DecordFailingAt(reader, 12)
 
-    monkeypatch.setattr(video_io, "_open_decord", failing)
+    monkeypatch.setattr(decoders, "open_decord", failing)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         frames = list(iter_frames(synthetic_mp4, "auto", start=start))
