@@ -16,19 +16,19 @@ __version__ = "0.1.0"
 # Public names and the modules that define them. They are imported on first use, so that
 # `dinotrack --help` and `dinotrack eval score` start without importing torch.
 _EXPORTS = {
-    "AutoStart": "dinotrack.autostart",
-    "auto_start_mask": "dinotrack.autostart",
-    "mass_threshold": "dinotrack.attention",
-    "BackboneSpec": "dinotrack.backbones",
-    "get_backbone_spec": "dinotrack.backbones",
-    "list_backbones": "dinotrack.backbones",
-    "load_backbone": "dinotrack.backbones",
+    "AutoStart": "dinotrack.tracking.autostart",
+    "auto_start_mask": "dinotrack.tracking.autostart",
+    "mass_threshold": "dinotrack.models.attention",
+    "BackboneSpec": "dinotrack.models.registry",
+    "get_backbone_spec": "dinotrack.models.registry",
+    "list_backbones": "dinotrack.models.registry",
+    "load_backbone": "dinotrack.models.registry",
     "TrackerConfig": "dinotrack.config",
-    "LabelPropagator": "dinotrack.propagation",
-    "propagate_labels": "dinotrack.propagation",
-    "propagate_sequence": "dinotrack.propagation",
-    "Tracker": "dinotrack.session",
-    "TrackingSession": "dinotrack.session",
+    "LabelPropagator": "dinotrack.tracking.propagation",
+    "propagate_labels": "dinotrack.tracking.propagation",
+    "propagate_sequence": "dinotrack.tracking.propagation",
+    "Tracker": "dinotrack.tracking.session",
+    "TrackingSession": "dinotrack.tracking.session",
 }
 
 __all__ = [
@@ -61,9 +61,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from dinotrack.attention import mass_threshold
-    from dinotrack.autostart import AutoStart, auto_start_mask
-    from dinotrack.backbones import BackboneSpec, get_backbone_spec, list_backbones, load_backbone
     from dinotrack.config import TrackerConfig
-    from dinotrack.propagation import LabelPropagator, propagate_labels, propagate_sequence
-    from dinotrack.session import Tracker, TrackingSession
+    from dinotrack.models.attention import mass_threshold
+    from dinotrack.models.registry import (
+        BackboneSpec,
+        get_backbone_spec,
+        list_backbones,
+        load_backbone,
+    )
+    from dinotrack.tracking.autostart import AutoStart, auto_start_mask
+    from dinotrack.tracking.propagation import LabelPropagator, propagate_labels, propagate_sequence
+    from dinotrack.tracking.session import Tracker, TrackingSession

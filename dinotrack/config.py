@@ -18,7 +18,7 @@ DINO_VIDEO_PROTOCOL_STD = (0.228, 0.224, 0.225)
 0.228 for red: the DINO backbones are run with it, so that their masks match that script's."""
 
 RESIZE_RULES = ("official", "aspect")
-"""Frame resizing rules (see :func:`dinotrack.features.network_input_size`)."""
+"""Frame resizing rules (see :func:`dinotrack.models.features.network_input_size`)."""
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 """Precisions of the backbone, for tracking and pretraining alike: ``auto`` is what

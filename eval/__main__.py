@@ -4,7 +4,7 @@ on ``PYTHONPATH``)."""
 
 import sys
 
-from dinotrack.clikit import ArgumentParser, run_command
+from dinotrack.cli.common import ArgumentParser, run_command
 from eval.cli import register
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dinotrack.atomic_files import make_parents, output_file
-from dinotrack.clikit import add_tracker_arguments
+from dinotrack.cli.common import add_tracker_arguments
+from dinotrack.io.atomic import make_parents, output_file
 
 __all__ = ["register"]
 
@@ -206,7 +206,7 @@ def _run_score(args: argparse.Namespace) -> int:
 def _run_davis(args: argparse.Namespace) -> int:
     """``eval davis``; under torchrun each process tracks its share of the sequences and rank 0
     scores and reports them."""
-    from dinotrack import distributed
+    from dinotrack.pipeline import distributed
     from eval.report import check_report_path, global_csv_name, per_sequence_csv_name
 
     dataset = _open_dataset(args, require_images=True)
@@ -223,7 +223,7 @@ def _run_davis(args: argparse.Namespace) -> int:
 
 
 def _run_davis_process(args: argparse.Namespace, dataset, info) -> int:
-    from dinotrack.clikit import build_tracker
+    from dinotrack.cli.common import build_tracker
     from eval.report import print_table, write_json
     from eval.runner import run_davis
 
@@ -275,8 +275,8 @@ def _check_json(args: argparse.Namespace) -> None:
 
 
 def _run_youtube_vos(args: argparse.Namespace) -> int:
-    from dinotrack.clikit import build_tracker
-    from dinotrack.results import ResultWriter
+    from dinotrack.cli.common import build_tracker
+    from dinotrack.results.writer import ResultWriter
     from eval.youtube_vos import SUBMISSION_NAME, open_sparse_split, run_sparse
 
     videos = open_sparse_split(args.root, args.split, args.videos)

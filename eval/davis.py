@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dinotrack.image_files import open_image
+from dinotrack.io.images import open_image
 
 __all__ = [
     "DavisDataset",

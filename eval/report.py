@@ -22,7 +22,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dinotrack.atomic_files import atomic_output, remove_stale_temporaries
+from dinotrack.io.atomic import atomic_output, remove_stale_temporaries
 from eval.scoring import GLOBAL_COLUMNS, Evaluation
 
 __all__ = [

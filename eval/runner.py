@@ -7,8 +7,9 @@ all present is not tracked again (an interrupted run resumes), unless ``overwrit
 description (backbone, weights checksum, configuration) is kept in ``<out>/run.json`` so that a
 resumed run cannot mix outputs of two configurations.
 
-Under ``torchrun`` (a process group set up, e.g. by :func:`dinotrack.distributed.setup`) each
-process tracks its share of the sequences (:func:`dinotrack.distributed.shard`), and rank 0
+Under ``torchrun`` (a process group set up, e.g. by
+:func:`dinotrack.pipeline.distributed.setup`) each process tracks its share of the sequences
+(:func:`dinotrack.pipeline.distributed.shard`), and rank 0
 scores them all once every process is done; every process returns the same result.
 """
 
@@ -23,11 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from dinotrack import __version__ as dinotrack_version
-from dinotrack import distributed
-from dinotrack.backbones import BackboneSpec, file_sha256, hub_weights_path
-from dinotrack.results import ResultWriter, check_output_directory
-from dinotrack.session import Tracker
-from dinotrack.video_io import read_image_files
+from dinotrack.io.video import read_image_files
+from dinotrack.models.registry import BackboneSpec, file_sha256, hub_weights_path
+from dinotrack.pipeline import distributed
+from dinotrack.results.writer import ResultWriter, check_output_directory
+from dinotrack.tracking.session import Tracker
 from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
 from eval.report import evaluation_record, write_csvs, write_json, write_text_atomic
 from eval.scoring import Evaluation, score_results

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dinotrack.image_files import check_input_path
+from dinotrack.io.images import check_input_path
 from eval.davis import (
     VOID_ID,
     DavisDataset,

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dinotrack.atomic_files import temporary_sibling
-from dinotrack.masks import davis_palette, read_mask, write_mask
+from dinotrack.io.atomic import temporary_sibling
+from dinotrack.io.masks import davis_palette, read_mask, write_mask
 from eval.metrics import label_frame_scores
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from dinotrack.atomic_files import atomic_output
-from dinotrack.checkpoints import load_failure
+from dinotrack.io.atomic import atomic_output
+from dinotrack.models.checkpoints import load_failure
 
 CHECKPOINT_NAME = "checkpoint.pth"
 EXPORT_NAME = "backbone.pth"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dinotrack.clikit import ArgumentParser, run_command
+from dinotrack.cli.common import ArgumentParser, run_command
 from pretrain.config import (
     DECODERS,
     PRECISIONS,
@@ -343,7 +343,7 @@ def register(subparsers: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m pretrain``; returns the exit status.
 
-    As every dinotrack command (:func:`dinotrack.clikit.run_command`): bad input (and a
+    As every dinotrack command (:func:`dinotrack.cli.common.run_command`): bad input (and a
     non-finite loss) gives one error line on stderr and status 2, Ctrl-C status 130.
     """
     parser = ArgumentParser(prog="python -m pretrain", description=DESCRIPTION)

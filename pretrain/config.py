@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from dinotrack.atomic_files import atomic_output
 from dinotrack.config import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
+from dinotrack.io.atomic import atomic_output
 
 DECODERS = ("auto", "decord", "pyav")
 

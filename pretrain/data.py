@@ -7,7 +7,7 @@ its part into batches, and batch ``j`` is loaded by DataLoader worker ``j % num_
 order of batches depends only on the seed, the epoch and the world size, so a run restarted in
 the middle of an epoch continues with exactly the batches it would have seen.
 
-Frames are decoded on demand, never whole videos, by :mod:`dinotrack.video_io` (the reading
+Frames are decoded on demand, never whole videos, by :mod:`dinotrack.io.video` (the reading
 layer of every command): decord's random access when it is installed, otherwise PyAV (seek to
 the keyframe before the wanted frame and decode forward). A batch is a
 :class:`FrameBatch` of uint8 frames padded to a common size; cropping and the other
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from dinotrack.image_files import check_input_path
-from dinotrack.video_io import (
+from dinotrack.io.images import check_input_path
+from dinotrack.io.video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     count_frames,

@@ -1,5 +1,6 @@
-"""Distributed helpers of pretraining; process-group setup lives in :mod:`dinotrack.distributed`
-(``setup``, ``teardown``, ``read_env``...), re-exported here."""
+"""Distributed helpers of pretraining; process-group setup lives in
+:mod:`dinotrack.pipeline.distributed` (``setup``, ``teardown``, ``read_env``...), re-exported
+here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 import torch
 import torch.distributed as dist
 
-from dinotrack.distributed import (
+from dinotrack.pipeline.distributed import (
     ENV_KEYS,
     DistInfo,
     all_gather_objects,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dinotrack.backbones import (
+from dinotrack.models.registry import (
     BackboneSpec,
     create_model,
     get_backbone_spec,
@@ -91,7 +91,7 @@ def resolve_backbone(
 
 def backbone_record(spec: BackboneSpec, mean: tuple, std: tuple) -> dict[str, Any]:
     """The architecture record stored in ``backbone.pth`` (see
-    :func:`dinotrack.checkpoints.save_backbone_export`), with the normalisation the network
+    :func:`dinotrack.models.checkpoints.save_backbone_export`), with the normalisation the network
     was trained with."""
     return {
         "name": spec.name,

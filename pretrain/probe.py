@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from dinotrack import BackboneSpec, Tracker, TrackerConfig
-from dinotrack.masks import read_mask
+from dinotrack.io.masks import read_mask
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from dinotrack.atomic_files import check_parents, remove_stale_temporaries
-from dinotrack.backbones import BackboneSpec
-from dinotrack.checkpoints import save_backbone_export
 from dinotrack.config import TrackerConfig, resolve_precision
+from dinotrack.io.atomic import check_parents, remove_stale_temporaries
+from dinotrack.models.checkpoints import save_backbone_export
+from dinotrack.models.registry import BackboneSpec
 from pretrain import distributed
 from pretrain.augment import MultiCropAugmentation
 from pretrain.checkpoint import (

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dinotrack.masks import write_mask
+from dinotrack.io.masks import write_mask
 
 SIZE = (48, 64)
 """(H, W) of the small synthetic videos."""

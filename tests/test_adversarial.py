@@ -26,7 +26,7 @@ from PIL import Image
 
 import dinotrack
 from dinotrack.cli import main
-from dinotrack.masks import read_mask, write_mask
+from dinotrack.io.masks import read_mask, write_mask
 
 FAST = ["--model", "test_vit_tiny", "--short-side", "48", "--device", "cpu"]
 REPO = Path(dinotrack.__file__).resolve().parents[1]  # the code under test, for subprocesses
@@ -111,8 +111,8 @@ def _user_file_at(place: str, tmp_path: Path, out: Path) -> list[str]:
         bad.mask(out / "my_mask.png")
         return ["--mask", out / "my_mask.png"]
     elif place == "--weights inside --out":  # real weights, which the run would load
-        from dinotrack.backbones import load_backbone
-        from dinotrack.checkpoints import save_backbone_export
+        from dinotrack.models.checkpoints import save_backbone_export
+        from dinotrack.models.registry import load_backbone
 
         save_backbone_export(out / "w.pth", load_backbone("test_vit_tiny")[0], _tiny_record())
         return ["--weights", out / "w.pth"]
@@ -315,7 +315,7 @@ class FailingFormat:
 
 
 def test_outputs_are_published_together_or_not_at_all(tmp_path):
-    from dinotrack.results import ResultWriter
+    from dinotrack.results.writer import ResultWriter
 
     out, overlay = tmp_path / "out", tmp_path / "deeper" / "movie.mp4"
     with ResultWriter(out) as results:
@@ -346,7 +346,7 @@ class CountingFormat:
 
 
 def test_format_files_are_owned_and_replaced_by_the_next_run(tmp_path):
-    from dinotrack.results import ResultWriter, owned_files
+    from dinotrack.results.writer import ResultWriter, owned_files
 
     out = tmp_path / "out"
     for _ in range(2):  # the second run replaces the first's format files freely
@@ -522,8 +522,8 @@ def test_export_records_are_validated_before_anything_is_built(case, tmp_path, m
 
 def test_a_valid_export_still_loads(tmp_path):
     from dinotrack import Tracker
-    from dinotrack.backbones import load_backbone
-    from dinotrack.checkpoints import save_backbone_export
+    from dinotrack.models.checkpoints import save_backbone_export
+    from dinotrack.models.registry import load_backbone
 
     net, spec = load_backbone("test_vit_tiny")
     save_backbone_export(tmp_path / "w.pth", net, _tiny_record())
@@ -543,7 +543,7 @@ def test_hostile_export_through_the_cli_gives_one_line(clip, tmp_path, capsys):
 
 
 def test_16_bit_frames_are_scaled_not_white(tmp_path):
-    from dinotrack.video_io import FrameReader
+    from dinotrack.io.video import FrameReader
 
     folder = bad.frames_dir_16bit(tmp_path / "f16")
     ramp = np.asarray(Image.open(folder / "00000.png")).astype(np.int64)
@@ -618,7 +618,7 @@ def test_void_label_255_is_not_tracked(clip, tmp_path, capsys):
 
 
 def test_cut_off_warning_names_the_declared_count(tmp_path):
-    from dinotrack.video_io import FrameReader, probe_video
+    from dinotrack.io.video import FrameReader, probe_video
 
     source = bad.video(tmp_path / "full.mp4", count=30, size=(96, 128), index_first=True)
     data = source.read_bytes()

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dinotrack.atomic_files import (
+from dinotrack.io.atomic import (
     atomic_output,
     make_parents,
     output_file,

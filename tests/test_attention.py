@@ -12,13 +12,13 @@ from cli_support import run_cli, tiny_flags
 from PIL import Image
 
 from dinotrack import AutoStart, auto_start_mask, mass_threshold
-from dinotrack.attention import normalize_attention, upsample_attention
-from dinotrack.autostart import box_patches, kmeans
 from dinotrack.cli import START_MASK_NAME, main, parse_box
-from dinotrack.colour_map import colourize
-from dinotrack.masks import read_mask, resize_mask
-from dinotrack.results import RECORD_NAME as MARKER_NAME
-from dinotrack.video_io import iter_frames
+from dinotrack.io.masks import read_mask, resize_mask
+from dinotrack.io.video import iter_frames
+from dinotrack.models.attention import normalize_attention, upsample_attention
+from dinotrack.results.colour_map import colourize
+from dinotrack.results.writer import RECORD_NAME as MARKER_NAME
+from dinotrack.tracking.autostart import box_patches, kmeans
 
 SHORT = 64
 FAST = tiny_flags(SHORT)

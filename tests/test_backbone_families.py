@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from timm.layers import apply_rot_embed_cat
 
 from dinotrack import get_backbone_spec, list_backbones, load_backbone
-from dinotrack.backbones import create_model, hub_weights_path, register_backbone
-from dinotrack.checkpoints import load_into
 from dinotrack.config import PRESETS, TrackerConfig, preset_config
-from dinotrack.features import FeatureExtractor, network_input_size
+from dinotrack.models.checkpoints import load_into
+from dinotrack.models.features import FeatureExtractor, network_input_size
+from dinotrack.models.registry import create_model, hub_weights_path, register_backbone
 
 TINY_KWARGS = (("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0))
 # Too big to build with real tensors on a 2-core CPU in a test; their shapes are checked on
@@ -213,7 +213,7 @@ def test_timm_safetensors_files_load(tmp_path):
     path = tmp_path / "model.safetensors"
     save_file(source.state_dict(), path)
     net = create_model(dataclasses.replace(spec, model_kwargs=TINY_KWARGS))
-    from dinotrack.checkpoints import read_checkpoint
+    from dinotrack.models.checkpoints import read_checkpoint
 
     load_into(net, read_checkpoint(path), path)
     img = image(spec)

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 import torch
 
-from dinotrack.backbones import (
+from dinotrack.models.checkpoints import remap_state_dict, save_backbone_export
+from dinotrack.models.registry import (
     OFFLINE_MODEL,
     BackboneSpec,
     create_model,
@@ -18,7 +19,6 @@ from dinotrack.backbones import (
     load_backbone,
     register_backbone,
 )
-from dinotrack.checkpoints import remap_state_dict, save_backbone_export
 
 TINY = "test_vit_tiny"
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cli_support import run_cli, tiny_flags
 
-from dinotrack.batch import SUMMARY_FILE, read_batch_list
-from dinotrack.results import RECORD_NAME
+from dinotrack.cli.batch import SUMMARY_FILE, read_batch_list
+from dinotrack.results.writer import RECORD_NAME
 
 FAST = tiny_flags(96)
 DEV_CLIPS = ("dog-agility", "soccerball", "dance-jump", "horsejump-low")

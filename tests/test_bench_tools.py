@@ -43,7 +43,7 @@ def test_bench_crops_times_both_forms_and_they_agree(capsys):
 def test_official_protocol_baseline_leaves_the_callers_tracker_as_it_is(shared_data, tiny_tracker):
     import numpy as np
 
-    from dinotrack.video_io import iter_frames
+    from dinotrack.io.video import iter_frames
 
     tracker = tiny_tracker(short_side=64)
     frames = list(iter_frames(shared_data("videos", "dog-agility.mp4"), stop=3))

@@ -12,9 +12,9 @@ import pytest
 from cli_support import run_cli, tiny_flags
 from PIL import Image
 
-from dinotrack.masks import davis_palette, read_mask, write_mask
-from dinotrack.results import RECORD_NAME as MARKER_NAME
-from dinotrack.video_io import iter_frames, probe_video
+from dinotrack.io.masks import davis_palette, read_mask, write_mask
+from dinotrack.io.video import iter_frames, probe_video
+from dinotrack.results.writer import RECORD_NAME as MARKER_NAME
 
 FAST = tiny_flags(96)
 run = run_cli

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dinotrack.backbones import get_backbone_spec, list_backbones
 from dinotrack.cli import main
+from dinotrack.models.registry import get_backbone_spec, list_backbones
 
 
 def test_models_table_reads_in_80_columns(monkeypatch, capsys):
@@ -65,8 +65,8 @@ def test_attention_and_auto_start_with_register_tokens(shared_data, tmp_path, mo
     """The class token's attention over the patches only (registers dropped) drives
     `dinotrack attention` and `segment --auto`."""
     from dinotrack import Tracker
-    from dinotrack.masks import read_mask
-    from dinotrack.video_io import FrameReader
+    from dinotrack.io.masks import read_mask
+    from dinotrack.io.video import FrameReader
 
     frames_dir = shared_data("davis2016-dev", "JPEGImages", "480p", "boat")
     tracker = Tracker.from_pretrained(model, device="cpu", short_side=64)

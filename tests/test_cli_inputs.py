@@ -11,7 +11,7 @@ import pytest
 from cli_support import run_cli, tiny_flags
 from PIL import Image, ImageFilter
 
-from dinotrack.masks import read_mask, resize_mask, write_mask
+from dinotrack.io.masks import read_mask, resize_mask, write_mask
 
 FAST = tiny_flags(64)
 

@@ -1,4 +1,4 @@
-"""dinotrack.clikit: the one error, Ctrl-C and exit-status rule of every command."""
+"""dinotrack.cli.common: the one error, Ctrl-C and exit-status rule of every command."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from dinotrack.cli import build_parser
-from dinotrack.clikit import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, run_command
+from dinotrack.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, run_command
 from pretrain.cli import ON_INTERRUPT
 
 

@@ -16,7 +16,7 @@ from davis_fixtures import blob_sequence, write_davis, write_palette_png, write_
 from PIL import Image
 
 from dinotrack.cli import main
-from dinotrack.masks import read_mask
+from dinotrack.io.masks import read_mask
 from eval.davis import open_davis
 from eval.runner import output_complete, run_davis
 from eval.scoring import GLOBAL_COLUMNS

@@ -12,7 +12,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from dinotrack.cli import main
-from dinotrack.export import (
+from dinotrack.io.masks import read_mask, write_mask
+from dinotrack.results.formats import (
     CocoWriter,
     MotWriter,
     ObjectsWriter,
@@ -20,7 +21,6 @@ from dinotrack.export import (
     mask_box,
     parse_formats,
 )
-from dinotrack.masks import read_mask, write_mask
 
 pytestmark = pytest.mark.filterwarnings(  # pycocotools' decode under numpy 2 (tests only)
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinotrack.backbones import load_backbone
-from dinotrack.features import FeatureExtractor, network_input_size, resample_pos_embed_dino
+from dinotrack.models.features import FeatureExtractor, network_input_size, resample_pos_embed_dino
+from dinotrack.models.registry import load_backbone
 
 
 @pytest.mark.parametrize(

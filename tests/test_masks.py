@@ -1,4 +1,4 @@
-"""Tests for dinotrack.masks: palette, reading every mask format, writing, overlays, resizing."""
+"""Tests for dinotrack.io.masks: palette, reading every mask format, writing, overlays, resizing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from dinotrack.masks import (
+from dinotrack.io.masks import (
     MAX_GRAY_IDS,
     LoadedMask,
     blend_overlay,

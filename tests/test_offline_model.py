@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from dinotrack import Tracker
-from dinotrack.backbones import OFFLINE_MODEL, create_model, get_backbone_spec, load_backbone
-from dinotrack.checkpoints import read_checkpoint
-from dinotrack.masks import read_mask
+from dinotrack.io.masks import read_mask
+from dinotrack.models.checkpoints import read_checkpoint
+from dinotrack.models.registry import OFFLINE_MODEL, create_model, get_backbone_spec, load_backbone
 
 SPEC = get_backbone_spec(OFFLINE_MODEL)
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / SPEC.local_file

@@ -12,7 +12,7 @@ import pytest
 import torch
 from pretrain_support import SHORT_VIDEOS
 
-from dinotrack.video_io import (
+from dinotrack.io.video import (
     count_frames,
     iter_frames,
     probe_video,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dinotrack.backbones import get_backbone_spec
+from dinotrack.models.registry import get_backbone_spec
 from pretrain.config import ModelConfig
 from pretrain.model import (
     DINOHead,
@@ -107,7 +107,7 @@ def test_no_weight_decay_on_biases_and_norms():
 
 
 def test_depth_keeps_the_width_and_sets_the_blocks():
-    from dinotrack.backbones import create_model
+    from dinotrack.models.registry import create_model
 
     spec = resolve_backbone("vit_tiny", 16, depth=3)
     assert (spec.name, spec.patch_size, dict(spec.model_kwargs)) == (

@@ -17,8 +17,8 @@ import pytest
 import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
 
-from dinotrack.backbones import load_backbone
-from dinotrack.checkpoints import read_checkpoint
+from dinotrack.models.checkpoints import read_checkpoint
+from dinotrack.models.registry import load_backbone
 from pretrain.checkpoint import load_checkpoint
 from pretrain.cli import main, register
 from pretrain.model import build_networks, resolve_backbone
@@ -93,7 +93,7 @@ def test_log_lines_average_the_steps_since_the_previous_line(videos, tmp_path):
 
 def test_exported_backbone_tracks_a_clip(videos, tmp_path):
     from dinotrack import Tracker
-    from dinotrack.video_io import iter_frames
+    from dinotrack.io.video import iter_frames
 
     result = train(tiny_config(tmp_path / "run", videos, max_steps=1))
     tracker = Tracker.from_pretrained(weights=result.export, device="cpu", short_side=96)

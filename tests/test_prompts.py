@@ -11,9 +11,9 @@ from cli_support import run_cli, tiny_flags
 from PIL import Image
 from synthetic_clips import moving_square_video
 
-from dinotrack.masks import read_mask, resize_mask, write_mask
-from dinotrack.propagation import apply_prompt_labels, merge_group_labels
-from dinotrack.video_io import FrameReader, available_backends, iter_frames
+from dinotrack.io.masks import read_mask, resize_mask, write_mask
+from dinotrack.io.video import FrameReader, available_backends, iter_frames
+from dinotrack.tracking.propagation import apply_prompt_labels, merge_group_labels
 
 SMALL = dict(short_side=96, batch_size=3)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dinotrack.propagation import (
+from dinotrack.tracking.propagation import (
     LabelPropagator,
     labels_to_mask,
     one_hot_labels,

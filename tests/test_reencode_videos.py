@@ -6,7 +6,7 @@ import av
 import numpy as np
 from tool_support import load_tool
 
-from dinotrack.video_io import available_backends, count_frames, read_video_frames
+from dinotrack.io.video import available_backends, count_frames, read_video_frames
 
 
 def decode_all(path):

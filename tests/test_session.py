@@ -11,14 +11,14 @@ from PIL import Image
 from synthetic_clips import moving_square_video
 
 from dinotrack import Tracker, TrackerConfig, propagate_sequence
-from dinotrack.masks import (
+from dinotrack.io.masks import (
     channels_to_ids,
     check_first_mask,
     ids_to_channels,
     read_mask,
     resize_mask,
 )
-from dinotrack.propagation import labels_to_mask, one_hot_labels
+from dinotrack.tracking.propagation import labels_to_mask, one_hot_labels
 
 SMALL = dict(short_side=96, batch_size=3)
 
@@ -133,7 +133,7 @@ def test_defaults_have_one_source():
     # The API's defaults are the config's (the DINO paper's), named once in dinotrack.config.
     import inspect
 
-    from dinotrack.propagation import LabelPropagator, propagate_labels
+    from dinotrack.tracking.propagation import LabelPropagator, propagate_labels
 
     config = TrackerConfig()
     for func in (LabelPropagator.__init__, propagate_labels):
@@ -147,7 +147,7 @@ def test_defaults_have_one_source():
 
 def test_auto_precision_means_one_thing_for_tracking_and_pretraining():
     from dinotrack.config import resolve_precision
-    from dinotrack.features import autocast_dtype
+    from dinotrack.models.features import autocast_dtype
 
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32" and autocast_dtype("auto", cpu) is None

@@ -8,7 +8,7 @@ import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
 from tool_support import load_tool
 
-from dinotrack.backbones import file_sha256, load_backbone
+from dinotrack.models.registry import file_sha256, load_backbone
 from pretrain.train import train
 
 

@@ -1,4 +1,4 @@
-"""Tests for dinotrack.video_io: backends, frames directories, background reading, overlays."""
+"""Tests for dinotrack.io.video: backends, frames directories, background reading, overlays."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dinotrack import decoders
-from dinotrack.masks import davis_palette
-from dinotrack.overlay import OverlayWriter, h264_available
-from dinotrack.video_io import (
+from dinotrack.io import decoders
+from dinotrack.io.masks import davis_palette
+from dinotrack.io.video import (
     FrameReader,
     VideoInfo,
     available_backends,
@@ -26,6 +25,7 @@ from dinotrack.video_io import (
     probe_video,
     read_image_files,
 )
+from dinotrack.results.overlay import OverlayWriter, h264_available
 
 VIDEO_BACKENDS = [b for b in ("decord", "pyav") if b in available_backends()]
 
@@ -169,8 +169,8 @@ def test_without_pyav_frames_and_decord_still_work(synthetic_mp4, tmp_path):
     code = f"""
 import sys
 sys.modules["av"] = None  # importing av now raises ImportError
-from dinotrack import video_io
-from dinotrack.session import Tracker
+from dinotrack.io import video as video_io
+from dinotrack.tracking.session import Tracker
 assert "pyav" not in video_io.available_backends()
 assert len(list(video_io.iter_frames({str(frames)!r}))) == 2
 try:

@@ -10,7 +10,7 @@ import pytest
 from cli_support import run_cli, tiny_flags
 from PIL import Image
 
-from dinotrack.masks import read_mask, write_mask
+from dinotrack.io.masks import read_mask, write_mask
 from eval.youtube_vos import (
     first_prompts,
     open_sparse_split,

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from dinotrack import AutoStart, Tracker
-from dinotrack.backbones import OFFLINE_MODEL
-from dinotrack.masks import write_mask
+from dinotrack.io.masks import write_mask
+from dinotrack.models.registry import OFFLINE_MODEL
 from eval.davis import open_davis, read_annotation
 from eval.metrics import label_frame_scores
 from eval.scoring import count_objects, score_results

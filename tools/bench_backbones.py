@@ -39,7 +39,7 @@ STEP_SHAPES = ((384, 69, 122), (1024, 69, 122), (1536, 69, 122), (4096, 60, 107)
 def child_segment(args: argparse.Namespace) -> None:
     from dinotrack import Tracker, load_backbone
     from dinotrack.config import preset_config
-    from dinotrack.video_io import iter_frames
+    from dinotrack.io.video import iter_frames
 
     net, spec = load_backbone(args.model, pretrained=False)
     config = preset_config(spec.preset, compile=args.compile, batch_size=1)
@@ -70,7 +70,7 @@ def child_step(args: argparse.Namespace) -> None:
     import torch
 
     from dinotrack.config import preset_config
-    from dinotrack.propagation import propagate_labels
+    from dinotrack.tracking.propagation import propagate_labels
 
     channels, gh, gw = args.step
     cfg = preset_config("dinov3")

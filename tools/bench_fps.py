@@ -22,7 +22,7 @@ import torch
 from data_location import data_path  # tools/, the script's folder
 
 from dinotrack import Tracker, TrackerConfig, load_backbone
-from dinotrack.video_io import iter_frames
+from dinotrack.io.video import iter_frames
 
 
 def synchronize(device: torch.device) -> None:

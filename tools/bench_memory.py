@@ -35,8 +35,8 @@ def child(argv: list[str]) -> None:
 def first_mask(video: str, path: Path) -> None:
     import numpy as np
 
-    from dinotrack.masks import write_mask
-    from dinotrack.video_io import iter_frames
+    from dinotrack.io.masks import write_mask
+    from dinotrack.io.video import iter_frames
 
     frame = next(iter_frames(video))
     mask = np.zeros(frame.shape[:2], np.uint8)

@@ -33,7 +33,7 @@ import numpy as np
 from data_location import data_path  # tools/, the script's folder
 
 from dinotrack import Tracker
-from dinotrack.masks import read_mask, write_mask
+from dinotrack.io.masks import read_mask, write_mask
 from eval.metrics import label_frame_scores
 
 HERE = Path(__file__).resolve().parent
@@ -133,7 +133,7 @@ def run_correct(args: argparse.Namespace) -> None:
 
 
 def run_memory(args: argparse.Namespace) -> None:
-    from dinotrack.video_io import iter_frames, probe_video
+    from dinotrack.io.video import iter_frames, probe_video
 
     info = probe_video(args.video)
     frame = next(iter_frames(args.video))

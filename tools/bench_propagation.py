@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from official_protocol import dense_propagation, neighbourhood_mask  # tools/, the script's folder
 from process_memory import peak_rss_gb
 
-from dinotrack.propagation import product_layout, propagate_labels
+from dinotrack.tracking.propagation import product_layout, propagate_labels
 
 
 def inputs(h, w, channels=384, n_ctx=8, k=3, seed=0):

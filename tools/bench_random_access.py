@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dinotrack.video_io import available_backends, count_frames, read_video_frames
+from dinotrack.io.video import available_backends, count_frames, read_video_frames
 
 
 def main() -> None:

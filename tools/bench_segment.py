@@ -24,7 +24,7 @@ def child(args: argparse.Namespace) -> None:
     from official_protocol import OfficialProtocol
 
     from dinotrack import Tracker, TrackerConfig, load_backbone
-    from dinotrack.video_io import iter_frames
+    from dinotrack.io.video import iter_frames
 
     net, spec = load_backbone(args.model, pretrained=False)
     tracker = Tracker(net, spec, TrackerConfig(resize_rule=args.resize_rule), device="cpu")

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dinotrack.video_io import VIDEO_SUFFIXES, available_backends, count_frames
+from dinotrack.io.video import VIDEO_SUFFIXES, available_backends, count_frames
 from pretrain.data import find_sources
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from dinotrack.results import ResultWriter
-from dinotrack.video_io import iter_frames, probe_video
+from dinotrack.io.video import iter_frames, probe_video
+from dinotrack.results.writer import ResultWriter
 
 
 def rebuild(videos: Path, root: Path, quality: int = 95) -> list[str]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dinotrack import Tracker
-from dinotrack.features import FeatureExtractor
+from dinotrack.models.features import FeatureExtractor
 
 
 def neighbourhood_mask(h: int, w: int, radius: int) -> torch.Tensor:

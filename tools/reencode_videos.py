@@ -18,8 +18,8 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-from dinotrack.atomic_files import atomic_output
-from dinotrack.video_io import VIDEO_SUFFIXES, probe_video
+from dinotrack.io.atomic import atomic_output
+from dinotrack.io.video import VIDEO_SUFFIXES, probe_video
 
 
 def reencode(source: Path, target: Path, gop: int = 16, crf: int = 23) -> int:

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from dinotrack.atomic_files import atomic_output
-from dinotrack.backbones import create_model, file_sha256, resolve_spec
-from dinotrack.checkpoints import load_into, read_checkpoint, save_backbone_export
+from dinotrack.io.atomic import atomic_output
+from dinotrack.models.checkpoints import load_into, read_checkpoint, save_backbone_export
+from dinotrack.models.registry import create_model, file_sha256, resolve_spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from dinotrack.atomic_files import (
+from dinotrack.io.atomic import (
     check_parents,
     make_parents,
     output_file,
@@ -35,7 +35,7 @@ from dinotrack.atomic_files import (
     remove_stale_temporaries,
     temporary_tag,
 )
-from dinotrack.masks import davis_palette, write_mask
+from dinotrack.io.masks import davis_palette, write_mask
 
 __all__ = [
     "RECORD_NAME",
@@ -49,7 +49,7 @@ __all__ = [
 RECORD_NAME = ".dinotrack-output"
 """Hidden JSON file in every published directory: what dinotrack wrote there."""
 
-RECORD_FORMAT = "dinotrack.results"
+RECORD_FORMAT = "dinotrack.results.writer"
 RECORD_VERSION = 1
 
 START_MASK_NAME = "start_mask.png"
@@ -57,7 +57,7 @@ START_MASK_NAME = "start_mask.png"
 
 
 class FormatWriter(Protocol):
-    """An extra output format written beside the palette PNGs (see ``dinotrack.export``).
+    """An extra output format written beside the palette PNGs (see ``dinotrack.results.formats``).
 
     The writer is told about every frame's ids, then writes its files into the run's
     temporary output directory before it is published; every file it writes there is
@@ -273,7 +273,7 @@ class ResultWriter:
             ValueError: `path` is inside the output directory, or is an input.
             FileExistsError: `path` exists and `overwrite` is False.
         """
-        from dinotrack.overlay import OverlayWriter
+        from dinotrack.results.overlay import OverlayWriter
 
         target = Path(path)
         if _is_within(target, self.directory):

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from dinotrack.atomic_files import atomic_output
-from dinotrack.image_files import check_input_path
+from dinotrack.io.atomic import atomic_output
+from dinotrack.io.images import check_input_path
 
 EXPORT_FORMAT = "dinotrack.backbone"
 EXPORT_VERSION = 1

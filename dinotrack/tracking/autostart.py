@@ -1,6 +1,6 @@
 """A first-frame object mask derived from the class-token attention, without annotation.
 
-:func:`auto_start_mask` thresholds the heads' mean attention (:mod:`dinotrack.attention`),
+:func:`auto_start_mask` thresholds the heads' mean attention (:mod:`dinotrack.models.attention`),
 optionally restricted to a box and refined by k-means on the patch features, and keeps the
 largest component per object; :class:`AutoStart` holds its settings and is accepted by
 :meth:`dinotrack.Tracker.track` in place of a first mask.
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from dinotrack.attention import mass_threshold, normalize_attention
 from dinotrack.config import DEFAULT_MASS
-from dinotrack.masks import resize_mask
+from dinotrack.io.masks import resize_mask
+from dinotrack.models.attention import mass_threshold, normalize_attention
 
 Box = tuple[int, int, int, int]
 

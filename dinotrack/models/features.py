@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinotrack.backbones import BackboneSpec
 from dinotrack.config import RESIZE_RULES, resolve_precision
+from dinotrack.models.registry import BackboneSpec
 
 
 def network_input_size(
@@ -142,7 +142,7 @@ class FeatureExtractor:
     """Runs a backbone on frames and returns patch features.
 
     Args:
-        net: A timm ``VisionTransformer`` (from :func:`dinotrack.backbones.load_backbone`).
+        net: A timm ``VisionTransformer`` (from :func:`dinotrack.models.registry.load_backbone`).
         spec: Its registry entry (patch size, mean/std, position-embedding rule).
         device: Where to run.
         precision: ``"auto"`` (see :func:`dinotrack.config.resolve_precision`), ``"fp32"``,

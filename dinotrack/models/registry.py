@@ -29,9 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from dinotrack.atomic_files import atomic_output
-from dinotrack.checkpoints import export_metadata, load_into, read_checkpoint
 from dinotrack.config import DINO_VIDEO_PROTOCOL_STD, IMAGENET_MEAN, IMAGENET_STD
+from dinotrack.io.atomic import atomic_output
+from dinotrack.models.checkpoints import export_metadata, load_into, read_checkpoint
 
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino/{0}/{0}.pth"
 DINOV3_LICENSE = "DINOv3 License"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dinotrack.export import EXPORT_FORMATS, FORMATS, parse_formats
+from dinotrack.results.formats import EXPORT_FORMATS, FORMATS, parse_formats
 
 __all__ = ["add_segment_output_arguments", "register", "run_export"]
 
@@ -80,8 +80,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Run ``dinotrack export``."""
     from rich.console import Console
 
-    from dinotrack.export import export_results
-    from dinotrack.results import START_MASK_NAME
+    from dinotrack.results.formats import export_results
+    from dinotrack.results.writer import START_MASK_NAME
 
     written = export_results(
         args.results, args.to, args.out, overwrite=args.overwrite, ignore=(START_MASK_NAME,)

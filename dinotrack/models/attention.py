@@ -1,13 +1,13 @@
 """Class-token attention of the last ViT block: maps and mass thresholds.
 
 DINO's class token attends, in the last block, to the main objects of the scene (Caron et al.
-2021, Figure 1). :meth:`dinotrack.features.FeatureExtractor.forward` returns that attention
+2021, Figure 1). :meth:`dinotrack.models.features.FeatureExtractor.forward` returns that attention
 from the same forward pass as the patch features; this module turns it into maps per head and
 their mean, each a probability distribution over the patches (:func:`normalize_attention`),
 upsampled to the frame (:func:`upsample_attention`), and the smallest set of patches holding a
 given share of a map's mass, 60% by default as in the paper's figures (:func:`mass_threshold`).
-Pictures of the maps are drawn by :mod:`dinotrack.colour_map`; the annotation-free start mask
-built on them is :mod:`dinotrack.autostart`.
+Pictures of the maps are drawn by :mod:`dinotrack.results.colour_map`; the annotation-free
+start mask built on them is :mod:`dinotrack.tracking.autostart`.
 
 About the mass: the softmax of the class token's query runs over every token, the prefix
 tokens (the class token itself, and any register tokens) included, so the patch part of a head
@@ -82,7 +82,7 @@ def upsample_attention(attn: Tensor, size: tuple[int, int], mode: str = "nearest
         attn: ``[..., h, w]`` maps.
         size: Output ``(H, W)``, usually the frame's.
         mode: ``"nearest"`` (each patch a flat block, as the DINO figures; an output pixel
-            takes the patch under its centre, as :func:`dinotrack.masks.resize_mask` does
+            takes the patch under its centre, as :func:`dinotrack.io.masks.resize_mask` does
             except maybe for a centre exactly on a patch border) or ``"bilinear"`` (smooth,
             ``align_corners=False``).
 

@@ -26,21 +26,21 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from dinotrack.atomic_files import make_parents, output_file, remove_empty, remove_stale_temporaries
-from dinotrack.attention import mass_threshold, upsample_attention
-from dinotrack.clikit import build_tracker, check_not_input
-from dinotrack.colour_map import attention_overlay
+from dinotrack.cli.common import build_tracker, check_not_input
 from dinotrack.config import DEFAULT_MASS
-from dinotrack.image_files import check_input_path
-from dinotrack.masks import blend_overlay, davis_palette, write_mask
-from dinotrack.overlay import OverlayWriter
-from dinotrack.results import ResultWriter
-from dinotrack.video_io import (
+from dinotrack.io.atomic import make_parents, output_file, remove_empty, remove_stale_temporaries
+from dinotrack.io.images import check_input_path
+from dinotrack.io.masks import blend_overlay, davis_palette, write_mask
+from dinotrack.io.video import (
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     FrameReader,
     read_image,
 )
+from dinotrack.models.attention import mass_threshold, upsample_attention
+from dinotrack.results.colour_map import attention_overlay
+from dinotrack.results.overlay import OverlayWriter
+from dinotrack.results.writer import ResultWriter
 
 _VIDEO_OUTPUTS = (".mp4", ".mov", ".mkv")
 

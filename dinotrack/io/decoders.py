@@ -4,7 +4,7 @@ How each library is imported (optional decord, its log and FFmpeg's silenced), h
 opened, described (:class:`VideoInfo`) and decoded by each, how decord hands over to PyAV at a
 frame it cannot decode, and random access to chosen frames. Their failures come out as
 ``ValueError`` with a one-line reason (:func:`reason`). The public reading API built on these is
-:mod:`dinotrack.video_io`; nothing else should need this module.
+:mod:`dinotrack.io.video`; nothing else should need this module.
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ segmented exactly as ``dinotrack segment VIDEO --mask MASK --start-frame N --out
 with the batch's other flags (``<out>`` defaults to the video's file name without its suffix).
 
 - Resume: a video whose result folder was published (complete, with its record of files, see
-  :mod:`dinotrack.results`) is skipped, so a killed batch restarted with the same command
+  :mod:`dinotrack.results.writer`) is skipped, so a killed batch restarted with the same command
   does only what is left.
 - Errors: a video that fails (missing or unreadable file, bad mask...) is reported in one line
   and in ``OUT/batch-summary.json`` while the others go on; the exit status is 1 when any
   failed.
 - Distributed: under ``torchrun`` each process takes every ``WORLD_SIZE``-th video from its
-  ``RANK`` (see :func:`dinotrack.distributed.shard`) and runs on its own GPU (``LOCAL_RANK``),
-  or on the CPU with gloo; rank 0 gathers the records and writes the summary.
+  ``RANK`` (see :func:`dinotrack.pipeline.distributed.shard`) and runs on its own GPU
+  (``LOCAL_RANK``), or on the CPU with gloo; rank 0 gathers the records and writes the summary.
 
 Launch::
 
@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dinotrack.atomic_files import atomic_output
-from dinotrack.results import owned_files
+from dinotrack.io.atomic import atomic_output
+from dinotrack.results.writer import owned_files
 
 __all__ = ["COLUMNS", "SUMMARY_FILE", "BatchItem", "read_batch_list", "run_batch"]
 
@@ -163,7 +163,7 @@ def run_batch(args: argparse.Namespace, segment: Callable[..., int]) -> int:
         RuntimeError: A process of a distributed batch failed outside a video (e.g. the
             backbone could not be loaded).
     """
-    from dinotrack import distributed
+    from dinotrack.pipeline import distributed
 
     _check_batch_flags(args)
     items = read_batch_list(args.batch)
@@ -215,7 +215,7 @@ def _run_share(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from dinotrack.clikit import USER_ERRORS, build_tracker, error_line
+    from dinotrack.cli.common import USER_ERRORS, build_tracker, error_line
 
     console = Console(stderr=True)
     records: list[_Record] = []

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from dinotrack import __version__
-from dinotrack.video_io import natural_key
+from dinotrack.io.video import natural_key
 
 __all__ = [
     "COCO_FILE",
@@ -335,7 +335,7 @@ def result_videos(
 
     Returns:
         ``(name, folder, PNG paths in natural order)`` per video (``frame2`` before
-        ``frame10``, as :mod:`dinotrack.video_io` reads frame folders), sorted by name.
+        ``frame10``, as :mod:`dinotrack.io.video` reads frame folders), sorted by name.
 
     Raises:
         FileNotFoundError, NotADirectoryError: ``results`` is missing or a file.
@@ -416,7 +416,7 @@ def export_results(
             different sizes.
         FileExistsError: An output exists and ``overwrite`` is False.
     """
-    from dinotrack.masks import read_mask
+    from dinotrack.io.masks import read_mask
 
     formats = list(formats)
     bad = [name for name in formats if name not in EXPORT_FORMATS]

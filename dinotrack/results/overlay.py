@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from dinotrack import decoders
-from dinotrack.atomic_files import temporary_sibling
-from dinotrack.masks import as_palette, blend_overlay
+from dinotrack.io import decoders
+from dinotrack.io.atomic import temporary_sibling
+from dinotrack.io.masks import as_palette, blend_overlay
 
 _OVERLAY_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 

@@ -26,8 +26,8 @@ decoder ends such a stream without an error; decord raises at the cut, which "au
 PyAV and "decord" turns into the ValueError.) FFmpeg's and decord's own log lines are silenced:
 everything they report reaches the caller through these exceptions and warnings.
 
-Each library's specifics live in :mod:`dinotrack.decoders`; mask overlay videos are written by
-:mod:`dinotrack.overlay`.
+Each library's specifics live in :mod:`dinotrack.io.decoders`; mask overlay videos are written by
+:mod:`dinotrack.results.overlay`.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from dinotrack import decoders
-from dinotrack.decoders import FRAMES_DIR_FPS, VideoInfo
-from dinotrack.image_files import check_input_path, image_to_rgb, open_image
+from dinotrack.io import decoders
+from dinotrack.io.decoders import FRAMES_DIR_FPS, VideoInfo
+from dinotrack.io.images import check_input_path, image_to_rgb, open_image
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg")
 """File name suffixes read as videos (case-insensitive), by every command."""

@@ -15,8 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dinotrack.attention import normalize_attention, upsample_attention
-from dinotrack.backbones import BackboneSpec, load_backbone
 from dinotrack.config import (
     CPU_TILE,
     CUDA_TILE,
@@ -25,8 +23,7 @@ from dinotrack.config import (
     check_int,
     preset_config,
 )
-from dinotrack.features import FeatureExtractor, network_input_size
-from dinotrack.masks import (
+from dinotrack.io.masks import (
     channels_to_ids,
     check_first_mask,
     check_prompt,
@@ -35,14 +32,17 @@ from dinotrack.masks import (
     resize_mask,
     warn_small_objects,
 )
-from dinotrack.propagation import (
+from dinotrack.io.video import FrameReader, probe_video
+from dinotrack.models.attention import normalize_attention, upsample_attention
+from dinotrack.models.features import FeatureExtractor, network_input_size
+from dinotrack.models.registry import BackboneSpec, load_backbone
+from dinotrack.tracking.propagation import (
     LabelPropagator,
     apply_prompt_labels,
     labels_to_mask,
     merge_group_labels,
     one_hot_labels,
 )
-from dinotrack.video_io import FrameReader, probe_video
 
 VideoSource = str | os.PathLike | Iterable[np.ndarray]
 StartMask = np.ndarray | Callable[[np.ndarray, Tensor, Tensor], np.ndarray]
@@ -214,7 +214,7 @@ class Tracker:
     """A backbone plus the propagation settings; holds no per-video state.
 
     Args:
-        net: A timm ``VisionTransformer`` (see :func:`dinotrack.backbones.load_backbone`).
+        net: A timm ``VisionTransformer`` (see :func:`dinotrack.models.registry.load_backbone`).
         spec: Its registry entry.
         config: Propagation settings.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
@@ -301,7 +301,7 @@ class Tracker:
 
         Returns:
             ``[T, heads, h/p, w/p]`` float32 on the CPU, each head's map renormalised over
-            the patches so that it sums to 1 (see :mod:`dinotrack.attention`); with
+            the patches so that it sums to 1 (see :mod:`dinotrack.models.attention`); with
             ``upsample``, ``[T, heads, H, W]``.
         """
         maps = []
@@ -325,7 +325,7 @@ class Tracker:
         Yields:
             ``(frame, attn)``: the frame as given and its attention ``[heads, h/p, w/p]``
             float32 on the tracker's device, each head summing to 1 over the patches (see
-            :func:`dinotrack.attention.normalize_attention`).
+            :func:`dinotrack.models.attention.normalize_attention`).
 
         Raises:
             TypeError: A frame is not a numpy array.
@@ -457,7 +457,7 @@ class Tracker:
             first_mask: ``[H, W]`` integer object ids of frame ``start``, or a function
                 ``(frame, feats [C, h/p, w/p], attn [heads, h/p, w/p]) -> ids`` that derives
                 them from the first frame's features and class-token attention, both from
-                one forward pass (e.g. :class:`dinotrack.autostart.AutoStart`).
+                one forward pass (e.g. :class:`dinotrack.tracking.autostart.AutoStart`).
             prompts: Instead of ``first_mask``: ``{frame index: [H, W] object ids}``, frame
                 indices counted from 0 in the video, within ``[start, stop)``.
             direction: ``"forward"`` (from the earliest prompt to the end), ``"backward"``

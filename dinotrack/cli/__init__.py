@@ -1,10 +1,10 @@
 """The ``dinotrack`` command line.
 
 ``dinotrack segment`` and ``dinotrack models`` live here (``attention`` in
-:mod:`dinotrack.cli_attention`); other packages (``eval``, ``pretrain``) add sub-commands
+:mod:`dinotrack.cli.attention`); other packages (``eval``, ``pretrain``) add sub-commands
 through the ``dinotrack.commands`` entry-point group, each a function
 ``register(subparsers)`` that adds a parser whose ``func(args) -> int`` runs it. What every
-command shares (error handling, exit codes, the tracker's flags) is :mod:`dinotrack.clikit`.
+command shares (error handling, exit codes, the tracker's flags) is :mod:`dinotrack.cli.common`.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from dinotrack import __version__
-from dinotrack.cli_export import add_segment_output_arguments
-from dinotrack.cli_export import register as register_export
-from dinotrack.clikit import (
+from dinotrack.cli.common import (
     ArgumentParser,
     add_tracker_arguments,
     build_tracker,
     positive_int,
     run_command,
 )
+from dinotrack.cli.export import add_segment_output_arguments
+from dinotrack.cli.export import register as register_export
 from dinotrack.config import DEFAULT_MASS, DIRECTIONS, PRESETS, UPSAMPLE_MODES
-from dinotrack.results import START_MASK_NAME, ResultWriter
+from dinotrack.results.writer import START_MASK_NAME, ResultWriter
 
 
 def _segment_parser(subparsers) -> None:
@@ -165,7 +165,7 @@ def _attention_parser(subparsers) -> None:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from dinotrack.cli_attention import run_attention as run
+    from dinotrack.cli.attention import run_attention as run
 
     return run(args)
 
@@ -195,7 +195,7 @@ def run_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dinotrack.backbones import get_backbone_spec, hub_weights_path, list_backbones
+    from dinotrack.models.registry import get_backbone_spec, hub_weights_path, list_backbones
 
     console = Console()
     if args.name is not None:
@@ -239,7 +239,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
-    """Run ``dinotrack segment`` (``--batch``: :func:`dinotrack.batch.run_batch`).
+    """Run ``dinotrack segment`` (``--batch``: :func:`dinotrack.cli.batch.run_batch`).
 
     Args:
         args: The parsed flags.
@@ -250,11 +250,11 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from dinotrack.export import format_writers
-    from dinotrack.video_io import FrameReader
+    from dinotrack.io.video import FrameReader
+    from dinotrack.results.formats import format_writers
 
     if args.batch is not None:
-        from dinotrack.batch import run_batch
+        from dinotrack.cli.batch import run_batch
 
         return run_batch(args, run_segment)
     if args.input is None:
@@ -390,7 +390,7 @@ def read_prompts(args: argparse.Namespace, info) -> tuple[dict[int, np.ndarray],
             of the frames' size.
         FileNotFoundError: A missing mask file or directory.
     """
-    from dinotrack.masks import check_prompt, read_mask
+    from dinotrack.io.masks import check_prompt, read_mask
 
     sources: dict[int, str] = {}
     end = info.num_frames
@@ -481,9 +481,9 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
 
 
 def _auto_start(args: argparse.Namespace, info):
-    """The :class:`dinotrack.autostart.AutoStart` of ``segment --auto``'s flags for a video
-    described by ``info`` (a :class:`dinotrack.video_io.VideoInfo`)."""
-    from dinotrack.autostart import AutoStart, check_box
+    """The :class:`dinotrack.tracking.autostart.AutoStart` of ``segment --auto``'s flags for a video
+    described by ``info`` (a :class:`dinotrack.io.video.VideoInfo`)."""
+    from dinotrack.tracking.autostart import AutoStart, check_box
 
     if START_MASK_NAME in info.frame_names:
         raise ValueError(

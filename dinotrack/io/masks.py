@@ -1,0 +1,563 @@
+"""Object-id masks: reading and checking user masks, writing palette PNGs, resizing, overlays,
+and the mapping of object ids to the tracker's label channels.
+
+A mask is an integer array `[H, W]` of object ids, 0 = background. Ids are kept as the user
+gave them (palette index 3 stays 3). Masks are written as palette PNGs ("P" mode), the DAVIS
+convention, so that any image viewer shows each object in its own colour and the ids read back
+exactly.
+
+Reading accepts the formats users produce for a first-frame mask (see `read_mask`). JPEG masks
+are refused: compression smears object borders into new grey levels and colours, which would
+turn into spurious objects.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dinotrack.io.atomic import atomic_output
+from dinotrack.io.images import check_input_path, open_image
+
+MAX_OBJECT_ID = 255
+"""Largest object id a palette PNG can hold."""
+
+VOID_ID = 255
+"""Palette index of the DAVIS / PASCAL VOC "void" label (unlabelled borders): in a palette
+mask it is background, as DAVIS's own tools treat it, not an object."""
+
+MAX_GRAY_IDS = 64
+"""Most distinct non-zero values a grayscale mask may hold: more looks like a photo or a
+smoothed mask rather than object ids (a palette PNG may hold up to 255 objects)."""
+
+_GRAY_MODES = ("L", "LA", "I;16", "I;16L", "I;16B", "I")
+
+
+def davis_palette() -> np.ndarray:
+    """Returns the DAVIS / PASCAL VOC colour palette.
+
+    Entry `i` spreads the bits of `i` over the three channels, most significant bit first:
+    bit 0 of `i` goes to red, bit 1 to green, bit 2 to blue, then the next three bits one
+    position lower, and so on. Index 1 is (128, 0, 0), 2 is (0, 128, 0), 3 is (128, 128, 0).
+    All 256 entries are distinct.
+
+    Returns:
+        A fresh `[256, 3]` uint8 array of RGB colours.
+    """
+    index = np.arange(256)
+    palette = np.zeros((256, 3), dtype=np.int64)
+    for level in range(8):
+        bits = index >> (3 * level)
+        for channel in range(3):
+            palette[:, channel] |= ((bits >> channel) & 1) << (7 - level)
+    return palette.astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class LoadedMask:
+    """A mask read from an image file.
+
+    Attributes:
+        ids: `[H, W]` int64 object ids, 0 = background.
+        palette: `[256, 3]` uint8 RGB palette of the file when it was a palette image, else None.
+        format: How the file was interpreted: "palette", "gray", "gray-binary" or "rgb".
+    """
+
+    ids: np.ndarray
+    palette: np.ndarray | None
+    format: str
+
+
+def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
+    """Reads an object-id mask from an image file (PNG, or another lossless format PIL reads).
+
+    How pixel values become ids depends on the image mode:
+
+    - palette ("P"): the palette index is the id; the file's palette is returned too. Index
+      255 is the DAVIS/VOC "void" label: it becomes background, with a warning.
+    - grayscale ("L", "LA", "1", 16-bit "I;16", 32-bit "I"): if every value is 0 or the
+      format's maximum (255, or 65535 for 16-bit), the mask is binary and the maximum becomes
+      id 1 ("gray-binary"); otherwise each value is the id as it is ("gray"). Two kinds of
+      grayscale image are refused as not being id masks: one holding 0, the maximum and any
+      value in between (a binary mask whose edges were anti-aliased or blurred: its edge
+      levels would become spurious objects), and one holding more than `MAX_GRAY_IDS` (64)
+      distinct non-zero values (a photo or a smoothed mask). Threshold such an image, or save
+      the objects as a palette PNG.
+    - colour ("RGB", "RGBA"): black is background and each other colour is one object. If every
+      colour present is an entry of the DAVIS palette, its palette index is the id, so a
+      DAVIS-coloured RGB export keeps its ids; otherwise the colours are numbered 1..n in the
+      order they first appear in raster order (row by row, left to right).
+    - any alpha channel: fully transparent pixels (alpha 0) are background, whatever their
+      colour; other alpha values are ignored.
+
+    Args:
+        path: Image file.
+
+    Returns:
+        The ids, the file's palette (palette images only) and the interpretation used.
+
+    Raises:
+        FileNotFoundError: If `path` does not exist.
+        ValueError: If the file is not a regular file or not a readable image (truncated,
+            or too large to decode safely), is stored lossily (JPEG, lossy WebP, JPEG 2000),
+            looks like compression noise (an RGB mask of many colours, most of them a few
+            pixels each), has an unsupported mode,
+            holds more than 255 colours, holds ids above 255, or is a grayscale image that
+            looks anti-aliased or like a photo (see above).
+    """
+    path = check_input_path(path, "mask file")
+    with open_image(path, "mask") as image:
+        lossy = _lossy_format(image, path)
+        if lossy is not None:
+            raise ValueError(
+                f"mask {path} is a {lossy}; lossy compression adds colours at object borders "
+                "that would become spurious objects. Save the mask as a PNG"
+            )
+        return _image_to_mask(image, path)
+
+
+def _lossy_format(image: Image.Image, path: Path) -> str | None:
+    """ "a JPEG" or "lossy WebP" for a file stored with lossy compression, else None."""
+    if image.format in ("JPEG", "MPO"):
+        return "JPEG"
+    if image.format == "JPEG2000":
+        return "JPEG 2000 file (usually lossy)"
+    if image.format == "WEBP":
+        # A lossy WebP stores its pixels in a "VP8 " chunk (lossless ones in "VP8L"); the
+        # extended format ("VP8X") holds either, so the chunks are read.
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 20)
+        position = 12
+        while position + 8 <= len(data):
+            kind = data[position : position + 4]
+            if kind in (b"VP8 ", b"ANMF"):
+                return "lossy or animated WebP"
+            size = int.from_bytes(data[position + 4 : position + 8], "little")
+            position += 8 + size + (size & 1)
+    return None
+
+
+def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
+    mode = image.mode
+    if mode in ("P", "PA"):
+        ids = np.asarray(image.getchannel(0) if mode == "PA" else image, dtype=np.int64)
+        if mode == "PA":
+            ids = np.where(np.asarray(image.getchannel("A")) == 0, 0, ids)
+        void = int((ids == VOID_ID).sum())
+        if void:
+            warnings.warn(
+                f"mask {path}: {void} pixels of palette index {VOID_ID} (the DAVIS/VOC 'void' "
+                "label) are treated as background, not tracked as an object",
+                stacklevel=3,
+            )
+            ids = np.where(ids == VOID_ID, 0, ids)
+        raw = image.getpalette("RGB")
+        palette = None
+        if raw is not None:
+            palette = np.zeros((256, 3), dtype=np.uint8)
+            entries = np.asarray(raw, dtype=np.uint8).reshape(-1, 3)[:256]
+            palette[: len(entries)] = entries
+        return LoadedMask(ids=ids, palette=palette, format="palette")
+    if mode == "1":
+        return LoadedMask(ids=np.asarray(image, dtype=np.int64), palette=None, format="gray-binary")
+    if mode in _GRAY_MODES:
+        values = np.asarray(image.getchannel(0) if mode == "LA" else image).astype(np.int64)
+        if mode == "LA":
+            values[np.asarray(image.getchannel("A")) == 0] = 0
+        return _gray_to_mask(values, 65535 if mode.startswith("I;16") else 255, path)
+    if mode in ("RGB", "RGBA"):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
+        alpha = np.asarray(image.getchannel("A")) if mode == "RGBA" else None
+        return _rgb_to_mask(rgb, alpha, path)
+    raise ValueError(
+        f"mask {path} has image mode {mode!r}; save it as a palette, grayscale or RGB PNG"
+    )
+
+
+def _gray_to_mask(values: np.ndarray, full: int, path: Path) -> LoadedMask:
+    present = np.unique(values)
+    if np.isin(present, [0, full]).all():
+        return LoadedMask(ids=(values == full).astype(np.int64), palette=None, format="gray-binary")
+    levels = int((present != 0).sum())
+    if present[0] == 0 and present[-1] == full:
+        between = f"{len(present) - 2} level{'s' if len(present) > 3 else ''}"
+        raise ValueError(
+            f"mask {path} holds gray values 0 and {full} and {between} in between; it looks "
+            "like an anti-aliased binary mask, whose edge levels would become spurious objects. "
+            f"Threshold it to 0/{full}, or save the objects as a palette PNG"
+        )
+    if levels > MAX_GRAY_IDS:
+        raise ValueError(
+            f"mask {path} holds {levels} gray levels besides black; a grayscale mask may hold "
+            f"at most {MAX_GRAY_IDS} object ids. Is it a photo or a blurred mask rather than "
+            "an id mask? Threshold it, or save the objects as a palette PNG"
+        )
+    if present[0] < 0 or present[-1] > MAX_OBJECT_ID:
+        raise ValueError(
+            f"mask {path} holds gray values {present[0]}..{present[-1]}; object ids must be "
+            f"0..{MAX_OBJECT_ID} (0 = background), or the mask binary (0 and {full})"
+        )
+    return LoadedMask(ids=values, palette=None, format="gray")
+
+
+def _rgb_to_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> LoadedMask:
+    height, width = rgb.shape[:2]
+    packed = _pack_rgb(rgb).ravel()
+    if alpha is not None:
+        packed[alpha.ravel() == 0] = 0
+    colours, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    objects = colours != 0
+    if objects.sum() > MAX_OBJECT_ID:
+        raise ValueError(
+            f"mask {path} holds {objects.sum()} colours besides black; a mask may hold at most "
+            f"{MAX_OBJECT_ID} objects. Is it a photo rather than a mask?"
+        )
+    _check_not_noise(np.bincount(inverse.ravel())[objects], path)
+    davis_index = {int(c): i for i, c in enumerate(_pack_rgb(davis_palette().astype(np.int64)))}
+    colour_ids = np.zeros(len(colours), dtype=np.int64)
+    if all(int(c) in davis_index for c in colours):
+        colour_ids[:] = [davis_index[int(c)] for c in colours]
+    else:
+        order = np.flatnonzero(objects)[np.argsort(first[objects], kind="stable")]
+        colour_ids[order] = np.arange(1, len(order) + 1)
+    ids = colour_ids[inverse.ravel()].reshape(height, width)
+    return LoadedMask(ids=ids, palette=None, format="rgb")
+
+
+NOISE_MIN_COLOURS = 8
+"""An RGB mask with more colours than this, most of them covering only a few pixels, is
+refused as compression noise (see :func:`read_mask`)."""
+
+
+def _check_not_noise(counts: np.ndarray, path: Path) -> None:
+    """Refuses colour counts that look like lossy compression (or scaling) noise: many
+    colours, most of them a few pixels each, as a lossy WebP or a resized RGB mask has."""
+    if len(counts) <= NOISE_MIN_COLOURS:
+        return
+    speckles = int((counts < max(16, counts.sum() // 10_000)).sum())
+    if 2 * speckles >= len(counts):
+        raise ValueError(
+            f"mask {path} holds {len(counts)} colours, {speckles} of them on a few pixels "
+            "each: that looks like compression or resampling noise, not objects. Save the "
+            "mask losslessly (PNG) without smoothing, or as a palette PNG"
+        )
+
+
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def _check_ids(ids: np.ndarray, name: str = "ids") -> np.ndarray:
+    if not isinstance(ids, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(ids).__name__}")
+    if ids.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D [H, W] array of object ids, got shape {ids.shape}")
+    if ids.dtype != np.bool_ and not np.issubdtype(ids.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer object ids, got dtype {ids.dtype}")
+    return ids.astype(np.int64, copy=False)
+
+
+def as_palette(palette: np.ndarray) -> np.ndarray:
+    """Checks a colour palette and returns it as uint8.
+
+    Args:
+        palette: `[N, 3]` integer RGB colours in 0..255, 1 <= N <= 256.
+
+    Returns:
+        The palette as a `[N, 3]` uint8 array (no copy when it already is one).
+
+    Raises:
+        ValueError: If the shape or the values are wrong.
+    """
+    palette = np.asarray(palette)
+    if palette.ndim != 2 or palette.shape[1] != 3 or not 1 <= palette.shape[0] <= 256:
+        raise ValueError(f"palette must have shape [N, 3] with N <= 256, got {palette.shape}")
+    if not np.issubdtype(palette.dtype, np.integer) or palette.min() < 0 or palette.max() > 255:
+        raise ValueError("palette must hold integer RGB values in 0..255")
+    return palette.astype(np.uint8, copy=False)
+
+
+def mask_to_image(ids: np.ndarray, palette: np.ndarray | None = None) -> Image.Image:
+    """Converts object ids to a palette ("P" mode) image.
+
+    Args:
+        ids: `[H, W]` integer object ids in 0..255.
+        palette: `[N, 3]` uint8 RGB colours (N <= 256, missing entries black), or None for the
+            DAVIS palette.
+
+    Returns:
+        A mode "P" PIL image whose pixel values are the ids.
+
+    Raises:
+        ValueError: If an id is outside 0..255 or the palette has the wrong shape.
+        TypeError: If `ids` is not an integer numpy array.
+    """
+    ids = _check_ids(ids)
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_OBJECT_ID):
+        raise ValueError(
+            f"object ids must be in 0..{MAX_OBJECT_ID} to be stored in a palette image, "
+            f"got {ids.min()}..{ids.max()}"
+        )
+    full = np.zeros((256, 3), dtype=np.uint8)
+    colours = davis_palette() if palette is None else as_palette(palette)
+    full[: len(colours)] = colours
+    image = Image.fromarray(ids.astype(np.uint8))
+    image.putpalette(full.tobytes(), rawmode="RGB")
+    return image
+
+
+def write_mask(
+    path: str | os.PathLike[str], ids: np.ndarray, palette: np.ndarray | None = None
+) -> None:
+    """Writes object ids as a palette PNG, atomically.
+
+    The image is written to a temporary file in the same directory and renamed to `path`, so
+    `path` never holds a partial file.
+
+    Args:
+        path: Output PNG path; its directory must exist.
+        ids: `[H, W]` integer object ids in 0..255.
+        palette: `[N, 3]` uint8 RGB colours, or None for the DAVIS palette.
+
+    Raises:
+        FileNotFoundError: If the output directory does not exist.
+        ValueError: If an id is outside 0..255 or the palette has the wrong shape.
+    """
+    image = mask_to_image(ids, palette)
+    with atomic_output(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def blend_overlay(
+    frame: np.ndarray,
+    ids: np.ndarray,
+    palette: np.ndarray,
+    alpha: float = 0.5,
+    boundary: bool = True,
+) -> np.ndarray:
+    """Draws object masks over a frame.
+
+    Object pixels become `(1 - alpha) * frame + alpha * colour` (rounded); background pixels
+    (id 0) are unchanged. With `boundary`, object pixels next to (4-neighbourhood) a pixel of
+    another id are painted in the plain object colour, outlining each object.
+
+    Args:
+        frame: `[H, W, 3]` uint8 RGB frame.
+        ids: `[H, W]` integer object ids, each a valid index into `palette`.
+        palette: `[N, 3]` uint8 RGB colours; `palette[k]` colours object `k`.
+        alpha: Opacity of the colour, in [0, 1].
+        boundary: Whether to outline objects.
+
+    Returns:
+        A new `[H, W, 3]` uint8 RGB frame.
+
+    Raises:
+        ValueError: If shapes disagree, an id has no palette entry, or alpha is out of range.
+        TypeError: If `frame` is not uint8 or `ids` not integer.
+    """
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        raise TypeError("frame must be a uint8 numpy array [H, W, 3]")
+    ids = _check_ids(ids)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[:2] != ids.shape:
+        raise ValueError(
+            f"frame must be [H, W, 3] and match the mask's [H, W] {ids.shape}, got {frame.shape}"
+        )
+    palette = as_palette(palette)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(palette)):
+        raise ValueError(
+            f"object ids {ids.min()}..{ids.max()} need palette entries, but the palette has "
+            f"{len(palette)}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    out = frame.copy()
+    objects = ids != 0
+    mixed = (1.0 - alpha) * frame[objects] + alpha * palette[ids[objects]].astype(np.float32)
+    out[objects] = np.rint(mixed).astype(np.uint8)
+    if boundary:
+        edge = np.zeros(ids.shape, dtype=bool)
+        vertical = ids[1:] != ids[:-1]
+        horizontal = ids[:, 1:] != ids[:, :-1]
+        edge[1:] |= vertical
+        edge[:-1] |= vertical
+        edge[:, 1:] |= horizontal
+        edge[:, :-1] |= horizontal
+        edge &= objects
+        out[edge] = palette[ids[edge]]
+    return out
+
+
+def resize_mask(ids: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes an id mask by nearest neighbour, matching PIL's `Image.NEAREST`.
+
+    Output pixel `(i, j)` takes the input pixel under its centre,
+    `ids[floor((i + 0.5) * H / height), floor((j + 0.5) * W / width)]`, computed with PIL's
+    floating-point arithmetic so that the result equals PIL's to the pixel, ties included.
+
+    Args:
+        ids: `[H, W]` integer object ids.
+        height: Output height, positive.
+        width: Output width, positive.
+
+    Returns:
+        `[height, width]` int64 ids, all taken from `ids`.
+
+    Raises:
+        ValueError: If the size is not positive or `ids` is empty.
+    """
+    ids = _check_ids(ids)
+    if height < 1 or width < 1:
+        raise ValueError(f"output size must be positive, got {height}x{width}")
+    if ids.size == 0:
+        raise ValueError(f"cannot resize an empty mask of shape {ids.shape}")
+    rows = _nearest_source(ids.shape[0], height)
+    cols = _nearest_source(ids.shape[1], width)
+    return ids[rows[:, None], cols[None, :]]
+
+
+def _nearest_source(size_in: int, size_out: int) -> np.ndarray:
+    # PIL walks the centres by repeated addition of the step rather than multiplying, which
+    # decides ties (a centre exactly on a source pixel border) differently from the exact
+    # product; a sequential cumulative sum reproduces its arithmetic bit for bit.
+    step = size_in / size_out
+    increments = np.full(size_out, step)
+    increments[0] = step * 0.5
+    centres = np.cumsum(increments)
+    return np.minimum(centres.astype(np.int64), size_in - 1)
+
+
+MIN_MASK_SIDE = 16
+"""Shortest side, in pixels, of a first mask that is resized to the frames: a smaller one
+cannot carry an object's shape."""
+
+
+def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The first-frame mask, checked against the frames' ``(H, W)`` and resized (nearest,
+    with a warning) when its size differs but it is a rescale of the frame size.
+
+    A mask of ``W' x H'`` is a rescale of frames of ``W x H`` when one scale factor ``s``
+    makes both sides agree up to rounding: ``|W' - s W|`` and ``|H' - s H|`` within half a
+    pixel on each image, that is, when the intervals
+    ``[(W' - 0.5) / (W + 0.5), (W' + 0.5) / (W - 0.5)]`` and the same for the heights
+    overlap. So for 854x480 frames, 3840x2160, 1920x1080, 1280x720 and 427x240 masks are
+    resized, while 480x480 and 854x400 are refused. A mask of another size whose short
+    side is below :data:`MIN_MASK_SIDE` pixels is refused too.
+
+    Args:
+        mask: ``[H', W']`` integer or bool object ids (bool: ``True`` is object 1).
+        frame_size: ``(H, W)`` of the frames.
+
+    Returns:
+        ``[H, W]`` integer object ids (the given array when no resize was needed, bool masks
+        as uint8).
+
+    Raises:
+        ValueError: Not a 2-D integer or bool array, negative ids, no object, another aspect
+            ratio, or a mask of another size too small to carry a shape.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        mask = mask.astype(np.uint8)
+    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
+        raise ValueError(
+            f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
+            f"of shape {mask.shape}"
+        )
+    if (mask < 0).any():
+        raise ValueError("the first mask has negative ids; ids must be >= 0 (0 = background)")
+    if not mask.any():
+        raise ValueError("the first mask is empty: it holds no object (all pixels are 0)")
+    (fh, fw), (mh, mw) = frame_size, mask.shape
+    if (mh, mw) != (fh, fw):
+        if min(mh, mw) < MIN_MASK_SIDE:
+            raise ValueError(
+                f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; a mask smaller than "
+                f"{MIN_MASK_SIDE} pixels on its short side is too small to carry a shape. Give "
+                "a mask of the first frame's size"
+            )
+        if not _is_rescale((mh, mw), (fh, fw)):
+            raise ValueError(
+                f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
+                "ratio); give a mask of the first frame's size"
+            )
+        warnings.warn(
+            f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; resizing the mask "
+            "(nearest neighbour)",
+            stacklevel=3,
+        )
+        mask = resize_mask(mask, fh, fw)
+    return mask
+
+
+def _is_rescale(size: tuple[int, int], reference: tuple[int, int]) -> bool:
+    """Whether ``size`` ``(h, w)`` is ``reference`` scaled by one factor and rounded, with half
+    a pixel of rounding allowed on every side of both."""
+    low, high = 0.0, math.inf
+    for a, b in zip(size, reference, strict=True):
+        low = max(low, (a - 0.5) / (b + 0.5))
+        high = min(high, (a + 0.5) / (b - 0.5))
+    return low <= high
+
+
+def warn_small_objects(
+    mask: np.ndarray,
+    input_size: tuple[int, int],
+    patch_size: int,
+    only: tuple[int, ...] | None = None,
+) -> None:
+    """Warns about the objects of a first mask ``[H, W]`` (or of a prompt, for its new objects
+    ``only``) that cover less than one patch once the frame is resized to the network's
+    ``input_size`` ``(h, w)``: below the patch grid's resolution they may vanish from the
+    first propagated frame on."""
+    ids, counts = np.unique(mask, return_counts=True)
+    scale = input_size[0] * input_size[1] / mask.size
+    small = [
+        int(i)
+        for i, n in zip(ids, counts, strict=True)
+        if i != 0 and n * scale < patch_size**2 and (only is None or i in only)
+    ]
+    if small:
+        listed = ", ".join(str(i) for i in small)
+        warnings.warn(
+            f"object{'s' if len(small) > 1 else ''} {listed} of the "
+            f"{'first mask' if only is None else 'prompt'} "
+            f"{'are' if len(small) > 1 else 'is'} smaller than one {patch_size}x{patch_size} "
+            f"patch at the network input ({input_size[1]}x{input_size[0]}) and may be lost "
+            "after the first frame; a larger short side keeps small objects",
+            stacklevel=4,
+        )
+
+
+def ids_dtype(object_ids: tuple[int, ...]) -> type[np.integer]:
+    """Output mask dtype: uint8 when every id fits (palette PNGs), else int32."""
+    return np.uint8 if max(object_ids, default=0) < 256 else np.int32
+
+
+def check_prompt(mask: np.ndarray, frame_size: tuple[int, int], index: int) -> np.ndarray:
+    """A prompt mask checked as :func:`check_first_mask` checks a first mask (resized, with a
+    warning, when it is a rescale of the frames), its errors naming the frame ``index``."""
+    try:
+        return check_first_mask(mask, frame_size)
+    except ValueError as error:
+        raise ValueError(f"the prompt of frame {index}: {error}") from None
+
+
+def ids_to_channels(ids: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
+    """Map user object ids to channel indices (0 = background, ids in ``object_ids``
+    order from 1); ids not in ``object_ids`` become background."""
+    lut = np.zeros(max(object_ids, default=0) + 1, dtype=np.int64)
+    lut[list(object_ids)] = np.arange(1, len(object_ids) + 1)
+    ids = np.asarray(ids)
+    return np.where(ids < len(lut), lut[np.minimum(ids, len(lut) - 1)], 0)
+
+
+def channels_to_ids(channels: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
+    """Map channel indices back to user object ids (uint8 if all < 256, else int32)."""
+    table = np.array((0, *object_ids), dtype=ids_dtype(object_ids))
+    return table[channels]
