@@ -9,6 +9,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+from dinotrack.errors import InputError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 """Per-channel RGB mean of ImageNet (images in [0, 1]), as torchvision normalises."""
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -123,15 +125,15 @@ class TrackerConfig:
             object.__setattr__(self, name, check_int(name, getattr(self, name), minimum, unit))
         object.__setattr__(self, "temperature", check_temperature(self.temperature))
         if self.resize_rule not in RESIZE_RULES:
-            raise ValueError(f"resize_rule must be one of {RESIZE_RULES}, got {self.resize_rule!r}")
+            raise InputError(f"resize_rule must be one of {RESIZE_RULES}, got {self.resize_rule!r}")
         if self.pos_embed not in (None, "dino", "timm"):
-            raise ValueError(f"pos_embed must be 'dino', 'timm' or None, got {self.pos_embed!r}")
+            raise InputError(f"pos_embed must be 'dino', 'timm' or None, got {self.pos_embed!r}")
         if self.group_merge not in GROUP_MERGES:
-            raise ValueError(f"group_merge must be one of {GROUP_MERGES}, got {self.group_merge!r}")
+            raise InputError(f"group_merge must be one of {GROUP_MERGES}, got {self.group_merge!r}")
         if not isinstance(self.compile, bool):
             raise TypeError(f"compile must be True or False, got {self.compile!r}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+            raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-value copy, for logs and result files."""
@@ -155,7 +157,7 @@ def resolve_precision(precision: str, device: Any) -> str:
         ValueError: An unknown precision.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+        raise InputError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if precision != "auto":
         return precision
     if device.type != "cuda":
@@ -185,7 +187,7 @@ def check_int(name: str, value: Any, minimum: int | None = None, unit: str = "")
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer{bound}, got {value!r}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be{bound}, got {value}")
+        raise InputError(f"{name} must be{bound}, got {value}")
     return int(value)
 
 
@@ -202,7 +204,7 @@ def check_temperature(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"temperature must be a finite number > 0, got {value!r}")
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"temperature must be a finite number > 0, got {value}")
+        raise InputError(f"temperature must be a finite number > 0, got {value}")
     return float(value)
 
 
@@ -229,5 +231,5 @@ def preset_config(name: str, **overrides: Any) -> TrackerConfig:
         ValueError: An unknown preset; the message lists the known ones.
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return TrackerConfig(**{**PRESETS[name], **overrides})

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dinotrack.cli.common import add_tracker_arguments
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import make_parents, output_file
 
 __all__ = ["register"]
@@ -143,7 +144,7 @@ def _open_dataset(args: argparse.Namespace, require_images: bool = False):
     from eval.davis import open_davis
 
     if args.workers is not None and args.workers < 0:
-        raise ValueError(f"--workers must be 0 or more, got {args.workers}")
+        raise InputError(f"--workers must be 0 or more, got {args.workers}")
     return open_davis(
         args.root,
         args.split,
@@ -171,7 +172,7 @@ def _run_score(args: argparse.Namespace) -> int:
     if results.exists() and not results.is_dir():
         raise NotADirectoryError(f"--results {results} is a file, not a folder of PNG masks")
     if not results.is_dir():
-        raise FileNotFoundError(f"results folder {results} does not exist")
+        raise MissingFileError(f"results folder {results} does not exist")
     tag = dataset.tag
     for name in (global_csv_name(tag), per_sequence_csv_name(tag), f"scores-{tag}.json"):
         check_report_path(results / name, args.overwrite)  # before any work

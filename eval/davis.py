@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.images import open_image
 
 __all__ = [
@@ -130,16 +131,16 @@ def open_davis(
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"DAVIS root {root} does not exist or is not a folder")
+        raise MissingFileError(f"DAVIS root {root} does not exist or is not a folder")
     split_file, found_year = _find_split_file(root, split, year, resolution)
     names = _read_split_file(split_file)
     if not names:
-        raise ValueError(f"split file {split_file} lists no sequences")
+        raise InputError(f"split file {split_file} lists no sequences")
     subset = False
     if sequences is not None:
         unknown = [name for name in sequences if name not in names]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"sequences {', '.join(unknown)} are not in split {split!r} ({split_file}); "
                 f"it lists: {', '.join(names)}"
             )
@@ -147,14 +148,14 @@ def open_davis(
         names = list(dict.fromkeys(sequences))
     annotations_dir = root / "Annotations" / resolution
     if not annotations_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"annotations folder {annotations_dir} not found: expected one folder of PNGs per "
             "sequence there"
         )
     images_dir = root / "JPEGImages" / resolution
     missing = [name for name in names if not (annotations_dir / name).is_dir()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"split file {split_file} names sequences without annotations: "
             f"{', '.join(missing)} (expected folders {annotations_dir}/<sequence>/)"
         )
@@ -162,10 +163,10 @@ def open_davis(
     for name in names:
         annotation_paths = tuple(sorted((annotations_dir / name).glob("*.png")))
         if not annotation_paths:
-            raise FileNotFoundError(f"no PNG annotations in {annotations_dir / name}")
+            raise MissingFileError(f"no PNG annotations in {annotations_dir / name}")
         image_paths = tuple(sorted((images_dir / name).glob("*.jpg")))
         if require_images and not image_paths:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no JPEG frames in {images_dir / name}: propagating a sequence needs its "
                 "frames as JPEGImages/<resolution>/<sequence>/*.jpg"
             )
@@ -243,11 +244,11 @@ def _is_binary_255(ids: np.ndarray) -> bool:
 
 def _read_single_channel(path: Path, *, what: str) -> tuple[np.ndarray, str]:
     if not os.path.lexists(path):
-        raise FileNotFoundError(f"{what} frame {path} not found")
+        raise MissingFileError(f"{what} frame {path} not found")
     with open_image(path, what) as image:
         mode = image.mode
         if mode not in _SINGLE_CHANNEL_MODES:
-            raise ValueError(
+            raise InputError(
                 f"{what} {path} is a {mode} image; expected a single-channel PNG (palette or "
                 "8-bit grayscale) whose pixel values are object ids, not a colour rendering"
             )
@@ -259,7 +260,7 @@ def _read_single_channel(path: Path, *, what: str) -> tuple[np.ndarray, str]:
 
 def _find_split_file(root: Path, split: str, year: str | None, resolution: str) -> tuple[Path, str]:
     if year is not None and year not in _YEARS:
-        raise ValueError(f"year must be one of {', '.join(_YEARS)}, got {year!r}")
+        raise InputError(f"year must be one of {', '.join(_YEARS)}, got {year!r}")
     candidates: list[tuple[Path, str]] = []
     for y in (year,) if year else _YEARS:
         candidates.append((root / "ImageSets" / y / f"{split}.txt", y))
@@ -273,7 +274,7 @@ def _find_split_file(root: Path, split: str, year: str | None, resolution: str) 
         if (root / "ImageSets").is_dir()
         else []
     )
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"split file for split {split!r} not found; looked for "
         f"{', '.join(str(p) for p, _ in candidates)}"
         + (f"; available: {', '.join(available)}" if available else "")

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dinotrack.errors import InputError
+
 __all__ = [
     "BOUNDARY_THRESHOLD",
     "Statistics",
@@ -62,7 +64,7 @@ def boundary_tolerance(height: int, width: int, bound_th: float = BOUNDARY_THRES
         ``bound_th >= 1``; for 480x854 frames this is 8.
     """
     if bound_th <= 0:
-        raise ValueError(f"bound_th must be positive, got {bound_th}")
+        raise InputError(f"bound_th must be positive, got {bound_th}")
     if bound_th >= 1:
         return int(math.ceil(bound_th))
     return int(np.ceil(bound_th * np.linalg.norm([height, width])))
@@ -78,7 +80,7 @@ def disk(radius: int) -> np.ndarray:
         Bool array ``[2 * radius + 1, 2 * radius + 1]``.
     """
     if radius < 0:
-        raise ValueError(f"radius must be non-negative, got {radius}")
+        raise InputError(f"radius must be non-negative, got {radius}")
     offsets = np.arange(-radius, radius + 1)
     return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
 
@@ -117,7 +119,7 @@ def boundary_map(masks: np.ndarray) -> np.ndarray:
     """
     masks = np.asarray(masks).astype(bool, copy=False)
     if masks.ndim < 2:
-        raise ValueError(f"masks must have shape [..., H, W], got {masks.shape}")
+        raise InputError(f"masks must have shape [..., H, W], got {masks.shape}")
     bmap = np.zeros(masks.shape, dtype=bool)
     bmap[..., :, :-1] = masks[..., :, :-1] != masks[..., :, 1:]
     bmap[..., :-1, :] |= masks[..., :-1, :] != masks[..., 1:, :]
@@ -191,7 +193,7 @@ def label_boundary_points(labels: np.ndarray, num_objects: int) -> list[np.ndarr
         K int arrays ``[N_k, 2]`` of (row, column) coordinates, sorted row-major.
     """
     if labels.ndim != 2:
-        raise ValueError(f"labels must have shape [H, W], got {labels.shape}")
+        raise InputError(f"labels must have shape [H, W], got {labels.shape}")
     height, width = labels.shape
     changed = np.zeros((height, width), dtype=bool)
     np.not_equal(labels[:, :-1], labels[:, 1:], out=changed[:, :-1])
@@ -239,7 +241,7 @@ def label_frame_scores(
     if num_objects < 1:
         return np.zeros(0), np.zeros(0)
     if pred_labels.size and int(pred_labels.max()) > num_objects:
-        raise ValueError(
+        raise InputError(
             f"predicted id {int(pred_labels.max())} is above the number of objects "
             f"{num_objects} (the largest id of the first annotation)"
         )
@@ -304,7 +306,7 @@ def statistics(values: np.ndarray) -> Statistics:
     """
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0:
-        raise ValueError(f"values must be a non-empty 1-D array, got shape {values.shape}")
+        raise InputError(f"values must be a non-empty 1-D array, got shape {values.shape}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         mean = float(np.nanmean(values))
@@ -379,4 +381,4 @@ def _count_within(points: np.ndarray, others: np.ndarray, radius: int) -> int:
 
 def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"annotation shape {a.shape} and prediction shape {b.shape} differ")
+        raise InputError(f"annotation shape {a.shape} and prediction shape {b.shape} differ")

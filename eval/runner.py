@@ -24,9 +24,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from dinotrack import __version__ as dinotrack_version
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.video import read_image_files
 from dinotrack.models.registry import BackboneSpec, file_sha256, hub_weights_path
 from dinotrack.pipeline import distributed
+from dinotrack.pipeline.segment import segment_video
 from dinotrack.results.writer import ResultWriter, check_output_directory
 from dinotrack.tracking.session import Tracker
 from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
@@ -172,24 +174,27 @@ def track_sequence(
     first = read_annotation(sequence.annotation_paths[0])
     first = np.where(first == VOID_ID, 0, first).astype(np.uint8)
     if not first.any():
-        raise ValueError(
+        raise InputError(
             f"first annotation {sequence.annotation_paths[0]} of sequence {sequence.name} holds "
             "no object; nothing to propagate"
         )
     names = _output_names(sequence)
-    count = 0
-    frames = read_image_files(sequence.image_paths[start:])
     with ResultWriter(Path(out) / sequence.name, inputs=_inputs(sequence)) as results:
-        for index, mask in tracker.track(frames, first):
-            results.add(start + index, Path(names[index]).stem, mask)
-            count += 1
-            progress.frame_done()
-        if count != len(names):
+        done = segment_video(
+            tracker,
+            read_image_files(sequence.image_paths),
+            results,
+            frame_names=[path.name for path in sequence.image_paths],
+            prompts={start: first},
+            start=start,
+            on_frame=lambda _index: progress.frame_done(),
+        )
+        if done.frames != len(names):
             raise RuntimeError(
-                f"sequence {sequence.name}: the tracker returned {count} masks for "
+                f"sequence {sequence.name}: the tracker returned {done.frames} masks for "
                 f"{len(names)} frames"
             )
-    return count
+    return done.frames
 
 
 def _inputs(sequence: DavisSequence) -> list[tuple[str, Path]]:
@@ -359,11 +364,11 @@ def _check_run_file(out: Path, run: dict[str, Any], overwrite: bool) -> None:
     try:
         previous = json.loads(path.read_text())
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}); use --overwrite") from error
+        raise InputError(f"{path} is not valid JSON ({error}); use --overwrite") from error
     keys = ("backbone", "weights_sha256", "config")
     changed = [k for k in keys if previous.get(k) != run[k]]
     if changed:
-        raise ValueError(
+        raise InputError(
             f"{out} holds outputs of another run (different {', '.join(changed)}: see "
             f"{path}); resuming would mix them. Use another --out, or --overwrite to redo "
             "every sequence"
@@ -372,14 +377,14 @@ def _check_run_file(out: Path, run: dict[str, Any], overwrite: bool) -> None:
 
 def _first_annotated_index(sequence: DavisSequence) -> int:
     if not sequence.image_paths:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"sequence {sequence.name} has no JPEG frames; propagating needs "
             "JPEGImages/<resolution>/<sequence>/*.jpg"
         )
     stems = [p.stem for p in sequence.image_paths]
     first = sequence.annotation_paths[0].stem
     if first not in stems:
-        raise ValueError(
+        raise InputError(
             f"first annotation {sequence.annotation_paths[0]} of sequence {sequence.name} "
             f"matches no frame in {sequence.image_paths[0].parent} (expected {first}.jpg)"
         )

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.images import check_input_path
 from eval.davis import (
     VOID_ID,
@@ -150,12 +151,12 @@ def score_label_sequence(
         ``(j, f)``: two float64 arrays ``[K, T - 2]`` for objects 1..K and frames 1..T-2.
     """
     if annotations.ndim != 3 or annotations.shape != predictions.shape:
-        raise ValueError(
+        raise InputError(
             "annotations and predictions must both have shape [T, H, W]; got "
             f"{annotations.shape} and {predictions.shape}"
         )
     if len(annotations) < 3:
-        raise ValueError(
+        raise InputError(
             f"a sequence needs at least 3 frames (first and last are not scored), got "
             f"{len(annotations)}"
         )
@@ -192,13 +193,13 @@ def score_sequence(
     """
     paths = sequence.annotation_paths
     if len(paths) < 3:
-        raise ValueError(
+        raise InputError(
             f"sequence {sequence.name} has {len(paths)} annotated frames; scoring needs at "
             "least 3 (the first and last are not scored)"
         )
     seq_dir = Path(results_dir) / sequence.name
     if not seq_dir.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"results folder {seq_dir} not found: expected one PNG per frame of sequence "
             f"{sequence.name}, named like its annotations ({paths[1].name}, ...)"
         )
@@ -209,7 +210,7 @@ def score_sequence(
     missing = [p.name for p in scored if not (seq_dir / p.name).is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"results folder {seq_dir} misses {len(missing)} of the {len(scored)} scored "
             f"frames: {shown} (result PNGs must be named like the annotations)"
         )
@@ -223,13 +224,13 @@ def score_sequence(
         result_path = seq_dir / annotation_path.name
         pred = read_result(result_path, binary=binary)
         if pred.shape != truth.shape:
-            raise ValueError(
+            raise InputError(
                 f"result {result_path} is {pred.shape[1]}x{pred.shape[0]} (WxH); expected "
                 f"{truth.shape[1]}x{truth.shape[0]}, the size of annotation {annotation_path}"
             )
         top = int(pred.max()) if pred.size else 0
         if top > num_objects:
-            raise ValueError(
+            raise InputError(
                 f"result {result_path} holds object id {top}, but sequence {sequence.name} has "
                 f"{num_objects} objects (ids 1..{num_objects}, from the largest id of its first "
                 f"annotation {paths[0].name})"
@@ -269,7 +270,7 @@ def score_results(
     """
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
-        raise FileNotFoundError(f"results folder {results_dir} does not exist")
+        raise MissingFileError(f"results folder {results_dir} does not exist")
     start = time.perf_counter()
     sequences = dataset.sequences
     if workers is None:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import temporary_sibling
 from dinotrack.io.masks import davis_palette, read_mask, write_mask
 from eval.metrics import label_frame_scores
@@ -96,19 +97,19 @@ def open_sparse_split(
     images, annotations = base / "JPEGImages", base / "Annotations"
     for folder in (images, annotations):
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder} is missing: not a YouTube-VOS-layout split")
+            raise MissingFileError(f"{folder} is missing: not a YouTube-VOS-layout split")
     names = sorted(p.name for p in images.iterdir() if p.is_dir())
     meta_file = base / "meta.json"
     if meta_file.exists():
         listed = json.loads(meta_file.read_text()).get("videos", {})
         absent = sorted(set(listed) - set(names))
         if absent:
-            raise ValueError(f"{meta_file} lists videos absent from {images}: {absent[:5]}")
+            raise InputError(f"{meta_file} lists videos absent from {images}: {absent[:5]}")
     if videos is not None:
         wanted = list(videos)
         absent = sorted(set(wanted) - set(names))
         if absent:
-            raise ValueError(f"videos absent from {images}: {absent}")
+            raise InputError(f"videos absent from {images}: {absent}")
         names = [n for n in names if n in set(wanted)]
     out = []
     for name in names:
@@ -116,15 +117,15 @@ def open_sparse_split(
             sorted(p for p in (images / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
         )
         if not frames:
-            raise ValueError(f"{images / name} holds no JPEG frames")
+            raise InputError(f"{images / name} holds no JPEG frames")
         index = {p.stem: i for i, p in enumerate(frames)}
         annotated = {}
         for png in sorted((annotations / name).glob("*.png")):
             if png.stem not in index:
-                raise ValueError(f"annotation {png} is named like no frame of {images / name}")
+                raise InputError(f"annotation {png} is named like no frame of {images / name}")
             annotated[index[png.stem]] = png
         if not annotated:
-            raise ValueError(f"{annotations / name} holds no annotation PNG")
+            raise InputError(f"{annotations / name} holds no annotation PNG")
         out.append(SparseVideo(name, frames, annotated))
     return out
 
@@ -181,10 +182,10 @@ def score_sparse_video(video: SparseVideo, results: str | os.PathLike[str]) -> S
             continue
         path = results / video.output_names[index]
         if not path.exists():
-            raise FileNotFoundError(f"result {path} is missing (frame {index} is scored)")
+            raise MissingFileError(f"result {path} is missing (frame {index} is scored)")
         pred = read_mask(path).ids
         if pred.shape != truth.shape:
-            raise ValueError(f"result {path} is {pred.shape}, its annotation {truth.shape}")
+            raise InputError(f"result {path} is {pred.shape}, its annotation {truth.shape}")
         for obj in scored:
             j, f = label_frame_scores(
                 (truth == obj).astype(np.uint8), (pred == obj).astype(np.uint8), 1
@@ -202,7 +203,7 @@ def summarise(scores: list[SparseScores]) -> dict[str, float]:
     js = [j for s in scores for j, _, _ in s.objects.values()]
     fs = [f for s in scores for _, f, _ in s.objects.values()]
     if not js:
-        raise ValueError("no object has an annotated frame after its first: nothing to score")
+        raise InputError("no object has an annotated frame after its first: nothing to score")
     j, f = float(np.mean(js)), float(np.mean(fs))
     return {"J-Mean": j, "F-Mean": f, "J&F-Mean": (j + f) / 2, "objects": len(js)}
 
@@ -223,7 +224,7 @@ def write_submission(videos: list[SparseVideo], out: str | os.PathLike[str]) -> 
                 for name in video.output_names:
                     path = out / "Annotations" / video.name / name
                     if not path.exists():
-                        raise FileNotFoundError(f"result {path} is missing for the submission")
+                        raise MissingFileError(f"result {path} is missing for the submission")
                     archive.write(path, f"Annotations/{video.name}/{name}")
         os.replace(tmp, target)
     finally:

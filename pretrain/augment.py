@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinotrack.errors import InputError
 from pretrain.config import AugmentConfig
 
 
@@ -125,9 +126,9 @@ def resized_crops(
     """
     b = frames.shape[0]
     if boxes.shape[0] != repeats * b:
-        raise ValueError(f"expected {repeats * b} boxes for {b} frames, got {boxes.shape[0]}")
+        raise InputError(f"expected {repeats * b} boxes for {b} frames, got {boxes.shape[0]}")
     if method not in RESIZE_METHODS:
-        raise ValueError(f"method must be one of {RESIZE_METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {RESIZE_METHODS}, got {method!r}")
     if method == "auto":
         method = "one_by_one" if frames.device.type == "cpu" else "batched"
     if method == "batched":
@@ -247,7 +248,7 @@ class MultiCropAugmentation(nn.Module):
             then ``[B, 3, L, L]`` local views (G, L: the configured crop sizes).
         """
         if frames.dtype != torch.uint8 or frames.dim() != 5 or frames.shape[2] != 3:
-            raise ValueError(
+            raise InputError(
                 f"frames must be uint8 [B, T, 3, H, W]; got {frames.dtype} {tuple(frames.shape)}"
             )
         cfg = self.cfg

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output
 from dinotrack.models.checkpoints import load_failure
 
@@ -43,17 +44,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
-        raise ValueError(
+        raise InputError(
             f"cannot read checkpoint {path}: {load_failure(exc)}; delete it to start the run afresh"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a dinotrack pretraining checkpoint")
+        raise InputError(f"{path} is not a dinotrack pretraining checkpoint")
     if ckpt.get("version") != VERSION:
-        raise ValueError(f"{path} has checkpoint version {ckpt.get('version')}, not {VERSION}")
+        raise InputError(f"{path} has checkpoint version {ckpt.get('version')}, not {VERSION}")
     return ckpt
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dinotrack.config import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output
 
 DECODERS = ("auto", "decord", "pyav")
@@ -228,7 +229,7 @@ def validate(cfg: PretrainConfig) -> None:
     """
     d, a, m, o = cfg.data, cfg.augment, cfg.model, cfg.optim
     if not d.paths:
-        raise ValueError("no training data: pass at least one --data PATH (video, image or folder)")
+        raise InputError("no training data: pass at least one --data PATH (video, image or folder)")
     checks = [
         (d.frames_per_video >= 1, "--frames-per-video must be at least 1"),
         (d.max_frame_gap >= 0, "--max-frame-gap must be 0 (off) or positive"),
@@ -275,7 +276,7 @@ def validate(cfg: PretrainConfig) -> None:
     ]
     for ok, message in checks:
         if not ok:
-            raise ValueError(message)
+            raise InputError(message)
 
 
 def _is_scale(scale: tuple[float, float]) -> bool:
@@ -312,7 +313,7 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} settings: {', '.join(unknown)}")
+        raise InputError(f"unknown {cls.__name__} settings: {', '.join(unknown)}")
     converted = {}
     for key, value in values.items():
         if isinstance(value, list):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.images import check_input_path
 from dinotrack.io.video import (
     IMAGE_SUFFIXES,
@@ -112,14 +113,14 @@ def find_sources(paths: Sequence[str | os.PathLike], decoder: str = "auto") -> l
             files.extend(found)
         elif path.is_file():
             if path.suffix.lower() not in VIDEO_EXTENSIONS | IMAGE_EXTENSIONS:
-                raise ValueError(
+                raise InputError(
                     f"--data {path}: not a video ({', '.join(sorted(VIDEO_EXTENSIONS))}) "
                     f"or image ({', '.join(sorted(IMAGE_EXTENSIONS))}) file"
                 )
             files.append(path)
         else:  # missing, a symlink loop, or a FIFO / device (which would block forever)
             check_input_path(path, "--data")
-            raise FileNotFoundError(f"--data {path} does not exist")
+            raise MissingFileError(f"--data {path} does not exist")
     sources = []
     skipped = 0
     for file in files:
@@ -135,7 +136,7 @@ def find_sources(paths: Sequence[str | os.PathLike], decoder: str = "auto") -> l
         sources.append(Source(str(file), n, True))
     if not sources:
         unreadable = f" ({skipped} unreadable, skipped)" if skipped else ""
-        raise ValueError(
+        raise InputError(
             f"no readable videos or images in {', '.join(str(p) for p in paths)}{unreadable}; "
             "--data takes video files, image files or folders holding them"
         )
@@ -150,7 +151,7 @@ def _checked_frame_count(file: Path, decoder: str) -> int:
     """
     n = count_frames(file, decoder)
     if n < 1:
-        raise ValueError(f"video {file} has no frames")
+        raise InputError(f"video {file} has no frames")
     read_video_frames(file, [0], decoder)
     return n
 
@@ -254,7 +255,7 @@ class FrameBatches(IterableDataset):
         self.samples_per_epoch = n
         self.steps_per_epoch = n // world_size // batch_size
         if self.steps_per_epoch < 1:
-            raise ValueError(
+            raise InputError(
                 f"an epoch holds {n} samples, fewer than one global batch of "
                 f"{batch_size} x {world_size} processes; add data, raise --frames-per-video "
                 "or lower --batch-size"
@@ -268,7 +269,7 @@ class FrameBatches(IterableDataset):
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch to iterate, starting at batch ``start_batch`` (for resuming)."""
         if not 0 <= start_batch <= self.steps_per_epoch:
-            raise ValueError(f"start_batch {start_batch} outside 0..{self.steps_per_epoch}")
+            raise InputError(f"start_batch {start_batch} outside 0..{self.steps_per_epoch}")
         self.epoch = epoch
         self.start_batch = start_batch
 
@@ -309,7 +310,7 @@ class FrameBatches(IterableDataset):
                 else:
                     arrays = [read_image(source.path)] * len(wanted)
             except ValueError as exc:
-                raise ValueError(
+                raise InputError(
                     f"{exc}; repair that file, then run the same command again: the run "
                     "resumes from its last checkpoint (or start a new run without it)"
                 ) from exc

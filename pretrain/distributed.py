@@ -9,12 +9,12 @@ import logging
 import torch
 import torch.distributed as dist
 
+from dinotrack.models.features import resolve_device
 from dinotrack.pipeline.distributed import (
     ENV_KEYS,
     DistInfo,
     all_gather_objects,
     read_env,
-    resolve_device,
     setup,
     teardown,
 )

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dinotrack.errors import InputError
 from dinotrack.models.registry import (
     BackboneSpec,
     create_model,
@@ -45,10 +46,10 @@ def resolve_backbone(
     if arch in _VIT_SIZES:
         patch = 16 if patch_size is None else int(patch_size)
         if patch < 1:
-            raise ValueError(f"--patch-size must be positive, got {patch}")
+            raise InputError(f"--patch-size must be positive, got {patch}")
         if depth is not None:
             if int(depth) < 1:
-                raise ValueError(f"--depth must be positive, got {depth}")
+                raise InputError(f"--depth must be positive, got {depth}")
             spec = resolve_backbone(arch, patch)
             return dataclasses.replace(
                 spec,
@@ -74,15 +75,15 @@ def resolve_backbone(
         )
     if arch not in list_backbones():
         known = ", ".join([*_VIT_SIZES, *list_backbones()])
-        raise ValueError(f"unknown --arch {arch!r}; known: {known}")
+        raise InputError(f"unknown --arch {arch!r}; known: {known}")
     spec = get_backbone_spec(arch)
     if depth is not None:
-        raise ValueError(
+        raise InputError(
             f"--arch {arch} has a fixed depth; drop --depth, or name a ViT size with it "
             f"(e.g. --arch vit_tiny --depth {depth})"
         )
     if patch_size is not None and int(patch_size) != spec.patch_size:
-        raise ValueError(
+        raise InputError(
             f"--arch {arch} has patch {spec.patch_size}, not {patch_size}; drop --patch-size, "
             f"or name a ViT size with it (e.g. --arch vit_small --patch-size {patch_size})"
         )

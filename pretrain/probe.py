@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from dinotrack import BackboneSpec, Tracker, TrackerConfig
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.masks import read_mask
 
 
@@ -44,7 +45,7 @@ def default_probe_sequences(root: str | Path, count: int = 3) -> tuple[str, ...]
     """
     images = Path(root) / "JPEGImages" / "480p"
     if not images.is_dir():
-        raise FileNotFoundError(f"--probe-davis {root}: no DAVIS frames folder {images}")
+        raise MissingFileError(f"--probe-davis {root}: no DAVIS frames folder {images}")
     return tuple(sorted(p.name for p in images.iterdir() if p.is_dir())[:count])
 
 
@@ -57,23 +58,23 @@ def load_probe_clips(root: str | Path, sequences: tuple[str, ...], frames: int) 
         ValueError: No sequence, fewer than 2 frames, or a sequence shorter than ``frames``.
     """
     if not sequences:
-        raise ValueError("--probe-sequences names no sequence")
+        raise InputError("--probe-sequences names no sequence")
     if frames < 2:
-        raise ValueError(f"--probe-frames must be at least 2 (got {frames})")
+        raise InputError(f"--probe-frames must be at least 2 (got {frames})")
     root = Path(root)
     clips = []
     for name in sequences:
         image_dir = root / "JPEGImages" / "480p" / name
         mask_dir = root / "Annotations" / "480p" / name
         if not image_dir.is_dir() or not mask_dir.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"probe sequence {name!r}: {image_dir} or {mask_dir} is missing; pass "
                 "--probe-davis a DAVIS root that holds it, or other --probe-sequences"
             )
         images = sorted(image_dir.glob("*.jpg"))[:frames]
         masks = [mask_dir / f"{p.stem}.png" for p in images]
         if len(images) < frames or not all(m.is_file() for m in masks):
-            raise ValueError(
+            raise InputError(
                 f"probe sequence {name!r} has fewer than {frames} annotated frames in {root}"
             )
         rgb = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in images])

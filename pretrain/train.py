@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dinotrack.config import TrackerConfig, resolve_precision
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import check_parents, remove_stale_temporaries
 from dinotrack.models.checkpoints import save_backbone_export
 from dinotrack.models.registry import BackboneSpec
@@ -562,7 +563,7 @@ def _check_crop_sizes(cfg: PretrainConfig, spec: BackboneSpec) -> None:
     patch = spec.patch_size
     if any(size % patch for size in sizes):
         fits = [max(1, round(size / patch)) * patch for size in sizes]
-        raise ValueError(
+        raise InputError(
             f"--global-crop-size {sizes[0]} and --local-crop-size {sizes[1]} must be multiples "
             f"of the patch size {patch} of {spec.name}; e.g. --global-crop-size {fits[0]} "
             f"--local-crop-size {fits[1]}"
@@ -594,7 +595,7 @@ def _check_resumable(
         if ckpt["resolved"][key] != resolved[key]:
             changed.append(f"{key}: {ckpt['resolved'][key]!r} -> {resolved[key]!r}")
     if changed:
-        raise ValueError(
+        raise InputError(
             f"{path} was written by a run with other settings ({'; '.join(changed)}); run the "
             "same command to resume, or pass another --out (or --no-resume) to start afresh"
         )

@@ -12,7 +12,8 @@ from cli_support import run_cli, tiny_flags
 from PIL import Image
 
 from dinotrack import AutoStart, auto_start_mask, mass_threshold
-from dinotrack.cli import START_MASK_NAME, main, parse_box
+from dinotrack.cli import START_MASK_NAME, main
+from dinotrack.cli.job import parse_box
 from dinotrack.io.masks import read_mask, resize_mask
 from dinotrack.io.video import iter_frames
 from dinotrack.models.attention import normalize_attention, upsample_attention

@@ -21,75 +21,69 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-from torch import Tensor
-
-from dinotrack.cli.common import build_tracker, check_not_input
-from dinotrack.config import DEFAULT_MASS
-from dinotrack.io.atomic import make_parents, output_file, remove_empty, remove_stale_temporaries
-from dinotrack.io.images import check_input_path
-from dinotrack.io.masks import blend_overlay, davis_palette, write_mask
-from dinotrack.io.video import (
-    IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
-    FrameReader,
-    read_image,
+from dinotrack.cli.common import (
+    add_tracker_arguments,
+    build_tracker,
+    check_not_input,
+    positive_int,
 )
-from dinotrack.models.attention import mass_threshold, upsample_attention
-from dinotrack.results.colour_map import attention_overlay
-from dinotrack.results.overlay import OverlayWriter
-from dinotrack.results.writer import ResultWriter
+from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
+from dinotrack.errors import InputError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "attention",
+        help="show the class-token attention of an image or a video (no labels needed)",
+        description="Write the last block's class-token attention per head and averaged "
+        "over the heads, and the smallest patch sets holding --mass of it: for an image a "
+        "directory of PNGs, for a video an mp4 of the mean map (or --head) over the frames.",
+    )
+    p.add_argument("input", help="image (jpg, png, ...), video file, or directory of frames")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="image input: output directory; video input: output .mp4, .mov or .mkv file",
+    )
+    p.add_argument(
+        "--upsample",
+        default="nearest",
+        choices=UPSAMPLE_MODES,
+        help="how patch maps are resized to the image (default: nearest, as the DINO figures)",
+    )
+    p.add_argument(
+        "--mass",
+        type=float,
+        default=DEFAULT_MASS,
+        help="share of each map's attention mass the thresholded masks hold (default 0.6)",
+    )
+    p.add_argument("--alpha", type=float, default=0.6, help="opacity of the colours, 0..1")
+    p.add_argument("--no-outline", action="store_true", help="do not outline the thresholded set")
+    p.add_argument("--head", type=int, default=None, help="video: show this head, not the mean")
+    p.add_argument(
+        "--max-frames", type=positive_int, default=None, help="video: stop after this many"
+    )
+    p.add_argument("--overwrite", action="store_true", help="video: replace an existing --out file")
+    add_tracker_arguments(p)
+    p.set_defaults(func=run_attention)
+
 
 _VIDEO_OUTPUTS = (".mp4", ".mov", ".mkv")
 
 
-def outline_palette() -> np.ndarray:
-    """The DAVIS palette with id 1 white: the colour of the mass-threshold outlines."""
-    palette = davis_palette()
-    palette[1] = (255, 255, 255)  # the mass-threshold outline, white over the colour map
-    return palette
-
-
 def run_attention(args: argparse.Namespace) -> int:
     """Run ``dinotrack attention``; returns the exit status."""
+    from dinotrack.io.images import check_input_path
+    from dinotrack.io.video import IMAGE_SUFFIXES
+
     source = check_input_path(args.input, "input", directory_ok=True)
     if not 0.0 < args.mass <= 1.0:
-        raise ValueError(f"--mass must be in (0, 1], got {args.mass}")
+        raise InputError(f"--mass must be in (0, 1], got {args.mass}")
     if not 0.0 <= args.alpha <= 1.0:
-        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+        raise InputError(f"--alpha must be in [0, 1], got {args.alpha}")
     if source.is_file() and source.suffix.lower() in IMAGE_SUFFIXES:
         return _run_image(args, source)
     return _run_video(args, source)
-
-
-def render(
-    frame: np.ndarray,
-    attn_map: Tensor,
-    *,
-    upsample: str = "nearest",
-    mass: float = DEFAULT_MASS,
-    alpha: float = 0.6,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One attention map coloured over its frame, and the map's mass-threshold mask.
-
-    Args:
-        frame: ``[H, W, 3]`` uint8 RGB.
-        attn_map: ``[h, w]`` patch-level map.
-        upsample: ``"nearest"`` or ``"bilinear"`` resizing of the map to the frame.
-        mass: Share of the map's mass the mask holds.
-        alpha: Opacity of the colours.
-
-    Returns:
-        ``(picture, mask)``: ``[H, W, 3]`` uint8 RGB and ``[H, W]`` uint8 (1 = kept patch).
-        ``blend_overlay(picture, mask, outline_palette(), alpha=0.0)`` outlines the mask.
-    """
-    size = (int(frame.shape[0]), int(frame.shape[1]))
-    picture = attention_overlay(frame, upsample_attention(attn_map, size, upsample), alpha)
-    keep = mass_threshold(attn_map, mass)
-    mask = (upsample_attention(keep, size, "nearest") > 0.5).cpu().numpy().astype(np.uint8)
-    return picture, mask
 
 
 def _render_args(args: argparse.Namespace) -> dict:
@@ -97,13 +91,22 @@ def _render_args(args: argparse.Namespace) -> dict:
 
 
 def _run_image(args: argparse.Namespace, source: Path) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dinotrack.io.masks import blend_overlay, write_mask
+    from dinotrack.io.video import VIDEO_SUFFIXES, read_image
+    from dinotrack.results.colour_map import outline_palette, render
+    from dinotrack.results.writer import ResultWriter
+
     if Path(args.out).suffix.lower() in VIDEO_SUFFIXES:
-        raise ValueError(
+        raise InputError(
             f"{source} is an image: --out names a directory of PNGs, not a video ({args.out})"
         )
     for flag in ("head", "max_frames"):
         if getattr(args, flag) is not None:
-            raise ValueError(f"--{flag.replace('_', '-')} applies to videos; {source} is an image")
+            raise InputError(f"--{flag.replace('_', '-')} applies to videos; {source} is an image")
     results = ResultWriter(
         args.out, inputs=[("input", source), ("--weights", args.weights)], flag="--out"
     )
@@ -132,8 +135,20 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
 
 
 def _run_video(args: argparse.Namespace, source: Path) -> int:
+    import numpy as np
+
+    from dinotrack.io.atomic import (
+        make_parents,
+        output_file,
+        remove_empty,
+        remove_stale_temporaries,
+    )
+    from dinotrack.io.video import FrameReader
+    from dinotrack.results.colour_map import outline_palette, render
+    from dinotrack.results.overlay import OverlayWriter
+
     if Path(args.out).suffix.lower() not in _VIDEO_OUTPUTS:
-        raise ValueError(
+        raise InputError(
             f"{source} is a video: --out must be a {'/'.join(_VIDEO_OUTPUTS)} file, got {args.out}"
         )
     reader = FrameReader(source, stop=args.max_frames)
@@ -146,7 +161,7 @@ def _run_video(args: argparse.Namespace, source: Path) -> int:
         tracker = build_tracker(args)
         heads = tracker.num_heads
         if args.head is not None and not 0 <= args.head < heads:
-            raise ValueError(f"--head {args.head} does not exist: the backbone has {heads} heads")
+            raise InputError(f"--head {args.head} does not exist: the backbone has {heads} heads")
         start, count = time.perf_counter(), 0
         settings = _render_args(args)
         # With alpha 0 the writer keeps the pictures' colours and only outlines the masks,

@@ -29,10 +29,10 @@ import csv
 import json
 import os
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output
 from dinotrack.results.writer import owned_files
 
@@ -76,20 +76,20 @@ def read_batch_list(path: str | os.PathLike[str]) -> list[BatchItem]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"batch list {path} does not exist")
+        raise MissingFileError(f"batch list {path} does not exist")
     with open(path, newline="", encoding="utf-8-sig") as file:
         reader = csv.DictReader(file, skipinitialspace=True)
         header = [name.strip() for name in reader.fieldnames or []]
         missing = [name for name in REQUIRED_COLUMNS if name not in header]
         if missing:
-            raise ValueError(
+            raise InputError(
                 f"batch list {path}: missing column(s) {', '.join(missing)}; its header must "
                 f"name {','.join(REQUIRED_COLUMNS)} (optional: start_frame,out), got "
                 f"{','.join(header) or 'nothing'}"
             )
         unknown = [name for name in header if name not in COLUMNS]
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"batch list {path}: unknown column(s) {', '.join(unknown)}; the columns are "
                 f"{', '.join(COLUMNS)}"
             )
@@ -105,13 +105,13 @@ def read_batch_list(path: str | os.PathLike[str]) -> list[BatchItem]:
         items.append(_item(path, number, row))
         out = os.path.normcase(items[-1].out)
         if out in seen:
-            raise ValueError(
+            raise InputError(
                 f"batch list {path}: rows {seen[out]} and {number} both write to "
                 f"{items[-1].out!r}; give them distinct out values"
             )
         seen[out] = number
     if not items:
-        raise ValueError(f"batch list {path} names no video")
+        raise InputError(f"batch list {path} names no video")
     return items
 
 
@@ -119,19 +119,19 @@ def _item(path: Path, number: int, row: dict[str, str]) -> BatchItem:
     where = f"batch list {path}, row {number}"
     for name in REQUIRED_COLUMNS:
         if not row.get(name):
-            raise ValueError(f"{where}: the {name} cell is empty")
+            raise InputError(f"{where}: the {name} cell is empty")
     text = row.get("start_frame") or "0"
     try:
         start_frame = int(text)
     except ValueError:
-        raise ValueError(f"{where}: start_frame must be an integer, got {text!r}") from None
+        raise InputError(f"{where}: start_frame must be an integer, got {text!r}") from None
     if start_frame < 0:
-        raise ValueError(f"{where}: start_frame must be 0 or more, got {start_frame}")
+        raise InputError(f"{where}: start_frame must be 0 or more, got {start_frame}")
     video = path.parent / row["video"]
     out = row.get("out") or Path(row["video"]).stem
     parts = Path(out).parts
     if Path(out).is_absolute() or not parts or ".." in parts or out in (".", ""):
-        raise ValueError(
+        raise InputError(
             f"{where}: out {out!r} must be a folder name inside --out (relative, without ..)"
         )
     return BatchItem(number, video, path.parent / row["mask"], start_frame, os.path.normpath(out))
@@ -149,13 +149,11 @@ class _Record:
     rank: int
 
 
-def run_batch(args: argparse.Namespace, segment: Callable[..., int]) -> int:
+def run_batch(args: argparse.Namespace) -> int:
     """Run ``dinotrack segment --batch``: returns 0 when every video is done (or was done
     before), 1 when any failed.
 
-    ``segment(video_args, tracker=..., progress=...)`` segments one video
-    (:func:`dinotrack.cli.run_segment`; passed in, so that this module does not import the
-    CLI that calls it).
+    Each video is one :func:`dinotrack.cli.job.segment_one`, with the tracker built once.
 
     Raises:
         ValueError: Flags that belong to a single video, or a bad list (see
@@ -174,7 +172,7 @@ def run_batch(args: argparse.Namespace, segment: Callable[..., int]) -> int:
     try:
         root.mkdir(parents=True, exist_ok=True)
         mine = [items[i] for i in distributed.shard(len(items), info.rank, info.world_size)]
-        records, fatal = _run_share(args, mine, root, info, segment)
+        records, fatal = _run_share(args, mine, root, info)
         gathered = distributed.all_gather_objects((records, fatal))
         everything = sorted((r for part, _ in gathered for r in part), key=lambda r: r.row)
         failures = [f"rank {rank}: {err}" for rank, (_, err) in enumerate(gathered) if err]
@@ -190,7 +188,7 @@ def run_batch(args: argparse.Namespace, segment: Callable[..., int]) -> int:
 
 def _check_batch_flags(args: argparse.Namespace) -> None:
     if args.input is not None:
-        raise ValueError(
+        raise InputError(
             f"--batch takes its videos from the list; drop the input {args.input} (or drop "
             "--batch to segment one video)"
         )
@@ -202,20 +200,19 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
     }
     given = [flag for flag, present in single.items() if present]
     if given:
-        raise ValueError(
+        raise InputError(
             f"{', '.join(given)} cannot be used with --batch: each video's mask and start "
             "frame come from the list's mask and start_frame columns"
         )
 
 
-def _run_share(
-    args, items: list[BatchItem], root: Path, info, segment: Callable[..., int]
-) -> tuple[list[_Record], str | None]:
+def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Record], str | None]:
     """Segment this process's videos; returns their records and a fatal error (or None)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from dinotrack.cli.common import USER_ERRORS, build_tracker, error_line
+    from dinotrack.cli.job import segment_one
 
     console = Console(stderr=True)
     records: list[_Record] = []
@@ -259,7 +256,7 @@ def _run_share(
                     )
                     started = time.perf_counter()
                     try:
-                        segment(video_args, tracker=tracker, progress=progress)
+                        segment_one(video_args, tracker=tracker, progress=progress)
                     except USER_ERRORS as exc:
                         record.status, record.error = "failed", error_line(exc)
                         console.print(

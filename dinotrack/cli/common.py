@@ -1,10 +1,20 @@
 """The toolkit that every command-line entry point shares.
 
-``dinotrack`` (``segment``, ``attention``, ``models``), its plug-in sub-commands ``eval`` and
-``pretrain``, and ``python -m eval`` / ``python -m pretrain`` all run through
-:func:`run_command`: a user error is one line on stderr and exit status 2, Ctrl-C is one line
-and status 130, and ``DINOTRACK_DEBUG=1`` shows the traceback instead. Commands that track
-build their tracker from the same flags (:func:`add_tracker_arguments`, :func:`build_tracker`).
+``dinotrack`` (``segment``, ``attention``, ``models``, ``export``, ``studio``), its plug-in
+sub-commands ``eval`` and ``pretrain``, and ``python -m eval`` / ``python -m pretrain`` all run
+through :func:`run_command`, which keeps one rule for how a command ends:
+
+- bad input (a :class:`dinotrack.errors.DinotrackError`) and the system's own file errors
+  (``OSError``: permission denied, disk full...) are one line on stderr and exit status 2;
+  the library speaks of parameters (``short_side=4000``), and the line names the flags
+  (``--short-side 4000``);
+- running out of memory is one line that says what was being allocated and what to lower,
+  exit status 2;
+- Ctrl-C is one line and status 130, SIGTERM status 143 (outputs being written are discarded);
+- anything else is a bug: its traceback, a line asking to report it, and exit status 1.
+
+``DINOTRACK_DEBUG=1`` shows the traceback of every error. Commands that track build their
+tracker from the same flags (:func:`add_tracker_arguments`, :func:`build_tracker`).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,12 +41,18 @@ from dinotrack.config import (
     TrackerConfig,
     preset_config,
 )
+from dinotrack.errors import DinotrackError, InputError
 
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
+USER_ERRORS = (DinotrackError, OSError)
 """Errors that are the user's to fix: one line, exit status 2, no traceback."""
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 2, 130, 143
-"""Exit statuses of every command: success, a user error (or a failure), Ctrl-C, SIGTERM."""
+EXIT_OK, EXIT_BUG, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+"""Exit statuses of every command: success, a bug, a user error, Ctrl-C, SIGTERM."""
+
+REPORT_BUG = (
+    "this is a bug in dinotrack {version}, not a problem with your input: please report it "
+    "with the traceback above and the command you ran to the dinotrack issue tracker"
+)
 
 INTERRUPTED = "no output was published"
 """What :func:`run_command` says after Ctrl-C, unless the command sets ``on_interrupt`` (a
@@ -66,10 +83,19 @@ def run_command(
     try:
         with sigterm_as_interrupt():
             return int(args.func(args) or EXIT_OK)
-    except USER_ERRORS as exc:
+    except Exception as exc:
         if os.environ.get("DINOTRACK_DEBUG"):
             raise
-        print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
+        if is_out_of_memory(exc):
+            print(f"{prog}: error: {out_of_memory_line(exc)}", file=sys.stderr)
+            return EXIT_ERROR
+        if not isinstance(exc, USER_ERRORS):
+            traceback.print_exc()
+            from dinotrack import __version__
+
+            print(f"{prog}: {REPORT_BUG.format(version=__version__)}", file=sys.stderr)
+            return EXIT_BUG
+        print(f"{prog}: error: {flag_words(error_line(exc), args)}", file=sys.stderr)
         return EXIT_ERROR
     except Terminated:
         print(f"{prog}: terminated; {getattr(args, 'on_interrupt', INTERRUPTED)}", file=sys.stderr)
@@ -110,6 +136,44 @@ def error_line(exc: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1]
         text = last.split(": ", 1)[1] if re.match(r"[\w.]+(Error|Exception): ", last) else last
     return " ".join(text.split("\n"))
+
+
+def flag_words(message: str, args: argparse.Namespace) -> str:
+    """A library message in the words of the command line: ``name=value`` of a parameter
+    that a flag sets becomes ``--name value``, and a bare ``some_name`` (with an underscore)
+    becomes ``--some-name``.
+
+    Args:
+        message: The error's message.
+        args: The parsed flags; only their names are translated.
+    """
+    for name in sorted(vars(args), key=len, reverse=True):
+        if name in ("func", "command", "input"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"(?<![\w-]){name}=\s?", flag + " ", message)
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+    return re.sub(" {2,}", " ", message)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out (CPU or GPU)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+def out_of_memory_line(exc: BaseException) -> str:
+    """One line for running out of memory: what was being allocated, and what to lower."""
+    text = " ".join(str(exc).split())
+    size = re.search(r"(Tried to allocate [\d.]+ \w+|you tried to allocate \d+ bytes)", text)
+    where = f" ({size.group(1)})" if size else ""
+    return (
+        f"out of memory{where}: lower --short-side (the frame size the network sees), "
+        "--batch-size or --n-last-frames, use --precision bf16/fp16 on a GPU, or a smaller "
+        "--model"
+    )
 
 
 def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -282,4 +346,4 @@ def check_not_input(output: Path, source: str | os.PathLike[str], flag: str) -> 
         ValueError: ``output`` and ``source`` are the same file or directory.
     """
     if output.exists() and os.path.samefile(output, source):
-        raise ValueError(f"{flag} {output} is the input; name another output")
+        raise InputError(f"{flag} {output} is the input; name another output")

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from dinotrack.errors import MissingFileError
+
 
 def temporary_sibling(path: str | os.PathLike[str]) -> Path:
     """Returns a fresh hidden path next to `path` for writing before publishing.
@@ -36,7 +38,7 @@ def temporary_sibling(path: str | os.PathLike[str]) -> Path:
     """
     path = Path(path)
     if not path.parent.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"output directory {path.parent} does not exist; create it before writing {path.name}"
         )
     return path.with_name(f".{path.name}.{temporary_tag()}.tmp")

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from dinotrack.errors import InputError
+
 FRAMES_DIR_FPS = 24.0
 """Frame rate reported for a directory of frames, which has none of its own."""
 
@@ -80,7 +82,7 @@ def import_av() -> Any:
     try:
         import av
     except ImportError as error:
-        raise ValueError(
+        raise InputError(
             f"PyAV is not installed here ({error}); pip install av to read or write videos"
         ) from error
     if av.logging.get_level() is None:
@@ -137,15 +139,15 @@ def open_decord(decord: Any, path: Path) -> tuple[VideoInfo, Any]:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
         num_frames = len(reader)
         if num_frames == 0:
-            raise ValueError("no frames")
+            raise InputError("no frames")
         first = reader[0].shape
         if len(first) != 3 or first[2] != 3:  # decord garbles tiny videos (2x2 gives 48 channels)
-            raise ValueError(f"decord decodes frame 0 as {first}, not as RGB")
+            raise InputError(f"decord decodes frame 0 as {first}, not as RGB")
         height, width = first[:2]
         fps = float(reader.get_avg_fps())
         reader.seek(0)
     except (decord.DECORDError, RuntimeError, ValueError) as error:  # DECORDError: Exception
-        raise ValueError(f"cannot read video {path}: {reason(error)}") from error
+        raise InputError(f"cannot read video {path}: {reason(error)}") from error
     info = VideoInfo(
         path=path,
         num_frames=num_frames,
@@ -193,7 +195,7 @@ def iter_decord(
 
 def checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
     if frame.shape != (info.height, info.width, 3):
-        raise ValueError(
+        raise InputError(
             f"cannot read video {info.path}: frame {index} has shape {tuple(frame.shape)}, not "
             f"({info.height}, {info.width}, 3); videos that change size are not supported"
         )
@@ -208,10 +210,10 @@ def open_container(av: Any, path: Path) -> Any:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read video {path}: {reason(error)}") from error
+        raise InputError(f"cannot read video {path}: {reason(error)}") from error
     if not container.streams.video:
         container.close()
-        raise ValueError(f"cannot read video {path}: it has no video stream")
+        raise InputError(f"cannot read video {path}: it has no video stream")
     return container
 
 
@@ -225,10 +227,10 @@ def open_pyav(path: Path) -> tuple[VideoInfo, Any]:
         num_frames = stream.frames or _count_packets(path)
         width, height = stream.codec_context.width, stream.codec_context.height
         if num_frames == 0 or width == 0 or height == 0:
-            raise ValueError(f"cannot read video {path}: its video stream is empty")
+            raise InputError(f"cannot read video {path}: its video stream is empty")
     except (av.error.FFmpegError, OSError) as error:
         container.close()
-        raise ValueError(f"cannot read video {path}: {reason(error)}") from error
+        raise InputError(f"cannot read video {path}: {reason(error)}") from error
     except ValueError:
         container.close()
         raise
@@ -268,7 +270,7 @@ def iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterato
                 return
         warn_cut_off(info, index)
     except av.error.FFmpegError as error:
-        raise ValueError(f"cannot decode frame {index} of {info.path}: {reason(error)}") from error
+        raise InputError(f"cannot decode frame {index} of {info.path}: {reason(error)}") from error
     finally:
         container.close()
 
@@ -286,7 +288,7 @@ _SEEK_GAP = 48
 def video_stream(container: Any) -> Any:
     """The first video stream of a PyAV container."""
     if not container.streams.video:
-        raise ValueError("it has no video stream")
+        raise InputError("it has no video stream")
     return container.streams.video[0]
 
 
@@ -340,7 +342,7 @@ def read_pyav(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarra
             frame = next(frames, None)
             if frame is None:  # end of stream: repeat the last frame
                 if last is None:
-                    raise ValueError(f"no frame could be decoded from {path}")
+                    raise InputError(f"no frame could be decoded from {path}")
                 image = last.to_ndarray(format="rgb24")
                 out.update((index, image) for index in pending)
                 break

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from dinotrack.errors import InputError, MissingFileError
+
 __all__ = ["IMAGE_ERRORS", "check_input_path", "image_to_rgb", "open_image"]
 
 IMAGE_ERRORS = (
@@ -60,18 +62,18 @@ def check_input_path(
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         if os.path.lexists(path):
-            raise FileNotFoundError(f"{what} {path} is a symbolic link to a missing file") from None
-        raise FileNotFoundError(f"{what} {path} does not exist") from None
+            raise MissingFileError(f"{what} {path} is a symbolic link to a missing file") from None
+        raise MissingFileError(f"{what} {path} does not exist") from None
     except OSError as error:
         if error.errno == errno.ELOOP:
-            raise ValueError(f"{what} {path} is a symbolic link loop; give a file") from None
-        raise ValueError(f"cannot read {what} {path}: {error.strerror}") from None
+            raise InputError(f"{what} {path} is a symbolic link loop; give a file") from None
+        raise InputError(f"cannot read {what} {path}: {error.strerror}") from None
     if stat.S_ISDIR(mode):
         if directory_ok:
             return path
-        raise ValueError(f"{what} {path} is a directory; give a file")
+        raise InputError(f"{what} {path} is a directory; give a file")
     if not stat.S_ISREG(mode):
-        raise ValueError(
+        raise InputError(
             f"{what} {path} is not a regular file (a FIFO, device or socket, which could block "
             "forever); give a file"
         )
@@ -98,16 +100,16 @@ def open_image(path: str | os.PathLike[str], what: str = "image") -> Iterator[Im
     try:
         image = Image.open(path)
     except Image.DecompressionBombError as error:
-        raise ValueError(_bomb_message(path, what, error)) from None
+        raise InputError(_bomb_message(path, what, error)) from None
     except IMAGE_ERRORS as error:
-        raise ValueError(f"cannot read {what} {path}: {_reason(error)}") from None
+        raise InputError(f"cannot read {what} {path}: {_reason(error)}") from None
     try:
         try:
             image.load()
         except Image.DecompressionBombError as error:
-            raise ValueError(_bomb_message(path, what, error)) from None
+            raise InputError(_bomb_message(path, what, error)) from None
         except IMAGE_ERRORS as error:
-            raise ValueError(
+            raise InputError(
                 f"cannot read {what} {path}: {_reason(error)} (a truncated or damaged file?)"
             ) from None
         yield image

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output
 from dinotrack.io.images import check_input_path, open_image
 
@@ -115,7 +116,7 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
     with open_image(path, "mask") as image:
         lossy = _lossy_format(image, path)
         if lossy is not None:
-            raise ValueError(
+            raise InputError(
                 f"mask {path} is a {lossy}; lossy compression adds colours at object borders "
                 "that would become spurious objects. Save the mask as a PNG"
             )
@@ -175,7 +176,7 @@ def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
         rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
         alpha = np.asarray(image.getchannel("A")) if mode == "RGBA" else None
         return _rgb_to_mask(rgb, alpha, path)
-    raise ValueError(
+    raise InputError(
         f"mask {path} has image mode {mode!r}; save it as a palette, grayscale or RGB PNG"
     )
 
@@ -187,19 +188,19 @@ def _gray_to_mask(values: np.ndarray, full: int, path: Path) -> LoadedMask:
     levels = int((present != 0).sum())
     if present[0] == 0 and present[-1] == full:
         between = f"{len(present) - 2} level{'s' if len(present) > 3 else ''}"
-        raise ValueError(
+        raise InputError(
             f"mask {path} holds gray values 0 and {full} and {between} in between; it looks "
             "like an anti-aliased binary mask, whose edge levels would become spurious objects. "
             f"Threshold it to 0/{full}, or save the objects as a palette PNG"
         )
     if levels > MAX_GRAY_IDS:
-        raise ValueError(
+        raise InputError(
             f"mask {path} holds {levels} gray levels besides black; a grayscale mask may hold "
             f"at most {MAX_GRAY_IDS} object ids. Is it a photo or a blurred mask rather than "
             "an id mask? Threshold it, or save the objects as a palette PNG"
         )
     if present[0] < 0 or present[-1] > MAX_OBJECT_ID:
-        raise ValueError(
+        raise InputError(
             f"mask {path} holds gray values {present[0]}..{present[-1]}; object ids must be "
             f"0..{MAX_OBJECT_ID} (0 = background), or the mask binary (0 and {full})"
         )
@@ -214,7 +215,7 @@ def _rgb_to_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> Loade
     colours, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
     objects = colours != 0
     if objects.sum() > MAX_OBJECT_ID:
-        raise ValueError(
+        raise InputError(
             f"mask {path} holds {objects.sum()} colours besides black; a mask may hold at most "
             f"{MAX_OBJECT_ID} objects. Is it a photo rather than a mask?"
         )
@@ -242,7 +243,7 @@ def _check_not_noise(counts: np.ndarray, path: Path) -> None:
         return
     speckles = int((counts < max(16, counts.sum() // 10_000)).sum())
     if 2 * speckles >= len(counts):
-        raise ValueError(
+        raise InputError(
             f"mask {path} holds {len(counts)} colours, {speckles} of them on a few pixels "
             "each: that looks like compression or resampling noise, not objects. Save the "
             "mask losslessly (PNG) without smoothing, or as a palette PNG"
@@ -257,7 +258,7 @@ def _check_ids(ids: np.ndarray, name: str = "ids") -> np.ndarray:
     if not isinstance(ids, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(ids).__name__}")
     if ids.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D [H, W] array of object ids, got shape {ids.shape}")
+        raise InputError(f"{name} must be a 2-D [H, W] array of object ids, got shape {ids.shape}")
     if ids.dtype != np.bool_ and not np.issubdtype(ids.dtype, np.integer):
         raise TypeError(f"{name} must hold integer object ids, got dtype {ids.dtype}")
     return ids.astype(np.int64, copy=False)
@@ -277,9 +278,9 @@ def as_palette(palette: np.ndarray) -> np.ndarray:
     """
     palette = np.asarray(palette)
     if palette.ndim != 2 or palette.shape[1] != 3 or not 1 <= palette.shape[0] <= 256:
-        raise ValueError(f"palette must have shape [N, 3] with N <= 256, got {palette.shape}")
+        raise InputError(f"palette must have shape [N, 3] with N <= 256, got {palette.shape}")
     if not np.issubdtype(palette.dtype, np.integer) or palette.min() < 0 or palette.max() > 255:
-        raise ValueError("palette must hold integer RGB values in 0..255")
+        raise InputError("palette must hold integer RGB values in 0..255")
     return palette.astype(np.uint8, copy=False)
 
 
@@ -300,7 +301,7 @@ def mask_to_image(ids: np.ndarray, palette: np.ndarray | None = None) -> Image.I
     """
     ids = _check_ids(ids)
     if ids.size and (ids.min() < 0 or ids.max() > MAX_OBJECT_ID):
-        raise ValueError(
+        raise InputError(
             f"object ids must be in 0..{MAX_OBJECT_ID} to be stored in a palette image, "
             f"got {ids.min()}..{ids.max()}"
         )
@@ -365,17 +366,17 @@ def blend_overlay(
         raise TypeError("frame must be a uint8 numpy array [H, W, 3]")
     ids = _check_ids(ids)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[:2] != ids.shape:
-        raise ValueError(
+        raise InputError(
             f"frame must be [H, W, 3] and match the mask's [H, W] {ids.shape}, got {frame.shape}"
         )
     palette = as_palette(palette)
     if ids.size and (ids.min() < 0 or ids.max() >= len(palette)):
-        raise ValueError(
+        raise InputError(
             f"object ids {ids.min()}..{ids.max()} need palette entries, but the palette has "
             f"{len(palette)}"
         )
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
     out = frame.copy()
     objects = ids != 0
     mixed = (1.0 - alpha) * frame[objects] + alpha * palette[ids[objects]].astype(np.float32)
@@ -413,9 +414,9 @@ def resize_mask(ids: np.ndarray, height: int, width: int) -> np.ndarray:
     """
     ids = _check_ids(ids)
     if height < 1 or width < 1:
-        raise ValueError(f"output size must be positive, got {height}x{width}")
+        raise InputError(f"output size must be positive, got {height}x{width}")
     if ids.size == 0:
-        raise ValueError(f"cannot resize an empty mask of shape {ids.shape}")
+        raise InputError(f"cannot resize an empty mask of shape {ids.shape}")
     rows = _nearest_source(ids.shape[0], height)
     cols = _nearest_source(ids.shape[1], width)
     return ids[rows[:, None], cols[None, :]]
@@ -465,24 +466,24 @@ def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarra
     if mask.dtype == np.bool_:
         mask = mask.astype(np.uint8)
     if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
             f"of shape {mask.shape}"
         )
     if (mask < 0).any():
-        raise ValueError("the first mask has negative ids; ids must be >= 0 (0 = background)")
+        raise InputError("the first mask has negative ids; ids must be >= 0 (0 = background)")
     if not mask.any():
-        raise ValueError("the first mask is empty: it holds no object (all pixels are 0)")
+        raise InputError("the first mask is empty: it holds no object (all pixels are 0)")
     (fh, fw), (mh, mw) = frame_size, mask.shape
     if (mh, mw) != (fh, fw):
         if min(mh, mw) < MIN_MASK_SIDE:
-            raise ValueError(
+            raise InputError(
                 f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; a mask smaller than "
                 f"{MIN_MASK_SIDE} pixels on its short side is too small to carry a shape. Give "
                 "a mask of the first frame's size"
             )
         if not _is_rescale((mh, mw), (fh, fw)):
-            raise ValueError(
+            raise InputError(
                 f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
                 "ratio); give a mask of the first frame's size"
             )
@@ -545,7 +546,7 @@ def check_prompt(mask: np.ndarray, frame_size: tuple[int, int], index: int) -> n
     try:
         return check_first_mask(mask, frame_size)
     except ValueError as error:
-        raise ValueError(f"the prompt of frame {index}: {error}") from None
+        raise InputError(f"the prompt of frame {index}: {error}") from None
 
 
 def ids_to_channels(ids: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:

@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from dinotrack.errors import InputError
 from dinotrack.io import decoders
 from dinotrack.io.decoders import FRAMES_DIR_FPS, VideoInfo
 from dinotrack.io.images import check_input_path, image_to_rgb, open_image
@@ -164,7 +165,7 @@ def _reopen_reversed(
         begin = max(start, end - chunk)
         frames = list(_reopen(info, begin, end, fallback))
         if len(frames) != end - begin:  # a cut-off file: the indices would no longer match
-            raise ValueError(
+            raise InputError(
                 f"cannot read {info.path} backwards: frame {begin + len(frames)} does not "
                 f"decode although the file declares {info.num_frames} frames"
             )
@@ -173,39 +174,39 @@ def _reopen_reversed(
 
 def _check_prefetch(prefetch: int) -> None:
     if not isinstance(prefetch, int) or prefetch < 1:
-        raise ValueError(f"prefetch must be an integer >= 1, got {prefetch!r}")
+        raise InputError(f"prefetch must be an integer >= 1, got {prefetch!r}")
 
 
 def _check_range(start: int, stop: int | None) -> None:
     if not isinstance(start, int) or start < 0:
-        raise ValueError(f"start must be an integer >= 0, got {start!r}")
+        raise InputError(f"start must be an integer >= 0, got {start!r}")
     if stop is not None and (not isinstance(stop, int) or stop < start):
-        raise ValueError(f"stop must be None or an integer >= start ({start}), got {stop!r}")
+        raise InputError(f"stop must be None or an integer >= start ({start}), got {stop!r}")
 
 
 def _open(path: str | os.PathLike[str], backend: str) -> tuple[VideoInfo, Any]:
     """Opens a video, returning its info and an open handle for the backend."""
     path = Path(path)
     if backend != "auto" and backend not in BACKENDS:
-        raise ValueError(f"unknown video backend {backend!r}; choose 'auto' or one of {BACKENDS}")
+        raise InputError(f"unknown video backend {backend!r}; choose 'auto' or one of {BACKENDS}")
     check_input_path(path, "video", directory_ok=True)  # no FIFO (it would block forever)
     if path.is_dir():
         if backend not in ("auto", "frames"):
-            raise ValueError(
+            raise InputError(
                 f"{path} is a directory of frames; read it with backend 'frames' or 'auto', "
                 f"not {backend!r}"
             )
         return _open_frames_dir(path)
     if backend == "frames":
-        raise ValueError(f"backend 'frames' reads a directory of frames, but {path} is a file")
+        raise InputError(f"backend 'frames' reads a directory of frames, but {path} is a file")
     if path.suffix.lower() not in VIDEO_SUFFIXES:
-        raise ValueError(
+        raise InputError(
             f"cannot read video {path}: unsupported extension {path.suffix!r}; give a video "
             f"({', '.join(VIDEO_SUFFIXES)}) or a directory of {'/'.join(FRAME_SUFFIXES)} frames"
         )
     decord = decoders.import_decord() if backend in ("auto", "decord") else None
     if backend == "decord" and decord is None:
-        raise ValueError(
+        raise InputError(
             "video backend 'decord' is not installed here; install decord or use backend 'pyav'"
         )
     if decord is None:
@@ -241,7 +242,7 @@ def _open_frames_dir(path: Path) -> tuple[VideoInfo, list[Path]]:
         and entry.is_file()
     ]
     if not files:
-        raise ValueError(
+        raise InputError(
             f"directory {path} holds no frames; expected {'/'.join(FRAME_SUFFIXES)} images"
         )
     files.sort(key=lambda entry: natural_key(entry.name))
@@ -249,7 +250,7 @@ def _open_frames_dir(path: Path) -> tuple[VideoInfo, list[Path]]:
     if len(set(names)) != len(names):
         seen: set[str] = set()
         clash = next(name for name in names if name in seen or seen.add(name))
-        raise ValueError(
+        raise InputError(
             f"directory {path} holds two frames with the stem {Path(clash).stem!r} (e.g. a .jpg "
             "and a .png); their masks would share one file name. Keep one of them"
         )
@@ -283,7 +284,7 @@ def _iter_image_files(
         if size is None:
             size, reference = frame.shape[:2], file
         elif frame.shape[:2] != size:
-            raise ValueError(
+            raise InputError(
                 f"frame {file} is {frame.shape[1]}x{frame.shape[0]} but frame {reference} is "
                 f"{size[1]}x{size[0]}; all frames must have one size"
             )
@@ -430,7 +431,7 @@ class FrameReader:
         self._prefetch = prefetch
         if reverse:
             if not isinstance(chunk, int) or chunk < 1:
-                raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+                raise InputError(f"chunk must be an integer >= 1, got {chunk!r}")
             self._produce = partial(
                 _reopen_reversed, self.info, start, stop, backend == "auto", chunk
             )
@@ -533,7 +534,7 @@ def video_backends(name: str) -> tuple[str, ...]:
     if name == "auto":
         return ("pyav",) if decoders.import_decord() is None else ("decord", "pyav")
     if name not in ("decord", "pyav"):
-        raise ValueError(f"unknown video backend {name!r}; use auto, decord or pyav")
+        raise InputError(f"unknown video backend {name!r}; use auto, decord or pyav")
     return (name,)
 
 
@@ -547,8 +548,8 @@ def _first_working(backend: str, read: Callable[[str], Any], failure: str) -> An
         except Exception as exc:  # the libraries raise their own exception types
             reasons[name] = decoders.reason(exc)
     if len(set(reasons.values())) == 1:  # one line, said once when every backend agrees
-        raise ValueError(f"{failure}: {next(iter(reasons.values()))}")
-    raise ValueError(f"{failure}: {'; '.join(f'{k}: {v}' for k, v in reasons.items())}")
+        raise InputError(f"{failure}: {next(iter(reasons.values()))}")
+    raise InputError(f"{failure}: {'; '.join(f'{k}: {v}' for k, v in reasons.items())}")
 
 
 def count_frames(path: str | os.PathLike, backend: str = "auto") -> int:
@@ -594,7 +595,7 @@ def read_video_frames(
     if not wanted:
         return []
     if wanted[0] < 0:
-        raise ValueError(f"negative frame index {wanted[0]} for {path}")
+        raise InputError(f"negative frame index {wanted[0]} for {path}")
     readers = {"decord": decoders.read_decord, "pyav": decoders.read_pyav}
     failure = f"cannot decode frames {wanted} of {path}"
     frames = _first_working(backend, lambda name: readers[name](path, wanted), failure)

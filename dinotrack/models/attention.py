@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
+from dinotrack.errors import InputError
 
 
 def normalize_attention(attn: Tensor) -> Tensor:
@@ -60,12 +61,12 @@ def mass_threshold(attn: Tensor, mass: float = DEFAULT_MASS) -> Tensor:
         ValueError: ``mass`` outside (0, 1], or negative or all-zero maps.
     """
     if not 0.0 < mass <= 1.0:
-        raise ValueError(f"the attention mass to keep must be in (0, 1], got {mass}")
+        raise InputError(f"the attention mass to keep must be in (0, 1], got {mass}")
     flat = attn.detach().flatten(-2).double()
     if flat.shape[-1] == 0:
-        raise ValueError("cannot threshold an empty attention map")
+        raise InputError("cannot threshold an empty attention map")
     if (flat < 0).any() or not (flat.sum(-1) > 0).all():
-        raise ValueError("attention maps must be non-negative with a positive sum")
+        raise InputError("attention maps must be non-negative with a positive sum")
     flat = flat / flat.sum(-1, keepdim=True)
     values, order = flat.sort(dim=-1, descending=True, stable=True)
     cumulative = values.cumsum(-1)
@@ -93,7 +94,7 @@ def upsample_attention(attn: Tensor, size: tuple[int, int], mode: str = "nearest
         ValueError: Unknown mode.
     """
     if mode not in UPSAMPLE_MODES:
-        raise ValueError(f"unknown upsampling mode {mode!r}; choose one of {UPSAMPLE_MODES}")
+        raise InputError(f"unknown upsampling mode {mode!r}; choose one of {UPSAMPLE_MODES}")
     lead, grid = attn.shape[:-2], attn.shape[-2:]
     flat = attn.float().reshape(-1, 1, *grid)
     if mode == "nearest":  # the source pixel under each output pixel's centre, as PIL

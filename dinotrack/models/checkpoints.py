@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output
 from dinotrack.io.images import check_input_path
 
@@ -58,7 +59,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         raise IsADirectoryError(f"weights path {path} is a directory; name the checkpoint file")
     if not os.path.lexists(path):
-        raise FileNotFoundError(f"weights file not found: {path}")
+        raise MissingFileError(f"weights file not found: {path}")
     check_input_path(path, "weights file")  # a FIFO would block torch.load forever
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
@@ -66,9 +67,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
-        raise ValueError(f"cannot read weights file {path}: {load_failure(exc)}") from exc
+        raise InputError(f"cannot read weights file {path}: {load_failure(exc)}") from exc
     if not isinstance(ckpt, dict):
-        raise ValueError(f"weights file {path} holds a {type(ckpt).__name__}, not a state dict")
+        raise InputError(f"weights file {path} holds a {type(ckpt).__name__}, not a state dict")
     return ckpt
 
 
@@ -99,7 +100,7 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         return dict(load_file(path, device="cpu"))
     except Exception as exc:  # safetensors raises its own error types on damaged files
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(
+        raise InputError(
             f"cannot read weights file {path}: not a safetensors file or corrupt ({reason})"
         ) from exc
 
@@ -110,13 +111,13 @@ def export_metadata(ckpt: dict[str, Any]) -> dict[str, Any] | None:
         return None
     meta = ckpt.get("backbone")
     if not isinstance(meta, dict):
-        raise ValueError(
+        raise InputError(
             "the weights file is a dinotrack export without its architecture record "
             f"('backbone' is {type(meta).__name__}); it is damaged or not written by dinotrack"
         )
     state = ckpt.get("state_dict")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
-        raise ValueError(
+        raise InputError(
             "the weights file is a dinotrack export whose 'state_dict' is not a dict of "
             "tensors; it is damaged or not written by dinotrack"
         )
@@ -240,7 +241,7 @@ def _from_official_dinov3(
             if f"{qkv[1]}.q_bias" in has_bias:
                 out[f"{qkv[1]}.q_bias"], out[f"{qkv[1]}.v_bias"] = q_bias, v_bias
             elif q_bias.any() or v_bias.any():
-                raise ValueError(
+                raise InputError(
                     f"{key} holds non-zero query/value biases, but this architecture has none; "
                     "build the *_dinov3_qkvb timm architecture for these weights"
                 )
@@ -282,11 +283,11 @@ def load_into(net: nn.Module, ckpt: dict[str, Any], source: str | os.PathLike) -
             if keys:
                 more = f" and {len(keys) - 6} more" if len(keys) > 6 else ""
                 parts.append(f"{label}: {', '.join(keys[:6])}{more}")
-        raise ValueError(f"weights {source} do not fit this backbone: " + "; ".join(parts))
+        raise InputError(f"weights {source} do not fit this backbone: " + "; ".join(parts))
     broken = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
     if broken:
         more = f" and {len(broken) - 1} more" if len(broken) > 1 else ""
-        raise ValueError(
+        raise InputError(
             f"weights {source} hold NaN or infinite values (in {broken[0]}{more}); the training "
             "that wrote them diverged or the file is damaged"
         )
@@ -316,7 +317,7 @@ def save_backbone_export(
     """
     for key in ("name", "timm_arch", "patch_size", "model_kwargs"):
         if key not in backbone:
-            raise ValueError(f"backbone record needs {key!r}")
+            raise InputError(f"backbone record needs {key!r}")
     state = {}
     for key, value in net.state_dict().items():
         value = value.detach().cpu()

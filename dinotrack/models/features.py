@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dinotrack.config import RESIZE_RULES, resolve_precision
+from dinotrack.errors import InputError, UnavailableError
 from dinotrack.models.registry import BackboneSpec
 
 
@@ -48,9 +49,9 @@ def network_input_size(
         ``(h, w)``, both multiples of ``patch_size``.
     """
     if rule not in RESIZE_RULES:
-        raise ValueError(f"unknown resize rule {rule!r}; choose one of {RESIZE_RULES}")
+        raise InputError(f"unknown resize rule {rule!r}; choose one of {RESIZE_RULES}")
     if short_side < patch_size:
-        raise ValueError(f"short side {short_side} is smaller than the patch size {patch_size}")
+        raise InputError(f"short side {short_side} is smaller than the patch size {patch_size}")
     if rule == "official":
         if height > width:
             h, w = int((short_side * height / width) // 64 * 64), short_side
@@ -87,7 +88,7 @@ def resample_pos_embed_dino(
     n = pos_embed.shape[1] - num_prefix
     side = int(math.isqrt(n))
     if side * side != n:
-        raise ValueError(f"position embedding of {n} patches is not a square grid")
+        raise InputError(f"position embedding of {n} patches is not a square grid")
     gh, gw = grid
     if (gh, gw) == (side, side):
         return pos_embed
@@ -107,28 +108,45 @@ def resample_pos_embed_dino(
     return torch.cat([cls_pos, patch_pos], dim=1)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA if available, else CPU; other values as given.
+def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
+    """The device a name asks for: ``"auto"``/None is CUDA when available, else the CPU;
+    ``"auto"`` and a bare ``"cuda"`` take GPU ``local_rank`` (one GPU per process under
+    torchrun); ``"cpu"``, ``"cuda:N"`` and ``"mps"`` are taken as given.
 
     Raises:
-        ValueError: Not a device name, a device that holds no data (``meta``) or that
-            dinotrack does not run on, or CUDA asked for but not available.
+        InputError: Not a device name, or a device that dinotrack does not run on
+            (``meta``...); ``parameter`` is ``"device"``.
+        UnavailableError: CUDA was asked for but is not available, or GPU N does not exist.
     """
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(
-            f"unknown device {str(device)[:60]!r}; use auto, cpu, cuda or cuda:N"
+        raise InputError(
+            f"device={str(device)[:60]!r} is not a device; use auto, cpu, cuda or cuda:N",
+            parameter="device",
         ) from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(
-            f"device {str(device)!r} cannot run dinotrack; use auto, cpu, cuda or cuda:N"
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(
+            f"device={str(dev)!r} cannot run dinotrack; use auto, cpu, cuda or cuda:N",
+            parameter="device",
         )
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but CUDA is not available here")
-    return device
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UnavailableError(
+                f"device={str(device)!r} asks for CUDA, which is not available here; use cpu",
+                parameter="device",
+            )
+        index = local_rank if dev.index is None else dev.index
+        if index >= torch.cuda.device_count():
+            raise UnavailableError(
+                f"GPU {index} does not exist ({torch.cuda.device_count()} visible); "
+                "start at most one process per GPU",
+                parameter="device",
+            )
+        dev = torch.device("cuda", index)
+    return dev
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -170,7 +188,7 @@ class FeatureExtractor:
         self.dtype = autocast_dtype(precision, self.device)
         self.pos_embed_rule = pos_embed or spec.pos_embed
         if self.pos_embed_rule not in ("dino", "timm"):
-            raise ValueError(f"unknown position embedding rule {self.pos_embed_rule!r}")
+            raise InputError(f"unknown position embedding rule {self.pos_embed_rule!r}")
         if getattr(net, "pos_embed", None) is None:
             self.pos_embed_rule = "timm"  # nothing to resample (rotary position embeddings)
         self.num_prefix = int(getattr(net, "num_prefix_tokens", 1))
@@ -206,7 +224,7 @@ class FeatureExtractor:
             frames = np.stack(frames)
         x = torch.as_tensor(frames).to(self.device, non_blocking=True)
         if x.dim() != 4 or x.shape[-1] != 3:
-            raise ValueError(f"expected RGB frames [B, H, W, 3], got shape {tuple(x.shape)}")
+            raise InputError(f"expected RGB frames [B, H, W, 3], got shape {tuple(x.shape)}")
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         if tuple(x.shape[-2:]) != tuple(size):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from dinotrack.config import DINO_VIDEO_PROTOCOL_STD, IMAGENET_MEAN, IMAGENET_STD
+from dinotrack.errors import InputError, MissingFileError, ModelUnavailableError
 from dinotrack.io.atomic import atomic_output
 from dinotrack.models.checkpoints import export_metadata, load_into, read_checkpoint
 
@@ -102,7 +103,7 @@ def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> Backbon
         ValueError: If the name is taken and ``overwrite`` is False.
     """
     if spec.name in _REGISTRY and not overwrite:
-        raise ValueError(f"backbone {spec.name!r} is already registered")
+        raise InputError(f"backbone {spec.name!r} is already registered")
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -122,7 +123,7 @@ def get_backbone_spec(name: str) -> BackboneSpec:
         return _REGISTRY[name]
     except KeyError:
         known = ", ".join(list_backbones())
-        raise ValueError(f"unknown model {name!r}; known models: {known}") from None
+        raise InputError(f"unknown model {name!r}; known models: {known}") from None
 
 
 def _dino(name: str, timm_arch: str, patch: int, dim: int, release: str) -> BackboneSpec:
@@ -285,7 +286,7 @@ def hub_weights_path(spec: BackboneSpec) -> Path:
         folder = "models--" + spec.hf_hub_id.replace("/", "--")
         return Path(constants.HF_HUB_CACHE) / folder / "snapshots" / "main" / spec.hf_filename
     if spec.weights_filename is None:
-        raise ValueError(f"backbone {spec.name!r} has no download URL")
+        raise InputError(f"backbone {spec.name!r} has no download URL")
     return Path(torch.hub.get_dir()) / "checkpoints" / spec.weights_filename
 
 
@@ -307,11 +308,12 @@ def download_weights(spec: BackboneSpec, progress: bool = True) -> Path:
         with atomic_output(path) as tmp:
             torch.hub.download_url_to_file(spec.url, str(tmp), progress=progress)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise RuntimeError(
+        raise ModelUnavailableError(
             f"could not download the weights of {spec.name!r} from {spec.url} ({exc}). "
-            f"Download that file by hand and place it at {path}, pass a local file with "
-            "--weights PATH (weights=PATH in Python), or use the model shipped with "
-            f"dinotrack that needs no network: --model {OFFLINE_MODEL}."
+            f"Download that file by hand and place it at {path}, pass a local file as "
+            f"weights=PATH, or use the model shipped with dinotrack that needs no network: "
+            f"model={OFFLINE_MODEL}.",
+            parameter="weights",
         ) from exc
     return path
 
@@ -352,12 +354,13 @@ def _download_from_hf_hub(spec: BackboneSpec) -> Path:
             hub_log.setLevel(level)
     except Exception as exc:  # the hub client raises many types (offline, HTTP, DNS, timeouts)
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise RuntimeError(
+        raise ModelUnavailableError(
             f"could not download the weights of {spec.name!r} ({name} of the Hugging Face hub "
             f"repository {repo}: {reason}). Download https://huggingface.co/{repo}/resolve/"
             f"main/{name} by hand and place it at {by_hand}, pass a local file (also an "
-            "official release .pth) with --weights PATH (weights=PATH in Python), or use the "
-            f"model shipped with dinotrack that needs no network: --model {OFFLINE_MODEL}."
+            "official release .pth) as weights=PATH, or use the model shipped with dinotrack "
+            f"that needs no network: model={OFFLINE_MODEL}.",
+            parameter="weights",
         ) from exc
 
 
@@ -504,10 +507,11 @@ def resolve_spec(
             spec.patch_size,
             dict(spec.model_kwargs),
         ):
-            raise ValueError(
+            raise InputError(
                 f"{source} holds a {spec.name!r} backbone "
                 f"({spec.timm_arch}, patch {spec.patch_size}), which does not match "
-                f"--model {model}; leave out --model to use the file's architecture"
+                f"model={model}; leave out model= to use the file's architecture",
+                parameter="model",
             )
     return spec
 
@@ -556,14 +560,14 @@ def load_backbone(
     elif spec.local_file is not None:
         source = _REPO_WEIGHTS / spec.local_file
         if not source.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"weights of {spec.name!r} are missing: expected {source} "
                 "(shipped with the dinotrack repository)"
             )
     elif spec.url is not None or spec.hf_hub_id is not None:
         source = download_weights(spec, progress=progress)
     else:
-        raise ValueError(f"backbone {spec.name!r} has no weights; pass weights=PATH")
+        raise InputError(f"backbone {spec.name!r} has no weights; pass weights=PATH")
     if source is not None:
         load_into(net, read_checkpoint(source), source)
     return net.eval(), spec

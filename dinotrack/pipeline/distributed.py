@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from dinotrack.errors import InputError, UnavailableError
+from dinotrack.models.features import resolve_device
+
 ENV_KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -63,7 +66,7 @@ def read_env(env: dict[str, str] | None = None) -> tuple[int, int, int] | None:
         return None
     missing = [key for key in ENV_KEYS if key not in env]
     if missing:
-        raise RuntimeError(
+        raise UnavailableError(
             f"incomplete distributed environment: {', '.join(present)} set but "
             f"{', '.join(missing)} missing; launch with torchrun, or set all of "
             f"{', '.join(ENV_KEYS)}, or unset them all for a single process"
@@ -71,39 +74,14 @@ def read_env(env: dict[str, str] | None = None) -> tuple[int, int, int] | None:
     try:
         rank, world, local = (int(env[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     except ValueError as exc:
-        raise RuntimeError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({exc})") from None
+        raise UnavailableError(
+            f"RANK, WORLD_SIZE and LOCAL_RANK must be integers ({exc})"
+        ) from None
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise RuntimeError(f"inconsistent distributed environment: RANK={rank} WORLD_SIZE={world}")
+        raise UnavailableError(
+            f"inconsistent distributed environment: RANK={rank} WORLD_SIZE={world}"
+        )
     return rank, world, local
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` into a device.
-
-    ``"auto"`` and a bare ``"cuda"`` select GPU ``local_rank``.
-
-    Raises:
-        ValueError: CUDA was asked for but is not available, or the name is not a device.
-    """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device} asked for CUDA, which is not available here")
-        index = local_rank if dev.index is None else dev.index
-        if index >= torch.cuda.device_count():
-            raise ValueError(
-                f"GPU {index} does not exist ({torch.cuda.device_count()} visible); "
-                "start at most one process per GPU"
-            )
-        dev = torch.device("cuda", index)
-    elif dev.type != "cpu":
-        raise ValueError(f"--device {device!r} is not supported; use cpu, cuda or cuda:N")
-    return dev
 
 
 def setup(device: str = "auto") -> DistInfo:
@@ -112,7 +90,7 @@ def setup(device: str = "auto") -> DistInfo:
     A process group that already exists (created by the caller) is reused and left alone.
 
     Args:
-        device: See :func:`resolve_device`.
+        device: See :func:`dinotrack.models.features.resolve_device`.
 
     Returns:
         This process's place in the job and its device.
@@ -179,5 +157,5 @@ def shard(count: int, rank: int, world_size: int) -> range:
     """The positions ``0..count-1`` that process ``rank`` of ``world_size`` takes: every
     ``world_size``-th one from ``rank`` (deterministic, and balanced within one item)."""
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in a world of {world_size} processes")
+        raise InputError(f"rank {rank} is not in a world of {world_size} processes")
     return range(rank, count, world_size)

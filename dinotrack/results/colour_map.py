@@ -7,6 +7,11 @@ import functools
 import numpy as np
 from torch import Tensor
 
+from dinotrack.config import DEFAULT_MASS
+from dinotrack.errors import InputError
+from dinotrack.io.masks import davis_palette
+from dinotrack.models.attention import mass_threshold, upsample_attention
+
 # Five stops of the viridis colour map (dark blue -> yellow), linearly interpolated.
 _COLOUR_STOPS = np.array(
     [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], dtype=np.float32
@@ -59,10 +64,45 @@ def attention_overlay(
         ValueError: Sizes disagree or ``alpha`` is out of range.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
     if frame.ndim != 3 or tuple(frame.shape[:2]) != tuple(values.shape):
-        raise ValueError(
+        raise InputError(
             f"the map {tuple(values.shape)} must have the frame's size {frame.shape[:2]}"
         )
     mixed = (1.0 - alpha) * frame.astype(np.float32) + alpha * colourize(values)
     return np.rint(mixed).astype(np.uint8)
+
+
+def outline_palette() -> np.ndarray:
+    """The DAVIS palette with id 1 white: the colour of the mass-threshold outlines."""
+    palette = davis_palette()
+    palette[1] = (255, 255, 255)  # the mass-threshold outline, white over the colour map
+    return palette
+
+
+def render(
+    frame: np.ndarray,
+    attn_map: Tensor,
+    *,
+    upsample: str = "nearest",
+    mass: float = DEFAULT_MASS,
+    alpha: float = 0.6,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One attention map coloured over its frame, and the map's mass-threshold mask.
+
+    Args:
+        frame: ``[H, W, 3]`` uint8 RGB.
+        attn_map: ``[h, w]`` patch-level map.
+        upsample: ``"nearest"`` or ``"bilinear"`` resizing of the map to the frame.
+        mass: Share of the map's mass the mask holds.
+        alpha: Opacity of the colours.
+
+    Returns:
+        ``(picture, mask)``: ``[H, W, 3]`` uint8 RGB and ``[H, W]`` uint8 (1 = kept patch).
+        ``blend_overlay(picture, mask, outline_palette(), alpha=0.0)`` outlines the mask.
+    """
+    size = (int(frame.shape[0]), int(frame.shape[1]))
+    picture = attention_overlay(frame, upsample_attention(attn_map, size, upsample), alpha)
+    keep = mass_threshold(attn_map, mass)
+    mask = (upsample_attention(keep, size, "nearest") > 0.5).cpu().numpy().astype(np.uint8)
+    return picture, mask

@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from dinotrack import __version__
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.video import natural_key
 
 __all__ = [
@@ -73,13 +74,13 @@ def parse_formats(text: str, allowed: Sequence[str] = FORMATS) -> tuple[str, ...
     """
     names = [name.strip() for name in text.split(",")]
     if not any(names):
-        raise ValueError(f"no output format given; choose from {', '.join(allowed)}")
+        raise InputError(f"no output format given; choose from {', '.join(allowed)}")
     unknown = [name for name in names if name not in allowed]
     if unknown:
-        raise ValueError(f"unknown output format {unknown[0]!r}; choose from {', '.join(allowed)}")
+        raise InputError(f"unknown output format {unknown[0]!r}; choose from {', '.join(allowed)}")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ValueError(f"output format {repeated[0]!r} is given twice")
+        raise InputError(f"output format {repeated[0]!r} is given twice")
     return tuple(names)
 
 
@@ -92,7 +93,7 @@ def object_masks(ids: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     _check_ids(ids)
     present = np.unique(ids)
     if present.size and present[0] < 0:
-        raise ValueError(f"object ids must be >= 0 (0 = background), got {present[0]}")
+        raise InputError(f"object ids must be >= 0 (0 = background), got {present[0]}")
     for object_id in present:
         if object_id != 0:
             yield int(object_id), ids == object_id
@@ -102,7 +103,7 @@ def _check_ids(ids: np.ndarray) -> None:
     if not isinstance(ids, np.ndarray):
         raise TypeError(f"ids must be a numpy array, got {type(ids).__name__}")
     if ids.ndim != 2 or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == np.bool_):
-        raise ValueError(f"ids must be a 2-D [H, W] integer array, got {ids.dtype} {ids.shape}")
+        raise InputError(f"ids must be a 2-D [H, W] integer array, got {ids.dtype} {ids.shape}")
 
 
 def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -139,14 +140,14 @@ class _FrameLog:
         _check_ids(ids)
         size = (int(ids.shape[0]), int(ids.shape[1]))
         if self.size is not None and size != self.size:
-            raise ValueError(
+            raise InputError(
                 f"frame {index} ({name}) has shape {ids.shape}, but the first frame is "
                 f"{self.size}: all masks of a video must have one size"
             )
         if index in self._index_set:
-            raise ValueError(f"frame index {index} ({name}) is given twice")
+            raise InputError(f"frame index {index} ({name}) is given twice")
         if name in self.names:
-            raise ValueError(f"frame name {name!r} is given twice")
+            raise InputError(f"frame name {name!r} is given twice")
         self.size = size
         self.indices.append(int(index))
         self._index_set.add(int(index))
@@ -317,7 +318,7 @@ def format_writers(
         elif name == "objects":
             writers.append(ObjectsWriter(scratch))
         elif name != "png":
-            raise ValueError(f"unknown output format {name!r}; choose from {', '.join(FORMATS)}")
+            raise InputError(f"unknown output format {name!r}; choose from {', '.join(FORMATS)}")
     return writers
 
 
@@ -343,7 +344,7 @@ def result_videos(
     """
     results = Path(results)
     if not results.exists():
-        raise FileNotFoundError(f"results folder {results} does not exist")
+        raise MissingFileError(f"results folder {results} does not exist")
     if not results.is_dir():
         raise NotADirectoryError(f"{results} is a file; give a folder of PNG masks")
 
@@ -370,7 +371,7 @@ def result_videos(
     ]
     videos = [video for video in videos if video[2]]
     if not videos:
-        raise ValueError(
+        raise InputError(
             f"no PNG masks in {results} nor in its sub-folders; give a folder of "
             "<frame>.png or of <video>/<frame>.png"
         )
@@ -421,7 +422,7 @@ def export_results(
     formats = list(formats)
     bad = [name for name in formats if name not in EXPORT_FORMATS]
     if bad or not formats:
-        raise ValueError(
+        raise InputError(
             f"cannot export to {bad[0] if bad else 'nothing'!r}; choose from "
             f"{', '.join(EXPORT_FORMATS)}"
         )
@@ -452,7 +453,7 @@ def export_results(
             for index, stem, path in zip(frame_indices(stems), stems, paths, strict=True):
                 loaded = read_mask(path)
                 if loaded.format == "rgb":
-                    raise ValueError(
+                    raise InputError(
                         f"{path} is an RGB image; export reads palette PNGs (index = object id) "
                         "or grayscale id masks, whose ids are the same in every frame"
                     )

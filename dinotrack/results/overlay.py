@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from dinotrack.errors import InputError
 from dinotrack.io import decoders
 from dinotrack.io.atomic import temporary_sibling
 from dinotrack.io.masks import as_palette, blend_overlay
@@ -71,15 +72,15 @@ class OverlayWriter:
         self.path = Path(path)
         container_format = _OVERLAY_FORMATS.get(self.path.suffix.lower())
         if container_format is None:
-            raise ValueError(
+            raise InputError(
                 f"overlay video {self.path} must end in one of {', '.join(_OVERLAY_FORMATS)}"
             )
         if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps < math.inf:
-            raise ValueError(f"fps must be a positive number, got {fps!r}")
+            raise InputError(f"fps must be a positive number, got {fps!r}")
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            raise ValueError(f"width and height must be positive integers, got {width}x{height}")
+            raise InputError(f"width and height must be positive integers, got {width}x{height}")
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+            raise InputError(f"alpha must be in [0, 1], got {alpha}")
         self.width, self.height = width, height
         self.palette = as_palette(palette)
         self.alpha = alpha
@@ -123,7 +124,7 @@ class OverlayWriter:
         if self._container is None:
             raise RuntimeError(f"overlay writer for {self.path} is already closed")
         if getattr(frame, "shape", None) != (self.height, self.width, 3):
-            raise ValueError(
+            raise InputError(
                 f"frame must have shape {(self.height, self.width, 3)}, "
                 f"got {getattr(frame, 'shape', type(frame).__name__)}"
             )
@@ -146,7 +147,7 @@ class OverlayWriter:
             return
         try:
             if self.frames_written == 0:
-                raise ValueError(f"no frames were written to {self.path}; nothing to publish")
+                raise InputError(f"no frames were written to {self.path}; nothing to publish")
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
             self._container.close()

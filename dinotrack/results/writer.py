@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import (
     check_parents,
     make_parents,
@@ -95,18 +96,18 @@ def check_output_directory(
             since.
     """
     if not str(path):
-        raise ValueError("the output directory path is empty")
+        raise InputError("the output directory path is empty")
     target = Path(os.path.normpath(path))
     if target.name in ("", ".", ".."):
         target = Path(os.path.abspath(target))
     if not target.name:
-        raise ValueError(f"cannot use {target} as an output directory; name a new directory")
+        raise InputError(f"cannot use {target} as an output directory; name a new directory")
     if os.path.lexists(target) and (target.is_symlink() or not target.is_dir()):
         raise NotADirectoryError(f"{target} exists and is not a directory; name a directory")
     check_parents(target)
     for input_flag, source in inputs:
         if source is not None and _is_within(Path(source), target):
-            raise ValueError(
+            raise InputError(
                 f"{input_flag} {source} is inside {flag} {target}, which the run replaces "
                 "when it ends; move it out or name another output directory"
             )
@@ -277,13 +278,13 @@ class ResultWriter:
 
         target = Path(path)
         if _is_within(target, self.directory):
-            raise ValueError(
+            raise InputError(
                 f"{flag} {target} is inside {self.flag} {self.directory}, which is replaced "
                 "as a whole when the run ends; write it elsewhere"
             )
         for input_flag, source in self.inputs:
             if target.exists() and os.path.samefile(target, source):
-                raise ValueError(f"{flag} {target} is the {input_flag}; name another output")
+                raise InputError(f"{flag} {target} is the {input_flag}; name another output")
         ours = self._published_with(target)
         output_file(target, overwrite=overwrite or ours, flag=flag)
         remove_stale_temporaries(target)
@@ -346,7 +347,7 @@ class ResultWriter:
             writer.add(index, name, ids)
         if self._overlay is not None:
             if frame is None:
-                raise ValueError("an overlay is open: add() needs the frame too")
+                raise InputError("an overlay is open: add() needs the frame too")
             self._overlay.write(frame, ids)
         self.frames_written += 1
 

@@ -18,6 +18,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from dinotrack.config import DEFAULT_MASS
+from dinotrack.errors import InputError
 from dinotrack.io.masks import resize_mask
 from dinotrack.models.attention import mass_threshold, normalize_attention
 
@@ -33,7 +34,7 @@ def check_box(box: Box, frame_size: tuple[int, int]) -> Box:
     height, width = frame_size
     x0, y0, x1, y1 = (int(v) for v in box)
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-        raise ValueError(
+        raise InputError(
             f"box {x0},{y0},{x1},{y1} does not fit the {width}x{height} frame: need "
             f"0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}"
         )
@@ -82,7 +83,7 @@ def kmeans(points: Tensor, k: int, *, iterations: int = 50, seed: int = 0) -> tu
         ValueError: ``k < 1`` or fewer points than clusters.
     """
     if k < 1 or points.shape[0] < k:
-        raise ValueError(f"cannot make {k} clusters of {points.shape[0]} points")
+        raise InputError(f"cannot make {k} clusters of {points.shape[0]} points")
     x = F.normalize(points.detach().float().cpu(), dim=1)
     generator = torch.Generator().manual_seed(seed)
     chosen = [int(torch.randint(len(x), (1,), generator=generator))]
@@ -158,12 +159,12 @@ def auto_start_mask(
             foreground patches than objects.
     """
     if attn.dim() != 3 or feats.dim() != 3 or attn.shape[-2:] != feats.shape[-2:]:
-        raise ValueError(
+        raise InputError(
             f"attention [heads, h, w] {tuple(attn.shape)} and features [C, h, w] "
             f"{tuple(feats.shape)} must cover the same patch grid"
         )
     if not isinstance(objects, int) or not 1 <= objects <= 255:
-        raise ValueError(f"the number of objects must be an integer in 1..255, got {objects!r}")
+        raise InputError(f"the number of objects must be an integer in 1..255, got {objects!r}")
     grid = (int(attn.shape[-2]), int(attn.shape[-1]))
     mean = normalize_attention(attn).mean(0).cpu()
     region = torch.ones(grid, dtype=torch.bool)
@@ -190,9 +191,10 @@ def auto_start_mask(
     else:
         count = int(fg.sum())
         if count < objects:
-            raise ValueError(
+            raise InputError(
                 f"the attention foreground holds {count} patches, too few for {objects} "
-                "objects; ask for fewer objects, a larger mass or a larger --short-side"
+                "objects; ask for fewer objects, a larger mass or a larger short_side",
+                parameter="short_side",
             )
         labels, _ = kmeans(points[foreground], objects, seed=seed)
         parts = []
@@ -234,9 +236,9 @@ class AutoStart:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.mass <= 1.0:
-            raise ValueError(f"the attention mass must be in (0, 1], got {self.mass}")
+            raise InputError(f"the attention mass must be in (0, 1], got {self.mass}")
         if not isinstance(self.objects, int) or not 1 <= self.objects <= 255:
-            raise ValueError(f"objects must be an integer in 1..255, got {self.objects!r}")
+            raise InputError(f"objects must be an integer in 1..255, got {self.objects!r}")
 
     def __call__(self, frame: np.ndarray, feats: Tensor, attn: Tensor) -> np.ndarray:
         """The start mask of ``frame`` (``[H, W, 3]``) from its features ``[C, h, w]`` and

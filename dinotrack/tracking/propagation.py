@@ -32,6 +32,7 @@ from dinotrack.config import (
     check_int,
     check_temperature,
 )
+from dinotrack.errors import InputError
 
 PRODUCT_LAYOUTS = ("auto", "per_row", "per_run")
 """How :func:`propagate_labels` batches its similarity products (speed only): ``per_row``
@@ -130,16 +131,16 @@ def propagate_labels(
     """
     _check_settings(radius, topk, temperature, tile)
     if layout not in PRODUCT_LAYOUTS:
-        raise ValueError(f"layout must be one of {PRODUCT_LAYOUTS}, got {layout!r}")
+        raise InputError(f"layout must be one of {PRODUCT_LAYOUTS}, got {layout!r}")
     if target_feats.dim() != 3 or context_feats.dim() != 4 or context_labels.dim() != 4:
-        raise ValueError(
+        raise InputError(
             "expected target [C, h, w], context features [T, C, h, w] and context labels "
             f"[T, K, h, w]; got {tuple(target_feats.shape)}, {tuple(context_feats.shape)}, "
             f"{tuple(context_labels.shape)}"
         )
     n_ctx, channels, h, w = context_feats.shape
     if target_feats.shape != (channels, h, w) or context_labels.shape[::2] != (n_ctx, h):
-        raise ValueError(
+        raise InputError(
             f"shape mismatch: target {tuple(target_feats.shape)}, context features "
             f"{tuple(context_feats.shape)}, context labels {tuple(context_labels.shape)}"
         )
@@ -350,7 +351,7 @@ class LabelPropagator:
             ValueError: Features and labels on different grids.
         """
         if feats.shape[-2:] != labels.shape[-2:]:
-            raise ValueError(
+            raise InputError(
                 f"features {tuple(feats.shape)} and labels {tuple(labels.shape)} are on "
                 "different grids"
             )
@@ -419,7 +420,7 @@ def merge_group_labels(group_labels: list[Tensor], rule: str = "min") -> Tensor:
     elif rule == "product":
         background = backgrounds.prod(0)
     else:
-        raise ValueError(f"rule must be 'min' or 'product', got {rule!r}")
+        raise InputError(f"rule must be 'min' or 'product', got {rule!r}")
     return torch.cat([background[None], *(labels[1:] for labels in group_labels)])
 
 
@@ -502,7 +503,7 @@ def _first_labels(labels: Tensor | np.ndarray) -> Tensor:
     if labels.dim() == 3:
         return labels.float()
     if labels.dim() != 2:
-        raise ValueError(
+        raise InputError(
             "first_labels must be [h, w] channel indices or [K, h, w] soft labels, got shape "
             f"{tuple(labels.shape)}"
         )
@@ -513,9 +514,9 @@ def _first_labels(labels: Tensor | np.ndarray) -> Tensor:
         )
     labels = labels.long()
     if labels.numel() == 0:
-        raise ValueError(f"first_labels is empty (shape {tuple(labels.shape)})")
+        raise InputError(f"first_labels is empty (shape {tuple(labels.shape)})")
     if int(labels.min()) < 0:
-        raise ValueError(
+        raise InputError(
             f"first_labels holds negative channel indices (min {int(labels.min())}); channel "
             "indices must be >= 0 (0 = background)"
         )

@@ -23,6 +23,7 @@ from dinotrack.config import (
     check_int,
     preset_config,
 )
+from dinotrack.errors import InputError
 from dinotrack.io.masks import (
     channels_to_ids,
     check_first_mask,
@@ -131,7 +132,7 @@ class TrackingSession:
         """
         _check_frame(frame)
         if tuple(frame.shape[:2]) != self.state.frame_size:
-            raise ValueError(
+            raise InputError(
                 f"frame {self.state.frame_index + 1} is {frame.shape[1]}x{frame.shape[0]}, "
                 f"but the video started at {self.state.frame_size[1]}x{self.state.frame_size[0]}"
             )
@@ -282,11 +283,12 @@ class Tracker:
         size = network_input_size(height, width, cfg.short_side, self.patch_size, cfg.resize_rule)
         if size[0] * size[1] > MAX_INPUT_PIXELS:
             tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
-            raise ValueError(
-                f"short_side {cfg.short_side} (--short-side) would feed the network "
+            raise InputError(
+                f"short_side={cfg.short_side} would feed the network "
                 f"{size[1]}x{size[0]} pixels per frame of this {width}x{height} video "
                 f"({size[0] * size[1] * 12 / 1e9:.1f} GB of float32 input alone, {tokens} "
-                f"patches); at most {MAX_INPUT_PIXELS} pixels are allowed: lower --short-side"
+                f"patches); at most {MAX_INPUT_PIXELS} pixels are allowed: lower short_side",
+                parameter="short_side",
             )
         return size
 
@@ -310,7 +312,7 @@ class Tracker:
                 attn = upsample_attention(attn, frame.shape[:2], upsample)
             maps.append(attn.cpu())
         if not maps:
-            raise ValueError("no frames to compute the attention of")
+            raise InputError("no frames to compute the attention of")
         return torch.stack(maps)
 
     def iter_attention(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Tensor]]:
@@ -489,14 +491,14 @@ class Tracker:
         """
         start = check_int("start", start, minimum=0)
         if stop is not None and check_int("stop", stop) <= start:
-            raise ValueError(f"stop must be greater than start ({start}), got {stop}")
+            raise InputError(f"stop must be greater than start ({start}), got {stop}")
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if (first_mask is None) == (prompts is None):
-            raise ValueError("give the objects either as first_mask or as prompts (not both)")
+            raise InputError("give the objects either as first_mask or as prompts (not both)")
         if prompts is None:
             if callable(first_mask) and direction != "forward":
-                raise ValueError(f"a start-mask function can only track forward, not {direction!r}")
+                raise InputError(f"a start-mask function can only track forward, not {direction!r}")
             prompts = {start: first_mask}
         else:
             prompts = _check_prompt_indices(prompts, start, stop)
@@ -538,7 +540,7 @@ class Tracker:
                 yield from ((i, held[i - start]) for i in span if i - start < len(held))
 
         if end is not None and first < end <= last:
-            raise ValueError(_past_end_message(last, source, end))
+            raise InputError(_past_end_message(last, source, end))
         passes = []
         if direction in ("forward", "both"):
             passes.append((frames(first, end, False), prompts, 0))
@@ -558,7 +560,7 @@ class Tracker:
         if seen == 0:
             span = "" if start == 0 and stop is None else f" from index {start}"
             span += "" if stop is None else f" to {stop}"
-            raise ValueError(f"no frames to track in {source}{span}")
+            raise InputError(f"no frames to track in {source}{span}")
 
     def _track_pass(
         self,
@@ -595,7 +597,7 @@ class Tracker:
                     mask = session.step_features(frame_feats, prompt)
                 yield (index, mask, frame) if with_frames else (index, mask)
         if unused and session is not None:
-            raise ValueError(_past_end_message(max(unused), "the given frames", None))
+            raise InputError(_past_end_message(max(unused), "the given frames", None))
 
 
 def _check_prompt_indices(
@@ -607,13 +609,13 @@ def _check_prompt_indices(
             f"prompts must be a mapping {{frame index: mask}}, got {type(prompts).__name__}"
         )
     if not prompts:
-        raise ValueError("prompts is empty: give at least one {frame index: mask}")
+        raise InputError("prompts is empty: give at least one {frame index: mask}")
     checked = {}
     for index, mask in prompts.items():
         index = check_int("a prompt's frame index", index, minimum=0)
         if index < start or (stop is not None and index >= stop):
             end = "" if stop is None else f" to {stop - 1}"
-            raise ValueError(
+            raise InputError(
                 f"prompt for frame {index} is outside the frames tracked ({start}{end})"
             )
         if callable(mask):
@@ -643,7 +645,7 @@ def _check_frame(frame: np.ndarray) -> None:
             f"frames must be [H, W, 3] uint8 RGB numpy arrays, got {type(frame).__name__}"
         )
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        raise ValueError(f"frames must be [H, W, 3] uint8 RGB, got {frame.dtype} {frame.shape}")
+        raise InputError(f"frames must be [H, W, 3] uint8 RGB, got {frame.dtype} {frame.shape}")
 
 
 def _as_batch(frame: np.ndarray) -> np.ndarray:
@@ -656,7 +658,7 @@ def _check_sizes(batch: list[np.ndarray], size: tuple[int, ...]) -> None:
     for frame in batch:
         _check_frame(frame)
         if tuple(frame.shape[:2]) != tuple(size[:2]):
-            raise ValueError(
+            raise InputError(
                 f"frame of size {frame.shape[1]}x{frame.shape[0]} in a video of "
                 f"{size[1]}x{size[0]}: all frames must have the same size"
             )

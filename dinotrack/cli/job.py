@@ -1,0 +1,244 @@
+"""One video's ``segment`` job from the flags: what ``segment`` and each row of ``--batch`` do.
+
+1. check the flags and the prompts against the video (before any model is loaded);
+2. open the results (``--out``, ``--save``, ``--overlay``), refused before any work when
+   they would replace a file dinotrack did not write;
+3. run :func:`dinotrack.pipeline.segment.segment_video`, the one segment loop, with a
+   progress display, and publish the results together (or not at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from dinotrack.cli.common import build_tracker
+from dinotrack.config import DEFAULT_MASS
+from dinotrack.errors import InputError
+from dinotrack.results.writer import START_MASK_NAME, ResultWriter
+
+
+def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
+    """Segment the video ``args.input`` into ``args.out`` as the flags say.
+
+    Args:
+        args: The parsed flags of ``segment`` (``input``, ``out``, the objects' flags...).
+        tracker: A tracker to reuse (a batch builds one for all its videos); None: build it
+            from the flags once the inputs are checked.
+        progress: A running ``rich.progress.Progress`` to add this video's frames bar to
+            (a batch's); None: a bar of its own on a terminal.
+
+    Returns:
+        0.
+    """
+    from rich.console import Console
+
+    from dinotrack.io.video import FrameReader
+    from dinotrack.pipeline.segment import frames_to_track, segment_video
+    from dinotrack.results.formats import format_writers
+
+    _check_flags(args)
+    start_frame = args.start_frame
+    stop = None if args.max_frames is None else start_frame + args.max_frames
+    reader = FrameReader(args.input, start=start_frame, stop=stop)  # checks the input exists first
+    try:
+        info = reader.info
+        if start_frame >= info.num_frames:
+            raise InputError(
+                f"--start-frame {start_frame} is past the last frame: {args.input} has "
+                f"{info.num_frames} frames (0 to {info.num_frames - 1})"
+            )
+        inputs = [("input", args.input), ("--mask", args.mask), ("--weights", args.weights)]
+        # Checked before any work; --save without png writes no palette PNGs.
+        results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
+        try:
+            auto_start, prompts = _start_masks(args, info, results)
+            tracker = tracker or build_tracker(args)
+        except BaseException:
+            results.abort()  # removes the overlay's temporary file and new parent folders
+            raise
+        with results:
+            # The extra formats (--save); their scratch files are part of the staging.
+            video_name = Path(os.path.abspath(args.input)).stem
+            results.formats = format_writers(
+                args.save, video_name, scratch=results.staging / ".objects"
+            )
+            end = info.num_frames if stop is None else min(stop, info.num_frames)
+            total = frames_to_track(args.direction, sorted(prompts), start_frame, end)
+            with _progress_bar(progress, total) as advance:
+                done = segment_video(
+                    tracker,
+                    args.input,
+                    results,
+                    frame_names=info.frame_names,
+                    prompts=None if args.auto else prompts,
+                    auto_start=auto_start,
+                    direction=args.direction,
+                    start=start_frame,
+                    stop=stop,
+                    overlay=args.overlay is not None,
+                    on_frame=advance,
+                )
+    finally:
+        reader.close()
+    Console(stderr=True).print(
+        f"segmented {done.frames} frames, {len(done.objects)} object(s) {list(done.objects)}, "
+        f"{done.fps:.2f} fps on {tracker.device} ({tracker.spec.name}) -> {results.directory}"
+        + (f", overlay {args.overlay}" if args.overlay else ""),
+        soft_wrap=True,
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _progress_bar(progress, total: int):
+    """A function to call once per frame that advances a bar of ``total`` frames: on the
+    batch's display ``progress`` if given, else on a bar of its own (on a terminal only)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("[bold]segment"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]:.2f} fps"),
+    )
+    if progress is None:
+        bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+    else:  # a batch's display: one more bar on it
+        bar = contextlib.nullcontext(progress)
+    with bar as shown:
+        task = shown.add_task("frames", total=total, fps=0.0)
+        began, count = time.perf_counter(), 0
+
+        def advance(_index: int) -> None:
+            nonlocal count
+            count += 1
+            shown.update(task, advance=1, fps=count / max(time.perf_counter() - began, 1e-9))
+
+        try:
+            yield advance
+        finally:
+            shown.remove_task(task)
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that do not go together, before reading anything."""
+    if args.input is None:
+        raise InputError("give the input video (or frames directory), or --batch LIST.csv")
+    if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
+        raise InputError(
+            "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, or --auto"
+        )
+    auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
+    if auto_flags and not args.auto:
+        raise InputError(f"{', '.join(auto_flags)} can only be used with --auto")
+    if args.start_frame < 0:
+        raise InputError(f"--start-frame must be 0 or more, got {args.start_frame}")
+    if args.start_frame and not args.mask and not args.auto:
+        raise InputError("--start-frame goes with --mask or --auto; --prompt names its frame")
+    if args.direction != "forward" and args.auto:
+        raise InputError(f"--direction {args.direction} needs a prompt (--mask or --prompt)")
+    if args.direction != "forward" and args.overlay:
+        raise InputError("--overlay needs --direction forward (frames are written in order)")
+
+
+def _start_masks(args: argparse.Namespace, info, results: ResultWriter):
+    """The :class:`AutoStart` of ``segment --auto`` (else None) and the prompts
+    ``{frame index: mask}`` (the auto start's frame with ``--auto``), checked against the video
+    ``info`` describes; sets the results' palette and opens the overlay (before any work)."""
+    if args.auto:
+        auto_start = _auto_start(args, info)
+        prompts = {args.start_frame: auto_start}
+    else:
+        from dinotrack.pipeline.prompts import load_prompts
+
+        auto_start = None
+        # Checked (and resized if need be) before any weights are loaded or frames decoded.
+        prompts, palette = load_prompts(prompt_sources(args, info), (info.height, info.width))
+        if palette is not None:
+            results.palette = palette
+    if args.overlay:
+        size = (info.width, info.height)
+        results.open_overlay(args.overlay, info.fps, *size, overwrite=args.overwrite)
+    return auto_start, prompts
+
+
+def prompt_sources(args: argparse.Namespace, info) -> dict[int, str]:
+    """``{frame index: mask file}`` of ``segment``'s ``--mask``, ``--prompt`` and
+    ``--prompts`` for a video described by ``info``.
+
+    Raises:
+        InputError: A malformed ``--prompt``, two prompts for one frame, a frame past the end,
+            or a file of ``--prompts`` named like no frame.
+        MissingFileError: A missing ``--prompts`` directory.
+    """
+    from dinotrack.pipeline.prompts import prompt_files
+
+    sources: dict[int, str] = {}
+    end = info.num_frames
+    if args.max_frames is not None:
+        end = min(end, args.start_frame + args.max_frames)
+
+    def add(index: int, path: str, flag: str) -> None:
+        if index in sources:
+            raise InputError(f"two prompts for frame {index}: {sources[index]} and {path}")
+        if index >= end:
+            limit = "" if end == info.num_frames else f" (--max-frames: frames 0 to {end - 1})"
+            raise InputError(
+                f"{flag} {path} is for frame {index}, past the last frame: {args.input} has "
+                f"{info.num_frames} frames (0 to {info.num_frames - 1}){limit}"
+            )
+        sources[index] = path
+
+    if args.mask is not None:
+        add(args.start_frame, args.mask, "--mask")
+    for text in args.prompt:
+        frame, sep, path = text.partition(":")
+        if not sep or not frame.strip().isdigit() or not path:
+            raise InputError(f"--prompt expects FRAME:MASK (e.g. 120:car.png), got {text!r}")
+        add(int(frame), path, "--prompt")
+    if args.prompts is not None:
+        for index, path in prompt_files(args.prompts, info.frame_names):
+            add(index, str(path), "--prompts")
+    return sources
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """Parses ``"x0,y0,x1,y1"`` (pixels) into a box.
+
+    Raises:
+        InputError: Not four integers, or not ``x0 < x1`` and ``y0 < y1``.
+    """
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        x0, y0, x1, y1 = (int(part) for part in parts)
+    except ValueError:
+        raise InputError(
+            f"box {text!r} must be four integers x0,y0,x1,y1 (pixels, e.g. 100,50,400,300)"
+        ) from None
+    if not (x0 < x1 and y0 < y1):
+        raise InputError(f"box {text!r} must have x0 < x1 and y0 < y1 (corners, in pixels)")
+    return x0, y0, x1, y1
+
+
+def _auto_start(args: argparse.Namespace, info):
+    """The :class:`dinotrack.tracking.autostart.AutoStart` of ``segment --auto``'s flags for
+    a video described by ``info`` (a :class:`dinotrack.io.video.VideoInfo`)."""
+    from dinotrack.tracking.autostart import AutoStart, check_box
+
+    if START_MASK_NAME in info.frame_names:
+        raise InputError(
+            f"a frame of {args.input} is named like the start mask {START_MASK_NAME}; rename "
+            "that frame"
+        )
+    box = None
+    if args.box is not None:
+        box = check_box(parse_box(args.box), (info.height, info.width))
+    mass = DEFAULT_MASS if args.mass is None else args.mass
+    objects = 1 if args.objects is None else args.objects
+    return AutoStart(mass=mass, objects=objects, box=box)
