@@ -22,12 +22,12 @@ _EXPORTS = {
     "BackboneSpec": "dinotrack.models.registry",
     "get_backbone_spec": "dinotrack.models.registry",
     "list_backbones": "dinotrack.models.registry",
-    "load_backbone": "dinotrack.models.registry",
+    "load_backbone": "dinotrack.models.build",
     "TrackerConfig": "dinotrack.config",
-    "LabelPropagator": "dinotrack.tracking.propagation",
+    "LabelPropagator": "dinotrack.tracking.memory",
     "propagate_labels": "dinotrack.tracking.propagation",
-    "propagate_sequence": "dinotrack.tracking.propagation",
-    "Tracker": "dinotrack.tracking.session",
+    "propagate_sequence": "dinotrack.tracking.memory",
+    "Tracker": "dinotrack.tracking.tracker",
     "TrackingSession": "dinotrack.tracking.session",
 }
 
@@ -63,12 +63,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from dinotrack.config import TrackerConfig
     from dinotrack.models.attention import mass_threshold
-    from dinotrack.models.registry import (
-        BackboneSpec,
-        get_backbone_spec,
-        list_backbones,
-        load_backbone,
-    )
+    from dinotrack.models.build import load_backbone
+    from dinotrack.models.registry import BackboneSpec, get_backbone_spec, list_backbones
     from dinotrack.tracking.autostart import AutoStart, auto_start_mask
-    from dinotrack.tracking.propagation import LabelPropagator, propagate_labels, propagate_sequence
-    from dinotrack.tracking.session import Tracker, TrackingSession
+    from dinotrack.tracking.memory import LabelPropagator, propagate_sequence
+    from dinotrack.tracking.propagation import propagate_labels
+    from dinotrack.tracking.session import TrackingSession
+    from dinotrack.tracking.tracker import Tracker

@@ -1,4 +1,4 @@
-"""Kept so that ``from dinotrack.masks import read_mask`` (the README's example since 0.1) still
+"""Kept so that ``from dinotrack.io.masks import read_mask`` (the README's example since 0.1) still
 works: mask files now live in :mod:`dinotrack.io.masks`."""
 
 from dinotrack.io.masks import LoadedMask, davis_palette, read_mask, resize_mask, write_mask

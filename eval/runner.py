@@ -26,11 +26,12 @@ import numpy as np
 from dinotrack import __version__ as dinotrack_version
 from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.video import read_image_files
-from dinotrack.models.registry import BackboneSpec, file_sha256, hub_weights_path
+from dinotrack.models.hub import file_sha256, hub_weights_path
+from dinotrack.models.registry import BackboneSpec
 from dinotrack.pipeline import distributed
 from dinotrack.pipeline.segment import segment_video
 from dinotrack.results.writer import ResultWriter, check_output_directory
-from dinotrack.tracking.session import Tracker
+from dinotrack.tracking.tracker import Tracker
 from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
 from eval.report import evaluation_record, write_csvs, write_json, write_text_atomic
 from eval.scoring import Evaluation, score_results

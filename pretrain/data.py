@@ -30,14 +30,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.images import check_input_path
-from dinotrack.io.video import (
-    IMAGE_SUFFIXES,
-    VIDEO_SUFFIXES,
-    count_frames,
-    read_image,
-    read_video_frames,
-    video_backends,
-)
+from dinotrack.io.random_access import count_frames, read_video_frames, video_backends
+from dinotrack.io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
 
 logger = logging.getLogger(__name__)
 

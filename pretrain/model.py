@@ -16,12 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from dinotrack.errors import InputError
-from dinotrack.models.registry import (
-    BackboneSpec,
-    create_model,
-    get_backbone_spec,
-    list_backbones,
-)
+from dinotrack.models.build import create_model
+from dinotrack.models.registry import BackboneSpec, get_backbone_spec, list_backbones
 from pretrain.config import ModelConfig
 
 _VIT_SIZES = ("vit_tiny", "vit_small", "vit_base", "vit_large")

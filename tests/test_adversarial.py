@@ -111,8 +111,8 @@ def _user_file_at(place: str, tmp_path: Path, out: Path) -> list[str]:
         bad.mask(out / "my_mask.png")
         return ["--mask", out / "my_mask.png"]
     elif place == "--weights inside --out":  # real weights, which the run would load
+        from dinotrack.models.build import load_backbone
         from dinotrack.models.checkpoints import save_backbone_export
-        from dinotrack.models.registry import load_backbone
 
         save_backbone_export(out / "w.pth", load_backbone("test_vit_tiny")[0], _tiny_record())
         return ["--weights", out / "w.pth"]
@@ -522,8 +522,8 @@ def test_export_records_are_validated_before_anything_is_built(case, tmp_path, m
 
 def test_a_valid_export_still_loads(tmp_path):
     from dinotrack import Tracker
+    from dinotrack.models.build import load_backbone
     from dinotrack.models.checkpoints import save_backbone_export
-    from dinotrack.models.registry import load_backbone
 
     net, spec = load_backbone("test_vit_tiny")
     save_backbone_export(tmp_path / "w.pth", net, _tiny_record())

@@ -13,9 +13,11 @@ from timm.layers import apply_rot_embed_cat
 
 from dinotrack import get_backbone_spec, list_backbones, load_backbone
 from dinotrack.config import PRESETS, TrackerConfig, preset_config
+from dinotrack.models.build import create_model
 from dinotrack.models.checkpoints import load_into
 from dinotrack.models.features import FeatureExtractor, network_input_size
-from dinotrack.models.registry import create_model, hub_weights_path, register_backbone
+from dinotrack.models.hub import hub_weights_path
+from dinotrack.models.registry import register_backbone
 
 TINY_KWARGS = (("embed_dim", 64), ("depth", 2), ("num_heads", 2), ("mlp_ratio", 2.0))
 # Too big to build with real tensors on a 2-core CPU in a test; their shapes are checked on

@@ -8,15 +8,14 @@ import dataclasses
 import pytest
 import torch
 
+from dinotrack.models.build import create_model, load_backbone
 from dinotrack.models.checkpoints import remap_state_dict, save_backbone_export
+from dinotrack.models.hub import hub_weights_path
 from dinotrack.models.registry import (
     OFFLINE_MODEL,
     BackboneSpec,
-    create_model,
     get_backbone_spec,
-    hub_weights_path,
     list_backbones,
-    load_backbone,
     register_backbone,
 )
 

@@ -13,14 +13,8 @@ from pycocotools import mask as mask_utils
 
 from dinotrack.cli import main
 from dinotrack.io.masks import read_mask, write_mask
-from dinotrack.results.formats import (
-    CocoWriter,
-    MotWriter,
-    ObjectsWriter,
-    export_results,
-    mask_box,
-    parse_formats,
-)
+from dinotrack.results.export import export_results
+from dinotrack.results.formats import CocoWriter, MotWriter, ObjectsWriter, mask_box, parse_formats
 
 pytestmark = pytest.mark.filterwarnings(  # pycocotools' decode under numpy 2 (tests only)
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"

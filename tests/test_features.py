@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dinotrack.models.build import load_backbone
 from dinotrack.models.features import FeatureExtractor, network_input_size, resample_pos_embed_dino
-from dinotrack.models.registry import load_backbone
 
 
 @pytest.mark.parametrize(

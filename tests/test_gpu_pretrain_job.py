@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dinotrack.models.registry import load_backbone
+from dinotrack.models.build import load_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 

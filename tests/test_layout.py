@@ -22,7 +22,7 @@ LAYERS = ["base", "io", "models", "tracking", "results", "pipeline", "front"]
 TOP_LEVEL = {
     "config": "base",
     "errors": "base",
-    "masks": "io",  # the README's `dinotrack.masks` name, re-exporting dinotrack.io.masks
+    "masks": "io",  # the README's `dinotrack.io.masks` name, re-exporting dinotrack.io.masks
     "__main__": "front",
 }
 FOLDERS = {

@@ -9,13 +9,13 @@ from PIL import Image, ImageFilter
 from dinotrack.io.masks import (
     MAX_GRAY_IDS,
     LoadedMask,
-    blend_overlay,
     davis_palette,
     mask_to_image,
     read_mask,
     resize_mask,
     write_mask,
 )
+from dinotrack.results.overlay import blend_overlay
 
 
 def test_davis_palette_entries():

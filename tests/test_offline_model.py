@@ -3,18 +3,17 @@ its card, and tracks a real clip."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from dinotrack import Tracker
 from dinotrack.io.masks import read_mask
+from dinotrack.models.build import create_model, load_backbone
 from dinotrack.models.checkpoints import read_checkpoint
-from dinotrack.models.registry import OFFLINE_MODEL, create_model, get_backbone_spec, load_backbone
+from dinotrack.models.registry import OFFLINE_MODEL, SHIPPED_WEIGHTS, get_backbone_spec
 
 SPEC = get_backbone_spec(OFFLINE_MODEL)
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / SPEC.local_file
+WEIGHTS = SHIPPED_WEIGHTS / SPEC.local_file
 
 
 def test_shipped_file_is_small_fp16_with_a_card():

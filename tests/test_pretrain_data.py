@@ -12,13 +12,8 @@ import pytest
 import torch
 from pretrain_support import SHORT_VIDEOS
 
-from dinotrack.io.video import (
-    count_frames,
-    iter_frames,
-    probe_video,
-    read_image,
-    read_video_frames,
-)
+from dinotrack.io.random_access import count_frames, read_video_frames
+from dinotrack.io.video import iter_frames, probe_video, read_image
 from pretrain.data import FrameBatches, Source, epoch_plan, find_sources, make_loader
 
 SOURCES = [Source(f"v{i}.mp4", n, True) for i, n in enumerate([30, 5, 100])] + [

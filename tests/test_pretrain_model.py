@@ -107,7 +107,7 @@ def test_no_weight_decay_on_biases_and_norms():
 
 
 def test_depth_keeps_the_width_and_sets_the_blocks():
-    from dinotrack.models.registry import create_model
+    from dinotrack.models.build import create_model
 
     spec = resolve_backbone("vit_tiny", 16, depth=3)
     assert (spec.name, spec.patch_size, dict(spec.model_kwargs)) == (

@@ -10,7 +10,8 @@ import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
 
 from dinotrack import TrackerConfig
-from dinotrack.models.registry import create_model, get_backbone_spec
+from dinotrack.models.build import create_model
+from dinotrack.models.registry import get_backbone_spec
 from pretrain.probe import (
     ProbeClip,
     TrackingProbe,

@@ -17,8 +17,8 @@ import pytest
 import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
 
+from dinotrack.models.build import load_backbone
 from dinotrack.models.checkpoints import read_checkpoint
-from dinotrack.models.registry import load_backbone
 from pretrain.checkpoint import load_checkpoint
 from pretrain.cli import main, register
 from pretrain.model import build_networks, resolve_backbone

@@ -13,7 +13,8 @@ from synthetic_clips import moving_square_video
 
 from dinotrack.io.masks import read_mask, resize_mask, write_mask
 from dinotrack.io.video import FrameReader, available_backends, iter_frames
-from dinotrack.tracking.propagation import apply_prompt_labels, merge_group_labels
+from dinotrack.tracking.memory import apply_prompt_labels, merge_group_labels
+from dinotrack.tracking.objects import object_labels
 
 SMALL = dict(short_side=96, batch_size=3)
 
@@ -105,7 +106,7 @@ def test_prompt_memory_is_capped_keeping_the_first_and_latest(tiny_tracker):
     assert len(permanent) == 3 and permanent[0][1] is first
     grid = tracker.grid_size(session.state.input_size)
     for (_, labels), t in zip(permanent[1:], (6, 7), strict=True):  # a full prompt is exact
-        expected = tracker.prompt_labels(resize_mask(masks[t], *grid), (3, 7))
+        expected = object_labels(resize_mask(masks[t], *grid), (3, 7))
         torch.testing.assert_close(labels, expected, rtol=0, atol=0)
 
 

@@ -7,13 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dinotrack.tracking.memory import LabelPropagator, propagate_sequence
 from dinotrack.tracking.propagation import (
-    LabelPropagator,
     labels_to_mask,
     one_hot_labels,
     product_layout,
     propagate_labels,
-    propagate_sequence,
 )
 
 

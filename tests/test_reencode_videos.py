@@ -6,7 +6,8 @@ import av
 import numpy as np
 from tool_support import load_tool
 
-from dinotrack.io.video import available_backends, count_frames, read_video_frames
+from dinotrack.io.random_access import count_frames, read_video_frames
+from dinotrack.io.video import available_backends
 
 
 def decode_all(path):

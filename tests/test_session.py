@@ -11,13 +11,8 @@ from PIL import Image
 from synthetic_clips import moving_square_video
 
 from dinotrack import Tracker, TrackerConfig, propagate_sequence
-from dinotrack.io.masks import (
-    channels_to_ids,
-    check_first_mask,
-    ids_to_channels,
-    read_mask,
-    resize_mask,
-)
+from dinotrack.io.masks import read_mask, resize_mask
+from dinotrack.tracking.objects import channels_to_ids, check_first_mask, ids_to_channels
 from dinotrack.tracking.propagation import labels_to_mask, one_hot_labels
 
 SMALL = dict(short_side=96, batch_size=3)
@@ -133,7 +128,8 @@ def test_defaults_have_one_source():
     # The API's defaults are the config's (the DINO paper's), named once in dinotrack.config.
     import inspect
 
-    from dinotrack.tracking.propagation import LabelPropagator, propagate_labels
+    from dinotrack.tracking.memory import LabelPropagator
+    from dinotrack.tracking.propagation import propagate_labels
 
     config = TrackerConfig()
     for func in (LabelPropagator.__init__, propagate_labels):

@@ -8,7 +8,8 @@ import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
 from tool_support import load_tool
 
-from dinotrack.models.registry import file_sha256, load_backbone
+from dinotrack.models.build import load_backbone
+from dinotrack.models.hub import file_sha256
 from pretrain.train import train
 
 

@@ -170,7 +170,7 @@ def test_without_pyav_frames_and_decord_still_work(synthetic_mp4, tmp_path):
 import sys
 sys.modules["av"] = None  # importing av now raises ImportError
 from dinotrack.io import video as video_io
-from dinotrack.tracking.session import Tracker
+from dinotrack.tracking.tracker import Tracker
 assert "pyav" not in video_io.available_backends()
 assert len(list(video_io.iter_frames({str(frames)!r}))) == 2
 try:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dinotrack.io.video import available_backends, count_frames, read_video_frames
+from dinotrack.io.random_access import count_frames, read_video_frames
+from dinotrack.io.video import available_backends
 
 
 def main() -> None:

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from dinotrack.io.video import VIDEO_SUFFIXES, available_backends, count_frames
+from dinotrack.io.random_access import count_frames
+from dinotrack.io.video import VIDEO_SUFFIXES, available_backends
 from pretrain.data import find_sources
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 
 from dinotrack import Tracker
 from dinotrack.models.features import FeatureExtractor
+from dinotrack.tracking.objects import ids_to_channels
 
 
 def neighbourhood_mask(h: int, w: int, radius: int) -> torch.Tensor:
@@ -106,7 +107,7 @@ class OfficialProtocol:
         h, w = size[0] // patch, size[1] // patch
         object_ids = tuple(int(i) for i in np.unique(first_mask) if i)
         small = np.asarray(Image.fromarray(first_mask.astype(np.uint8)).resize((w, h), 0))
-        small = torch.from_numpy(Tracker.ids_to_channels(small, object_ids))
+        small = torch.from_numpy(ids_to_channels(small, object_ids))
         first_seg = F.one_hot(small, len(object_ids) + 1).permute(2, 0, 1)[None].float()
         first_feat = self.extractor(frame0[None], size)[0].reshape(-1, h * w)  # [C, N]
         mask = neighbourhood_mask(h, w, cfg.radius) if cfg.radius >= 0 else None

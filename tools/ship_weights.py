@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from dinotrack.io.atomic import atomic_output
+from dinotrack.models.build import create_model, resolve_spec
 from dinotrack.models.checkpoints import load_into, read_checkpoint, save_backbone_export
-from dinotrack.models.registry import create_model, file_sha256, resolve_spec
+from dinotrack.models.hub import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,7 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="run directory (or its backbone.pth)")
     parser.add_argument("--name", required=True, help="registry name, e.g. dinotrack_vits8_davis16")
-    parser.add_argument("--out", type=Path, default=REPO / "weights", help="default: weights/")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "dinotrack" / "weights",
+        help="default: dinotrack/weights/ (package data)",
+    )
     parser.add_argument("--scores", type=Path, help="scores-dev.json of `dinotrack eval davis`")
     parser.add_argument("--baseline", type=Path, help="scores-dev.json with random weights")
     parser.add_argument("--notes", type=Path, help="markdown file to include in the card")

@@ -95,9 +95,10 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
     import torch
     from PIL import Image
 
-    from dinotrack.io.masks import blend_overlay, write_mask
+    from dinotrack.io.masks import write_mask
     from dinotrack.io.video import VIDEO_SUFFIXES, read_image
     from dinotrack.results.colour_map import outline_palette, render
+    from dinotrack.results.overlay import blend_overlay
     from dinotrack.results.writer import ResultWriter
 
     if Path(args.out).suffix.lower() in VIDEO_SUFFIXES:

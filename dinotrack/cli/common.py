@@ -330,8 +330,8 @@ def tracker_config_from_args(
 def build_tracker(args: argparse.Namespace):
     """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`; the
     propagation preset is ``--preset`` or, by default, the backbone's."""
-    from dinotrack.models.registry import load_backbone
-    from dinotrack.tracking.session import Tracker
+    from dinotrack.models.build import load_backbone
+    from dinotrack.tracking.tracker import Tracker
 
     tracker_config_from_args(args)  # bad flags are refused before any weights are loaded
     net, spec = load_backbone(args.model, args.weights)

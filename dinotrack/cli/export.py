@@ -80,7 +80,7 @@ def run_export(args: argparse.Namespace) -> int:
     """Run ``dinotrack export``."""
     from rich.console import Console
 
-    from dinotrack.results.formats import export_results
+    from dinotrack.results.export import export_results
     from dinotrack.results.writer import START_MASK_NAME
 
     written = export_results(

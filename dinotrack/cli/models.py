@@ -32,7 +32,8 @@ def run_models(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from dinotrack.models.registry import get_backbone_spec, hub_weights_path, list_backbones
+    from dinotrack.models.hub import hub_weights_path
+    from dinotrack.models.registry import get_backbone_spec, list_backbones
 
     console = Console()
     if args.name is not None:

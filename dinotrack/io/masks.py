@@ -13,7 +13,6 @@ turn into spurious objects.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -254,7 +253,7 @@ def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def _check_ids(ids: np.ndarray, name: str = "ids") -> np.ndarray:
+def check_ids(ids: np.ndarray, name: str = "ids") -> np.ndarray:
     if not isinstance(ids, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(ids).__name__}")
     if ids.ndim != 2:
@@ -299,7 +298,7 @@ def mask_to_image(ids: np.ndarray, palette: np.ndarray | None = None) -> Image.I
         ValueError: If an id is outside 0..255 or the palette has the wrong shape.
         TypeError: If `ids` is not an integer numpy array.
     """
-    ids = _check_ids(ids)
+    ids = check_ids(ids)
     if ids.size and (ids.min() < 0 or ids.max() > MAX_OBJECT_ID):
         raise InputError(
             f"object ids must be in 0..{MAX_OBJECT_ID} to be stored in a palette image, "
@@ -335,65 +334,6 @@ def write_mask(
         image.save(tmp, format="PNG")
 
 
-def blend_overlay(
-    frame: np.ndarray,
-    ids: np.ndarray,
-    palette: np.ndarray,
-    alpha: float = 0.5,
-    boundary: bool = True,
-) -> np.ndarray:
-    """Draws object masks over a frame.
-
-    Object pixels become `(1 - alpha) * frame + alpha * colour` (rounded); background pixels
-    (id 0) are unchanged. With `boundary`, object pixels next to (4-neighbourhood) a pixel of
-    another id are painted in the plain object colour, outlining each object.
-
-    Args:
-        frame: `[H, W, 3]` uint8 RGB frame.
-        ids: `[H, W]` integer object ids, each a valid index into `palette`.
-        palette: `[N, 3]` uint8 RGB colours; `palette[k]` colours object `k`.
-        alpha: Opacity of the colour, in [0, 1].
-        boundary: Whether to outline objects.
-
-    Returns:
-        A new `[H, W, 3]` uint8 RGB frame.
-
-    Raises:
-        ValueError: If shapes disagree, an id has no palette entry, or alpha is out of range.
-        TypeError: If `frame` is not uint8 or `ids` not integer.
-    """
-    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-        raise TypeError("frame must be a uint8 numpy array [H, W, 3]")
-    ids = _check_ids(ids)
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[:2] != ids.shape:
-        raise InputError(
-            f"frame must be [H, W, 3] and match the mask's [H, W] {ids.shape}, got {frame.shape}"
-        )
-    palette = as_palette(palette)
-    if ids.size and (ids.min() < 0 or ids.max() >= len(palette)):
-        raise InputError(
-            f"object ids {ids.min()}..{ids.max()} need palette entries, but the palette has "
-            f"{len(palette)}"
-        )
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"alpha must be in [0, 1], got {alpha}")
-    out = frame.copy()
-    objects = ids != 0
-    mixed = (1.0 - alpha) * frame[objects] + alpha * palette[ids[objects]].astype(np.float32)
-    out[objects] = np.rint(mixed).astype(np.uint8)
-    if boundary:
-        edge = np.zeros(ids.shape, dtype=bool)
-        vertical = ids[1:] != ids[:-1]
-        horizontal = ids[:, 1:] != ids[:, :-1]
-        edge[1:] |= vertical
-        edge[:-1] |= vertical
-        edge[:, 1:] |= horizontal
-        edge[:, :-1] |= horizontal
-        edge &= objects
-        out[edge] = palette[ids[edge]]
-    return out
-
-
 def resize_mask(ids: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resizes an id mask by nearest neighbour, matching PIL's `Image.NEAREST`.
 
@@ -412,7 +352,7 @@ def resize_mask(ids: np.ndarray, height: int, width: int) -> np.ndarray:
     Raises:
         ValueError: If the size is not positive or `ids` is empty.
     """
-    ids = _check_ids(ids)
+    ids = check_ids(ids)
     if height < 1 or width < 1:
         raise InputError(f"output size must be positive, got {height}x{width}")
     if ids.size == 0:
@@ -431,134 +371,3 @@ def _nearest_source(size_in: int, size_out: int) -> np.ndarray:
     increments[0] = step * 0.5
     centres = np.cumsum(increments)
     return np.minimum(centres.astype(np.int64), size_in - 1)
-
-
-MIN_MASK_SIDE = 16
-"""Shortest side, in pixels, of a first mask that is resized to the frames: a smaller one
-cannot carry an object's shape."""
-
-
-def check_first_mask(mask: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
-    """The first-frame mask, checked against the frames' ``(H, W)`` and resized (nearest,
-    with a warning) when its size differs but it is a rescale of the frame size.
-
-    A mask of ``W' x H'`` is a rescale of frames of ``W x H`` when one scale factor ``s``
-    makes both sides agree up to rounding: ``|W' - s W|`` and ``|H' - s H|`` within half a
-    pixel on each image, that is, when the intervals
-    ``[(W' - 0.5) / (W + 0.5), (W' + 0.5) / (W - 0.5)]`` and the same for the heights
-    overlap. So for 854x480 frames, 3840x2160, 1920x1080, 1280x720 and 427x240 masks are
-    resized, while 480x480 and 854x400 are refused. A mask of another size whose short
-    side is below :data:`MIN_MASK_SIDE` pixels is refused too.
-
-    Args:
-        mask: ``[H', W']`` integer or bool object ids (bool: ``True`` is object 1).
-        frame_size: ``(H, W)`` of the frames.
-
-    Returns:
-        ``[H, W]`` integer object ids (the given array when no resize was needed, bool masks
-        as uint8).
-
-    Raises:
-        ValueError: Not a 2-D integer or bool array, negative ids, no object, another aspect
-            ratio, or a mask of another size too small to carry a shape.
-    """
-    mask = np.asarray(mask)
-    if mask.dtype == np.bool_:
-        mask = mask.astype(np.uint8)
-    if mask.ndim != 2 or not np.issubdtype(mask.dtype, np.integer):
-        raise InputError(
-            f"the first mask must be a 2-D array of integer object ids, got {mask.dtype} "
-            f"of shape {mask.shape}"
-        )
-    if (mask < 0).any():
-        raise InputError("the first mask has negative ids; ids must be >= 0 (0 = background)")
-    if not mask.any():
-        raise InputError("the first mask is empty: it holds no object (all pixels are 0)")
-    (fh, fw), (mh, mw) = frame_size, mask.shape
-    if (mh, mw) != (fh, fw):
-        if min(mh, mw) < MIN_MASK_SIDE:
-            raise InputError(
-                f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; a mask smaller than "
-                f"{MIN_MASK_SIDE} pixels on its short side is too small to carry a shape. Give "
-                "a mask of the first frame's size"
-            )
-        if not _is_rescale((mh, mw), (fh, fw)):
-            raise InputError(
-                f"the mask is {mw}x{mh} but the frames are {fw}x{fh} (another aspect "
-                "ratio); give a mask of the first frame's size"
-            )
-        warnings.warn(
-            f"the mask is {mw}x{mh} but the frames are {fw}x{fh}; resizing the mask "
-            "(nearest neighbour)",
-            stacklevel=3,
-        )
-        mask = resize_mask(mask, fh, fw)
-    return mask
-
-
-def _is_rescale(size: tuple[int, int], reference: tuple[int, int]) -> bool:
-    """Whether ``size`` ``(h, w)`` is ``reference`` scaled by one factor and rounded, with half
-    a pixel of rounding allowed on every side of both."""
-    low, high = 0.0, math.inf
-    for a, b in zip(size, reference, strict=True):
-        low = max(low, (a - 0.5) / (b + 0.5))
-        high = min(high, (a + 0.5) / (b - 0.5))
-    return low <= high
-
-
-def warn_small_objects(
-    mask: np.ndarray,
-    input_size: tuple[int, int],
-    patch_size: int,
-    only: tuple[int, ...] | None = None,
-) -> None:
-    """Warns about the objects of a first mask ``[H, W]`` (or of a prompt, for its new objects
-    ``only``) that cover less than one patch once the frame is resized to the network's
-    ``input_size`` ``(h, w)``: below the patch grid's resolution they may vanish from the
-    first propagated frame on."""
-    ids, counts = np.unique(mask, return_counts=True)
-    scale = input_size[0] * input_size[1] / mask.size
-    small = [
-        int(i)
-        for i, n in zip(ids, counts, strict=True)
-        if i != 0 and n * scale < patch_size**2 and (only is None or i in only)
-    ]
-    if small:
-        listed = ", ".join(str(i) for i in small)
-        warnings.warn(
-            f"object{'s' if len(small) > 1 else ''} {listed} of the "
-            f"{'first mask' if only is None else 'prompt'} "
-            f"{'are' if len(small) > 1 else 'is'} smaller than one {patch_size}x{patch_size} "
-            f"patch at the network input ({input_size[1]}x{input_size[0]}) and may be lost "
-            "after the first frame; a larger short side keeps small objects",
-            stacklevel=4,
-        )
-
-
-def ids_dtype(object_ids: tuple[int, ...]) -> type[np.integer]:
-    """Output mask dtype: uint8 when every id fits (palette PNGs), else int32."""
-    return np.uint8 if max(object_ids, default=0) < 256 else np.int32
-
-
-def check_prompt(mask: np.ndarray, frame_size: tuple[int, int], index: int) -> np.ndarray:
-    """A prompt mask checked as :func:`check_first_mask` checks a first mask (resized, with a
-    warning, when it is a rescale of the frames), its errors naming the frame ``index``."""
-    try:
-        return check_first_mask(mask, frame_size)
-    except ValueError as error:
-        raise InputError(f"the prompt of frame {index}: {error}") from None
-
-
-def ids_to_channels(ids: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
-    """Map user object ids to channel indices (0 = background, ids in ``object_ids``
-    order from 1); ids not in ``object_ids`` become background."""
-    lut = np.zeros(max(object_ids, default=0) + 1, dtype=np.int64)
-    lut[list(object_ids)] = np.arange(1, len(object_ids) + 1)
-    ids = np.asarray(ids)
-    return np.where(ids < len(lut), lut[np.minimum(ids, len(lut) - 1)], 0)
-
-
-def channels_to_ids(channels: np.ndarray, object_ids: tuple[int, ...]) -> np.ndarray:
-    """Map channel indices back to user object ids (uint8 if all < 256, else int32)."""
-    table = np.array((0, *object_ids), dtype=ids_dtype(object_ids))
-    return table[channels]

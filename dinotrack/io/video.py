@@ -33,11 +33,8 @@ Each library's specifics live in :mod:`dinotrack.io.decoders`; mask overlay vide
 from __future__ import annotations
 
 import os
-import queue
 import re
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -46,6 +43,7 @@ import numpy as np
 
 from dinotrack.errors import InputError
 from dinotrack.io import decoders
+from dinotrack.io.background import BackgroundWorker, read_in_background
 from dinotrack.io.decoders import FRAMES_DIR_FPS, VideoInfo
 from dinotrack.io.images import check_input_path, image_to_rgb, open_image
 
@@ -291,89 +289,6 @@ def _iter_image_files(
         yield frame
 
 
-# Background decoding.
-
-
-_END = object()
-
-
-@dataclass(frozen=True)
-class _Failure:
-    error: BaseException
-
-
-def _put(items: queue.Queue, item: Any, stopping: threading.Event) -> bool:
-    while not stopping.is_set():
-        try:
-            items.put(item, timeout=0.05)
-            return True
-        except queue.Full:
-            continue
-    return False
-
-
-def _decode_into(
-    items: queue.Queue, stopping: threading.Event, produce: Callable[[], Iterator[Any]]
-) -> None:
-    frames = None
-    try:
-        frames = produce()
-        for frame in frames:
-            if not _put(items, frame, stopping):
-                return
-    except BaseException as error:  # handed over to the consuming thread
-        _put(items, _Failure(error), stopping)
-        return
-    finally:
-        close = getattr(frames, "close", None)
-        if close is not None:
-            close()
-    _put(items, _END, stopping)
-
-
-class _Worker:
-    """One decoding thread filling a bounded queue with the items of `produce()`."""
-
-    def __init__(self, prefetch: int, produce: Callable[[], Iterator[Any]]) -> None:
-        self.items: queue.Queue = queue.Queue(maxsize=prefetch)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(
-            target=_decode_into,
-            args=(self.items, self.stopping, produce),
-            name="dinotrack-frame-reader",
-            daemon=True,
-        )
-        self.thread.start()
-
-    def __iter__(self) -> Iterator[Any]:
-        """The items in order; an error of the decoding thread is raised here, unchanged."""
-        while True:
-            item = self._get()
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.error
-            yield item
-
-    def _get(self) -> Any:
-        while True:
-            try:
-                return self.items.get(timeout=0.1)
-            except queue.Empty:
-                if not self.thread.is_alive() and self.items.empty():
-                    raise RuntimeError("the frame decoding thread ended unexpectedly") from None
-
-    def stop(self) -> None:
-        self.stopping.set()
-        while True:
-            try:
-                self.items.get_nowait()
-            except queue.Empty:
-                break
-        if self.thread is not threading.current_thread():
-            self.thread.join(timeout=10.0)
-
-
 class FrameReader:
     """Iterates over a video's frames while a background thread decodes the next ones.
 
@@ -423,7 +338,7 @@ class FrameReader:
             ValueError: As for `probe_video`, or for bad `prefetch`, `start`, `stop` or
                 `chunk`.
         """
-        self._workers: list[_Worker] = []
+        self._workers: list[BackgroundWorker] = []
         self._closed = False
         _check_prefetch(prefetch)
         _check_range(start, stop)
@@ -441,11 +356,11 @@ class FrameReader:
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._closed:
             raise RuntimeError("this FrameReader is closed; create a new one to read again")
-        worker = _Worker(self._prefetch, self._produce)
+        worker = BackgroundWorker(self._prefetch, self._produce)
         self._workers.append(worker)
         return self._consume(worker)
 
-    def _consume(self, worker: _Worker) -> Iterator[np.ndarray]:
+    def _consume(self, worker: BackgroundWorker) -> Iterator[np.ndarray]:
         try:
             yield from worker
         finally:
@@ -489,15 +404,7 @@ def read_image_files(
     """
     _check_prefetch(prefetch)
     files = [Path(path) for path in paths]
-    return _read_in_background(prefetch, partial(_iter_image_files, files))
-
-
-def _read_in_background(prefetch: int, produce: Callable[[], Iterator[Any]]) -> Iterator[Any]:
-    worker = _Worker(prefetch, produce)
-    try:
-        yield from worker
-    finally:
-        worker.stop()
+    return read_in_background(prefetch, partial(_iter_image_files, files))
 
 
 # Image files.
@@ -518,85 +425,3 @@ def read_image(path: str | os.PathLike[str], what: str = "image") -> np.ndarray:
     """
     with open_image(path, what) as image:
         return image_to_rgb(image)  # 16-bit images scaled to 8 bits, not clipped to white
-
-
-# Random access to the frames of a video file (pretraining's sampling).
-
-
-def video_backends(name: str) -> tuple[str, ...]:
-    """The video backends to try in turn for ``name``: "auto" is decord (when it is installed)
-    then PyAV, so that a file decord cannot read is read with PyAV; "decord" and "pyav" are
-    themselves alone.
-
-    Raises:
-        ValueError: Another name.
-    """
-    if name == "auto":
-        return ("pyav",) if decoders.import_decord() is None else ("decord", "pyav")
-    if name not in ("decord", "pyav"):
-        raise InputError(f"unknown video backend {name!r}; use auto, decord or pyav")
-    return (name,)
-
-
-def _first_working(backend: str, read: Callable[[str], Any], failure: str) -> Any:
-    """``read(name)`` with each of :func:`video_backends` in turn until one succeeds; when
-    none does, a one-line ValueError of ``failure`` and each backend's reason."""
-    reasons = {}
-    for name in video_backends(backend):
-        try:
-            return read(name)
-        except Exception as exc:  # the libraries raise their own exception types
-            reasons[name] = decoders.reason(exc)
-    if len(set(reasons.values())) == 1:  # one line, said once when every backend agrees
-        raise InputError(f"{failure}: {next(iter(reasons.values()))}")
-    raise InputError(f"{failure}: {'; '.join(f'{k}: {v}' for k, v in reasons.items())}")
-
-
-def count_frames(path: str | os.PathLike, backend: str = "auto") -> int:
-    """Number of frames of a video: decord's count, or the count PyAV's container declares
-    (else its video packets).
-
-    Raises:
-        ValueError: The file cannot be opened as a video (by any of the backends).
-    """
-    return _first_working(backend, lambda name: _count(name, path), f"cannot read video {path}")
-
-
-def _count(backend: str, path: str | os.PathLike) -> int:
-    if backend == "decord":
-        return len(decoders.decord_reader(path))
-    av = decoders.import_av()
-
-    with av.open(str(path)) as container:
-        stream = decoders.video_stream(container)
-        if stream.frames > 0:
-            return int(stream.frames)
-        return sum(1 for packet in container.demux(stream) if packet.size > 0)
-
-
-def read_video_frames(
-    path: str | os.PathLike, indices: Sequence[int], backend: str = "auto"
-) -> list[np.ndarray]:
-    """Decode the frames at ``indices`` (any order, repeats allowed) of one video: random
-    access, for sampling training frames (:func:`iter_frames` streams a whole range).
-
-    Each frame is decoded once, in increasing order, without reading the whole video into
-    memory: decord reads them as one batch, PyAV seeks to the keyframe before a far frame
-    and decodes forward. An index past the last decodable frame yields the last frame. With
-    "auto", a video that decord fails on is read with PyAV.
-
-    Returns:
-        One uint8 ``[H, W, 3]`` RGB array per index, in the order of ``indices``.
-
-    Raises:
-        ValueError: A negative index, or no backend could read the frames.
-    """
-    wanted = sorted(set(int(i) for i in indices))
-    if not wanted:
-        return []
-    if wanted[0] < 0:
-        raise InputError(f"negative frame index {wanted[0]} for {path}")
-    readers = {"decord": decoders.read_decord, "pyav": decoders.read_pyav}
-    failure = f"cannot decode frames {wanted} of {path}"
-    frames = _first_working(backend, lambda name: readers[name](path, wanted), failure)
-    return [frames[int(i)] for i in indices]

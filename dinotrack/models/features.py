@@ -160,7 +160,7 @@ class FeatureExtractor:
     """Runs a backbone on frames and returns patch features.
 
     Args:
-        net: A timm ``VisionTransformer`` (from :func:`dinotrack.models.registry.load_backbone`).
+        net: A timm ``VisionTransformer`` (from :func:`dinotrack.models.build.load_backbone`).
         spec: Its registry entry (patch size, mean/std, position-embedding rule).
         device: Where to run.
         precision: ``"auto"`` (see :func:`dinotrack.config.resolve_precision`), ``"fp32"``,
@@ -268,8 +268,12 @@ class FeatureExtractor:
             attn = attn[..., self.num_prefix :].float().reshape(batch, -1, gh, gw)
         return feats.contiguous(), attn
 
+    def grid_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """Patch grid ``(h/p, w/p)`` of a network input of ``input_size`` ``(h, w)``."""
+        return input_size[0] // self.patch_size, input_size[1] // self.patch_size
+
     def _grid(self, images: Tensor) -> tuple[int, int]:
-        return images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
+        return self.grid_size(tuple(images.shape[-2:]))
 
     def _forward_dino_rule(self, images: Tensor, attention: bool) -> tuple[Tensor, Tensor | None]:
         """Patch tokens ``[B, N, C]`` with the official position resampling, and optionally

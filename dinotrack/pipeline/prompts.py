@@ -31,7 +31,8 @@ def load_prompts(
             names the file).
         MissingFileError: A missing mask file.
     """
-    from dinotrack.io.masks import check_prompt, read_mask
+    from dinotrack.io.masks import read_mask
+    from dinotrack.tracking.objects import check_prompt
 
     prompts, palette = {}, None
     for index in sorted(sources):

@@ -6,7 +6,7 @@ Every front end runs this one loop: ``dinotrack segment`` and ``--batch``
 where the results go; the tracking, the names of the written files and what is published
 are the same, so the same prompts give the same bytes whichever front end ran them.
 
-The caller owns the :class:`~dinotrack.results.ResultWriter` (opened before any work, so
+The caller owns the :class:`~dinotrack.results.writer.ResultWriter` (opened before any work, so
 that a refused output folder costs nothing) and publishes it by leaving its ``with`` block.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 if TYPE_CHECKING:
     from dinotrack.results.writer import ResultWriter
     from dinotrack.tracking.autostart import AutoStart
-    from dinotrack.tracking.session import Tracker, VideoSource
+    from dinotrack.tracking.tracker import Tracker, VideoSource
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import numpy as np
 from dinotrack.errors import InputError
 from dinotrack.io import decoders
 from dinotrack.io.atomic import temporary_sibling
-from dinotrack.io.masks import as_palette, blend_overlay
+from dinotrack.io.masks import as_palette, check_ids
 
 _OVERLAY_FORMATS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
 
@@ -30,7 +30,7 @@ def h264_available() -> bool:
 
 
 class OverlayWriter:
-    """Streams a video of object masks drawn over frames (see `masks.blend_overlay`).
+    """Streams a video of object masks drawn over frames (see :func:`blend_overlay`).
 
     The video is encoded with H.264 (libx264, yuv420p) when PyAV has it, else MPEG-4 part 2.
     Both need even sizes: an odd width or height is padded by one edge-replicated pixel, so the
@@ -203,3 +203,62 @@ class OverlayWriter:
 
     def __del__(self) -> None:
         self.abort()
+
+
+def blend_overlay(
+    frame: np.ndarray,
+    ids: np.ndarray,
+    palette: np.ndarray,
+    alpha: float = 0.5,
+    boundary: bool = True,
+) -> np.ndarray:
+    """Draws object masks over a frame.
+
+    Object pixels become `(1 - alpha) * frame + alpha * colour` (rounded); background pixels
+    (id 0) are unchanged. With `boundary`, object pixels next to (4-neighbourhood) a pixel of
+    another id are painted in the plain object colour, outlining each object.
+
+    Args:
+        frame: `[H, W, 3]` uint8 RGB frame.
+        ids: `[H, W]` integer object ids, each a valid index into `palette`.
+        palette: `[N, 3]` uint8 RGB colours; `palette[k]` colours object `k`.
+        alpha: Opacity of the colour, in [0, 1].
+        boundary: Whether to outline objects.
+
+    Returns:
+        A new `[H, W, 3]` uint8 RGB frame.
+
+    Raises:
+        ValueError: If shapes disagree, an id has no palette entry, or alpha is out of range.
+        TypeError: If `frame` is not uint8 or `ids` not integer.
+    """
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
+        raise TypeError("frame must be a uint8 numpy array [H, W, 3]")
+    ids = check_ids(ids)
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[:2] != ids.shape:
+        raise InputError(
+            f"frame must be [H, W, 3] and match the mask's [H, W] {ids.shape}, got {frame.shape}"
+        )
+    palette = as_palette(palette)
+    if ids.size and (ids.min() < 0 or ids.max() >= len(palette)):
+        raise InputError(
+            f"object ids {ids.min()}..{ids.max()} need palette entries, but the palette has "
+            f"{len(palette)}"
+        )
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"alpha must be in [0, 1], got {alpha}")
+    out = frame.copy()
+    objects = ids != 0
+    mixed = (1.0 - alpha) * frame[objects] + alpha * palette[ids[objects]].astype(np.float32)
+    out[objects] = np.rint(mixed).astype(np.uint8)
+    if boundary:
+        edge = np.zeros(ids.shape, dtype=bool)
+        vertical = ids[1:] != ids[:-1]
+        horizontal = ids[:, 1:] != ids[:, :-1]
+        edge[1:] |= vertical
+        edge[:-1] |= vertical
+        edge[:, 1:] |= horizontal
+        edge[:, :-1] |= horizontal
+        edge &= objects
+        out[edge] = palette[ids[edge]]
+    return out

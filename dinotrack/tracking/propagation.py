@@ -14,18 +14,12 @@ rather than ``O(context x N^2)``, and the result is the same.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator
-from typing import Any
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from dinotrack.config import (
     CPU_TILE,
-    N_LAST_FRAMES,
     RADIUS,
     TEMPERATURE,
     TOPK,
@@ -129,7 +123,7 @@ def propagate_labels(
         TypeError: ``radius``, ``topk`` or ``tile`` not an integer, or ``temperature`` not a
             number.
     """
-    _check_settings(radius, topk, temperature, tile)
+    check_settings(radius, topk, temperature, tile)
     if layout not in PRODUCT_LAYOUTS:
         raise InputError(f"layout must be one of {PRODUCT_LAYOUTS}, got {layout!r}")
     if target_feats.dim() != 3 or context_feats.dim() != 4 or context_labels.dim() != 4:
@@ -187,21 +181,9 @@ def propagate_labels(
         first = torch.tensor(starts, device=keys.device)
         targets = (first[:, None] + torch.arange(n_x, device=keys.device)).flatten()  # [n_q]
         if per_row:
-            # One product per row and offset: the padding tiles between rows are skipped.
-            sim = keys.new_empty(n_nb, n_q, cells, n_ctx * cells)
-            for j, off in enumerate(offsets):
-                for i, a in enumerate(starts):
-                    rows_out = sim[j, i * n_x : (i + 1) * n_x]
-                    torch.bmm(queries[a : a + n_x], keys[a + off : a + off + n_x].mT, out=rows_out)
+            sim = _scores_per_row(queries, keys, starts, offsets, n_x)
         else:
-            # One product per offset over all the rows, padding tiles included, then the real
-            # tiles picked out: 10x fewer kernel launches, for a few more flops and one copy.
-            a0, a1 = starts[0], starts[-1] + n_x
-            run = keys.new_empty(n_nb, a1 - a0, cells, n_ctx * cells)
-            for j, off in enumerate(offsets):
-                torch.bmm(queries[a0:a1], keys[a0 + off : a1 + off].mT, out=run[j])
-            sim = run[:, targets - a0]
-            del run
+            sim = _scores_in_runs(queries, keys, starts, offsets, n_x, targets)
         sources = offsets_t[:, None] + targets[None, :]  # [n_nb, n_q] source tile per offset
         # Candidates outside the frame or outside the target's window never win.
         valid = inside[sources][:, :, None, None, :] & window[:, None, :, None, :]
@@ -221,7 +203,41 @@ def propagate_labels(
     return out[:, :h, :w].contiguous()
 
 
-def _check_settings(radius: int, topk: int, temperature: float, tile: int) -> None:
+def _scores_per_row(
+    queries: Tensor, keys: Tensor, starts: list[int], offsets: list[int], n_x: int
+) -> Tensor:
+    """Similarity scores ``[n_nb, rows * n_x, t², T * t²]`` of the target tiles of the rows
+    beginning at tiles ``starts`` (``n_x`` tiles each) with their neighbours at ``offsets``:
+    one product per row and offset, skipping the padding tiles between rows."""
+    cells, n_src = queries.shape[1], keys.shape[1]
+    sim = keys.new_empty(len(offsets), len(starts) * n_x, cells, n_src)
+    for j, off in enumerate(offsets):
+        for i, a in enumerate(starts):
+            rows_out = sim[j, i * n_x : (i + 1) * n_x]
+            torch.bmm(queries[a : a + n_x], keys[a + off : a + off + n_x].mT, out=rows_out)
+    return sim
+
+
+def _scores_in_runs(
+    queries: Tensor,
+    keys: Tensor,
+    starts: list[int],
+    offsets: list[int],
+    n_x: int,
+    targets: Tensor,
+) -> Tensor:
+    """The scores of :func:`_scores_per_row`, from one product per offset over the whole run
+    of rows, padding tiles included, the real ``targets`` tiles then picked out: 10x fewer
+    kernel launches, for a few more flops and one copy."""
+    a0, a1 = starts[0], starts[-1] + n_x
+    cells, n_src = queries.shape[1], keys.shape[1]
+    run = keys.new_empty(len(offsets), a1 - a0, cells, n_src)
+    for j, off in enumerate(offsets):
+        torch.bmm(queries[a0:a1], keys[a0 + off : a1 + off].mT, out=run[j])
+    return run[:, targets - a0]
+
+
+def check_settings(radius: int, topk: int, temperature: float, tile: int) -> None:
     check_int("radius", radius)
     check_int("topk", topk, minimum=1)
     check_temperature(temperature)
@@ -283,241 +299,3 @@ def _argmax_channels(x: Tensor) -> Tensor:
         best = torch.where(better, x[c], best)
         index.masked_fill_(better, c)
     return index
-
-
-class LabelPropagator:
-    """The DINO protocol's memory: the first frame plus the last ``n_last_frames`` frames.
-
-    Each :meth:`step` propagates labels to a new frame from that context and then pushes the
-    frame's features and *soft* labels into the queue (the oldest frame drops out).
-
-    The first frame is the first entry of a *permanent* memory: frames whose labels are given
-    (prompts, corrections) join it through :meth:`add_permanent`, which keeps at most
-    ``max_permanent`` of them (the first and the most recent). With the first frame alone the
-    context is exactly the DINO protocol's.
-
-    Args:
-        first_feats: ``[C, h, w]`` features of the first frame.
-        first_labels: ``[K, h, w]`` float soft labels of the first frame (one-hot usually).
-        n_last_frames: Number of previous frames kept besides the first, >= 0.
-        radius: Search window half-side in patches (negative: whole frame).
-        topk: Sources kept per target patch, >= 1 (see :func:`propagate_labels`).
-        temperature: Affinity temperature, finite and > 0.
-        tile: Block size of the windowed computation (speed only), >= 1.
-        max_permanent: Most frames the permanent memory holds, >= 1.
-
-    Raises:
-        ValueError, TypeError: As :func:`propagate_labels`, for a bad setting or
-            ``n_last_frames``, or features and labels on different grids.
-    """
-
-    def __init__(
-        self,
-        first_feats: Tensor,
-        first_labels: Tensor,
-        *,
-        n_last_frames: int = N_LAST_FRAMES,
-        radius: int = RADIUS,
-        topk: int = TOPK,
-        temperature: float = TEMPERATURE,
-        tile: int = CPU_TILE,
-        max_permanent: int = 1,
-    ) -> None:
-        check_int("n_last_frames", n_last_frames, minimum=0)
-        self.max_permanent = check_int("max_permanent", max_permanent, minimum=1)
-        _check_settings(radius, topk, temperature, tile)
-        self.permanent: list[tuple[Tensor, Tensor]] = []
-        self.recent: deque[tuple[Tensor, Tensor]] = deque(maxlen=n_last_frames)
-        self.n_last_frames = n_last_frames
-        self.kwargs = dict(radius=radius, topk=topk, temperature=temperature, tile=tile)
-        self.add_permanent(first_feats, first_labels)
-
-    @property
-    def first(self) -> tuple[Tensor, Tensor]:
-        """Normalised features ``[C, h, w]`` and soft labels ``[K, h, w]`` of the first frame."""
-        return self.permanent[0]
-
-    def add_permanent(self, feats: Tensor, labels: Tensor, *, normalized: bool = False) -> None:
-        """Keep a frame with known labels (a prompt) in the context of every later step.
-
-        Beyond ``max_permanent`` frames the oldest after the first drops out.
-
-        Args:
-            feats: ``[C, h, w]`` features of the frame.
-            labels: ``[K, h, w]`` float soft labels of the frame, on the features' grid.
-            normalized: Whether ``feats`` are already L2-normalised along ``C``.
-
-        Raises:
-            ValueError: Features and labels on different grids.
-        """
-        if feats.shape[-2:] != labels.shape[-2:]:
-            raise InputError(
-                f"features {tuple(feats.shape)} and labels {tuple(labels.shape)} are on "
-                "different grids"
-            )
-        feats = feats if normalized else F.normalize(feats.float(), dim=0)
-        self.permanent.append((feats, labels.float()))
-        if len(self.permanent) > self.max_permanent:
-            del self.permanent[1]
-
-    def propagate(self, feats: Tensor, *, normalized: bool = False) -> Tensor:
-        """Soft labels ``[K, h, w]`` (float32) of a frame from its features ``[C, h, w]``
-        (already L2-normalised along ``C`` with ``normalized``), without remembering the
-        frame (see :meth:`step` and :meth:`remember`)."""
-        return self._propagate(feats if normalized else F.normalize(feats.float(), dim=0))
-
-    def _propagate(self, feats: Tensor) -> Tensor:
-        context = [*self.permanent, *self.recent]
-        return propagate_labels(
-            feats,
-            torch.stack([f for f, _ in context]),
-            torch.stack([lab for _, lab in context]),
-            normalized=True,
-            **self.kwargs,
-        )
-
-    def step(self, feats: Tensor) -> Tensor:
-        """Propagate to the next frame and remember it among the last frames.
-
-        Args:
-            feats: ``[C, h, w]`` features of the new frame.
-
-        Returns:
-            ``[K, h, w]`` float32 soft labels of the new frame.
-        """
-        feats = F.normalize(feats.float(), dim=0)
-        labels = self._propagate(feats)
-        self.remember(feats, labels, normalized=True)
-        return labels
-
-    def remember(self, feats: Tensor, labels: Tensor, *, normalized: bool = False) -> None:
-        """Push a frame's features ``[C, h, w]`` and soft labels ``[K, h, w]`` into the queue
-        of last frames (the oldest drops out); nothing with ``n_last_frames=0``."""
-        if self.n_last_frames > 0:
-            self.recent.append((feats if normalized else F.normalize(feats.float(), dim=0), labels))
-
-
-def merge_group_labels(group_labels: list[Tensor], rule: str = "min") -> Tensor:
-    """Merge the soft labels of object groups that share a frame into one set of channels.
-
-    Each group (objects first prompted on the same frame) propagates its own labels,
-    ``[1 + K_g, h, w]`` with channel 0 its background ("none of this group's objects"). The
-    merged background is the elementwise ``min`` (or ``product``) of the groups'
-    backgrounds; the object channels follow, group by group. One group is returned as it is.
-
-    Args:
-        group_labels: Non-empty list of ``[1 + K_g, h, w]`` float soft labels on one grid.
-        rule: ``"min"`` or ``"product"``.
-
-    Returns:
-        ``[1 + sum K_g, h, w]`` float soft labels.
-    """
-    if len(group_labels) == 1:
-        return group_labels[0]
-    backgrounds = torch.stack([labels[0] for labels in group_labels])
-    if rule == "min":
-        background = backgrounds.amin(0)
-    elif rule == "product":
-        background = backgrounds.prod(0)
-    else:
-        raise InputError(f"rule must be 'min' or 'product', got {rule!r}")
-    return torch.cat([background[None], *(labels[1:] for labels in group_labels)])
-
-
-def apply_prompt_labels(
-    labels: Tensor, prompt_channels: Tensor, covered: Tensor, prompted: Tensor
-) -> Tensor:
-    """A group's soft labels at a frame, corrected by a prompt (a partial annotation).
-
-    The prompt fixes the objects it holds: the channel of each such object becomes exactly
-    the prompt's pixels; at every pixel the prompt gives to some object (of this group or of
-    another), the group's other object channels drop to 0; the background takes what is left,
-    so each position still sums to 1. Objects of the group absent from the prompt keep their
-    labels wherever the prompt holds no object.
-
-    Args:
-        labels: ``[K, h, w]`` float soft labels of the group (channel 0 its background).
-        prompt_channels: ``[h, w]`` integer channel (of this group) of each pixel's object in
-            the prompt, 0 where the prompt holds none of the group's objects.
-        covered: ``[h, w]`` bool, the pixels the prompt gives to any object.
-        prompted: ``[K]`` bool, the group's channels whose object is in the prompt (entry 0,
-            the background, is ignored).
-
-    Returns:
-        ``[K, h, w]`` float32 corrected soft labels.
-    """
-    k = labels.shape[0]
-    out = labels.float().masked_fill(covered[None], 0.0)
-    exact = one_hot_labels(prompt_channels, k)
-    out = torch.where(prompted.view(k, 1, 1), exact, out)
-    out[0] = (1.0 - out[1:].sum(0)).clamp_min(0.0)
-    return out
-
-
-def propagate_sequence(
-    features: Iterable[Tensor], first_labels: Tensor, **kwargs: Any
-) -> Iterator[Tensor]:
-    """Propagate first-frame labels through a sequence of feature maps (bring your own features).
-
-    Args:
-        features: Iterable of ``[C, h, w]`` feature maps, the first frame's first.
-        first_labels: ``[h, w]`` integer (or bool) channel indices (0 = background, 1..K-1
-            objects) or ``[K, h, w]`` float soft labels of the first frame; a tensor or a
-            numpy array.
-        **kwargs: :class:`LabelPropagator` settings (``n_last_frames``, ``radius``, ``topk``,
-            ``temperature``, ``tile``).
-
-    Yields:
-        ``[K, h, w]`` float32 soft labels for every frame after the first.
-
-    Raises:
-        ValueError: Labels that are not ``[h, w]`` or ``[K, h, w]``, negative channel
-            indices, or a bad setting (see :class:`LabelPropagator`).
-        TypeError: ``[h, w]`` labels that are not integers.
-    """
-    first_labels = _first_labels(first_labels)
-    frames = iter(features)
-    try:
-        first = next(frames)
-    except StopIteration:
-        return
-    propagator = LabelPropagator(first, first_labels.to(first.device), **kwargs)
-    for feats in frames:
-        yield propagator.step(feats)
-
-
-def _first_labels(labels: Tensor | np.ndarray) -> Tensor:
-    """:func:`propagate_sequence`'s first labels as ``[K, h, w]`` float soft labels."""
-    if isinstance(labels, np.ndarray):
-        # Converted to a fresh array: torch warns about read-only ones (np.asarray of PIL).
-        if labels.dtype == np.bool_ or np.issubdtype(labels.dtype, np.integer):
-            labels = torch.from_numpy(labels.astype(np.int64))
-        elif np.issubdtype(labels.dtype, np.floating):
-            labels = torch.from_numpy(labels.astype(np.float32))
-        else:
-            raise TypeError(f"first_labels must hold numbers, got numpy dtype {labels.dtype}")
-    elif not isinstance(labels, Tensor):
-        raise TypeError(
-            f"first_labels must be a tensor or numpy array, got {type(labels).__name__}"
-        )
-    if labels.dim() == 3:
-        return labels.float()
-    if labels.dim() != 2:
-        raise InputError(
-            "first_labels must be [h, w] channel indices or [K, h, w] soft labels, got shape "
-            f"{tuple(labels.shape)}"
-        )
-    if labels.dtype.is_floating_point or labels.dtype.is_complex:
-        raise TypeError(
-            f"[h, w] first_labels must hold integer channel indices, got {labels.dtype}; "
-            "give [K, h, w] for soft labels"
-        )
-    labels = labels.long()
-    if labels.numel() == 0:
-        raise InputError(f"first_labels is empty (shape {tuple(labels.shape)})")
-    if int(labels.min()) < 0:
-        raise InputError(
-            f"first_labels holds negative channel indices (min {int(labels.min())}); channel "
-            "indices must be >= 0 (0 = background)"
-        )
-    return one_hot_labels(labels, int(labels.max()) + 1)

@@ -1,52 +1,40 @@
-"""The tracker (stateless: backbone + config) and tracking sessions (per-video state)."""
+"""Tracking sessions: everything one video's tracking remembers, stepped frame by frame.
+
+A :class:`TrackingSession` holds tensors and object ids only; its collaborators are the
+feature extractor (frames to patch features), the factory of context memories
+(:class:`~dinotrack.tracking.propagation.LabelPropagator` with the tracker's settings) and
+:mod:`dinotrack.tracking.objects` (ids to channels). :class:`dinotrack.Tracker` starts them.
+"""
 
 from __future__ import annotations
 
-import itertools
-import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from dinotrack.config import (
-    CPU_TILE,
-    CUDA_TILE,
-    DIRECTIONS,
-    TrackerConfig,
-    check_int,
-    preset_config,
-)
 from dinotrack.errors import InputError
-from dinotrack.io.masks import (
+from dinotrack.io.masks import resize_mask
+from dinotrack.models.features import FeatureExtractor
+from dinotrack.tracking.memory import LabelPropagator, apply_prompt_labels, merge_group_labels
+from dinotrack.tracking.objects import (
     channels_to_ids,
-    check_first_mask,
     check_prompt,
     ids_dtype,
     ids_to_channels,
-    resize_mask,
+    merge_prompt,
+    object_labels,
     warn_small_objects,
 )
-from dinotrack.io.video import FrameReader, probe_video
-from dinotrack.models.attention import normalize_attention, upsample_attention
-from dinotrack.models.features import FeatureExtractor, network_input_size
-from dinotrack.models.registry import BackboneSpec, load_backbone
-from dinotrack.tracking.propagation import (
-    LabelPropagator,
-    apply_prompt_labels,
-    labels_to_mask,
-    merge_group_labels,
-    one_hot_labels,
-)
+from dinotrack.tracking.propagation import labels_to_mask
 
-VideoSource = str | os.PathLike | Iterable[np.ndarray]
-StartMask = np.ndarray | Callable[[np.ndarray, Tensor, Tensor], np.ndarray]
+NewMemory = Callable[[Tensor, Tensor], LabelPropagator]
+"""``(feats [C, h, w], labels [K, h, w]) -> LabelPropagator``: a group's context memory,
+started on its first prompt's frame, with the tracker's propagation settings."""
 
 
 @dataclass
@@ -100,9 +88,17 @@ class TrackingSession:
     ``prompt`` mask on the frames that carry one.
     """
 
-    def __init__(self, tracker: Tracker, state: SessionState) -> None:
-        self.tracker = tracker
+    def __init__(
+        self,
+        state: SessionState,
+        extractor: FeatureExtractor,
+        new_memory: NewMemory,
+        group_merge: str,
+    ) -> None:
         self.state = state
+        self.extractor = extractor
+        self.new_memory = new_memory
+        self.group_merge = group_merge
 
     @property
     def object_ids(self) -> tuple[int, ...]:
@@ -130,7 +126,7 @@ class TrackingSession:
             ValueError: ``frame`` is not ``[H, W, 3]`` uint8, or not of the first frame's size;
                 a bad prompt.
         """
-        _check_frame(frame)
+        check_frame(frame)
         if tuple(frame.shape[:2]) != self.state.frame_size:
             raise InputError(
                 f"frame {self.state.frame_index + 1} is {frame.shape[1]}x{frame.shape[0]}, "
@@ -138,7 +134,7 @@ class TrackingSession:
             )
         if prompt is not None:
             prompt = check_prompt(prompt, self.state.frame_size, self.state.frame_index + 1)
-        feats = self.tracker.extractor(_as_batch(frame), self.state.input_size)[0]
+        feats = self.extractor(as_batch(frame), self.state.input_size)[0]
         return self.step_features(feats, prompt)
 
     def step_features(self, feats: Tensor, prompt: np.ndarray | None = None) -> np.ndarray:
@@ -154,20 +150,20 @@ class TrackingSession:
                 if prompt is None:
                     for group, labels in zip(state.groups, softs, strict=True):
                         group.propagator.remember(unit, labels, normalized=True)
-                soft = merge_group_labels(softs, self.tracker.config.group_merge)
+                soft = merge_group_labels(softs, self.group_merge)
             tracked = self._to_ids(soft)
             if prompt is not None:
                 self._apply_prompt(feats, unit, softs, prompt)
         state.frame_index += 1
         if prompt is None:
             return tracked
-        return _overlay_prompt(tracked, prompt, ids_dtype(state.object_ids))
+        return merge_prompt(tracked, prompt, ids_dtype(state.object_ids))
 
     def _to_ids(self, soft: Tensor) -> np.ndarray:
-        channels = labels_to_mask(soft, self.tracker.spec.patch_size, self.state.frame_size)
+        channels = labels_to_mask(soft, self.extractor.patch_size, self.state.frame_size)
         if channels.device.type != "cpu" and len(self.state.object_ids) < 256:
             channels = channels.to(torch.uint8)  # an 8th of the bytes to copy to the host
-        return self.tracker.channels_to_ids(channels.cpu().numpy(), self.state.object_ids)
+        return channels_to_ids(channels.cpu().numpy(), self.state.object_ids)
 
     def _apply_prompt(
         self, feats: Tensor, unit: Tensor, softs: list[Tensor], prompt: np.ndarray
@@ -176,13 +172,13 @@ class TrackingSession:
         ``unit``, propagated labels ``softs``) by ``prompt``, and start a group for its new
         objects."""
         state = self.state
-        grid = self.tracker.grid_size(state.input_size)
+        grid = self.extractor.grid_size(state.input_size)
         ids = resize_mask(prompt, *grid)
         present = {int(i) for i in np.unique(ids) if i != 0}
         present |= {int(i) for i in np.unique(prompt) if i != 0}  # also those below a patch
         covered = torch.from_numpy(ids != 0).to(feats.device)
         for group, labels in zip(state.groups, softs, strict=True):
-            channels = torch.from_numpy(self.tracker.ids_to_channels(ids, group.object_ids))
+            channels = torch.from_numpy(ids_to_channels(ids, group.object_ids))
             prompted = torch.tensor([False] + [i in present for i in group.object_ids])
             corrected = apply_prompt_labels(
                 labels, channels.to(feats.device), covered, prompted.to(feats.device)
@@ -193,452 +189,19 @@ class TrackingSession:
                 group.propagator.remember(unit, corrected, normalized=True)
         new_ids = tuple(sorted(present - set(state.object_ids)))
         if new_ids:
-            warn_small_objects(prompt, state.input_size, self.tracker.patch_size, new_ids)
-            labels = self.tracker.prompt_labels(ids, new_ids, feats.device)
-            group = ObjectGroup(
-                new_ids, state.frame_index + 1, self.tracker.new_propagator(feats, labels)
-            )
+            warn_small_objects(prompt, state.input_size, self.extractor.patch_size, new_ids)
+            labels = object_labels(ids, new_ids, feats.device)
+            group = ObjectGroup(new_ids, state.frame_index + 1, self.new_memory(feats, labels))
             state.groups.append(group)
             state.object_ids = state.object_ids + new_ids
 
 
-def _overlay_prompt(tracked: np.ndarray, prompt: np.ndarray, dtype: type) -> np.ndarray:
-    """The merged mask of a prompted frame: the tracked ids, the prompt's objects replaced by
-    the prompt's pixels (an object the prompt holds appears nowhere else)."""
-    out = tracked.astype(dtype)
-    out[np.isin(out, np.unique(prompt[prompt != 0]))] = 0
-    out[prompt != 0] = prompt[prompt != 0]
-    return out
-
-
-class Tracker:
-    """A backbone plus the propagation settings; holds no per-video state.
-
-    Args:
-        net: A timm ``VisionTransformer`` (see :func:`dinotrack.models.registry.load_backbone`).
-        spec: Its registry entry.
-        config: Propagation settings.
-        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        spec: BackboneSpec,
-        config: TrackerConfig | None = None,
-        device: str | torch.device = "auto",
-    ) -> None:
-        self.config = config or TrackerConfig()
-        self.spec = spec
-        self.extractor = FeatureExtractor(
-            net, spec, device, self.config.precision, self.config.pos_embed, self.config.compile
-        )
-        self.device = self.extractor.device
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        model: str | None = None,
-        weights: str | os.PathLike | None = None,
-        device: str | torch.device = "auto",
-        config: TrackerConfig | None = None,
-        **config_overrides: Any,
-    ) -> Tracker:
-        """Build a tracker from a registered backbone and/or a weights file.
-
-        Args:
-            model: Registry name (see :func:`dinotrack.list_backbones`); None takes the
-                architecture recorded in ``weights`` or the default ``dino_vits8``.
-            weights: Checkpoint to load instead of the official weights.
-            device: Where to run.
-            config: Propagation settings (default: the backbone's preset, see
-                :data:`dinotrack.config.PRESETS`); ``config_overrides`` replace single fields.
-
-        Raises:
-            ValueError: Unknown model or unusable weights.
-            RuntimeError: The official weights could not be downloaded.
-        """
-        net, spec = load_backbone(model, weights)
-        config = replace(config or preset_config(spec.preset), **config_overrides)
-        return cls(net, spec, config, device)
-
-    @property
-    def patch_size(self) -> int:
-        """Patch size of the backbone in pixels."""
-        return self.spec.patch_size
-
-    @property
-    def num_heads(self) -> int:
-        """Attention heads of the backbone's last block (the maps :meth:`attention` gives)."""
-        return int(self.extractor.net.blocks[-1].attn.num_heads)
-
-    def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """Network input size ``(h, w)`` for frames of ``height x width``.
-
-        Raises:
-            ValueError: The input would exceed :data:`MAX_INPUT_PIXELS` (the message says how
-                large it would be), instead of an allocator error.
-        """
-        cfg = self.config
-        size = network_input_size(height, width, cfg.short_side, self.patch_size, cfg.resize_rule)
-        if size[0] * size[1] > MAX_INPUT_PIXELS:
-            tokens = (size[0] // self.patch_size) * (size[1] // self.patch_size)
-            raise InputError(
-                f"short_side={cfg.short_side} would feed the network "
-                f"{size[1]}x{size[0]} pixels per frame of this {width}x{height} video "
-                f"({size[0] * size[1] * 12 / 1e9:.1f} GB of float32 input alone, {tokens} "
-                f"patches); at most {MAX_INPUT_PIXELS} pixels are allowed: lower short_side",
-                parameter="short_side",
-            )
-        return size
-
-    def attention(self, frames: Iterable[np.ndarray], upsample: str | None = None) -> Tensor:
-        """Class-token attention of the last block for each frame.
-
-        Args:
-            frames: ``[T, H, W, 3]`` uint8 RGB array, or an iterable of ``[H, W, 3]`` frames
-                of one size (batched through the backbone, ``config.batch_size`` at a time).
-            upsample: None for patch-level maps, else ``"nearest"`` or ``"bilinear"`` to
-                resize them to the frames' ``(H, W)``.
-
-        Returns:
-            ``[T, heads, h/p, w/p]`` float32 on the CPU, each head's map renormalised over
-            the patches so that it sums to 1 (see :mod:`dinotrack.models.attention`); with
-            ``upsample``, ``[T, heads, H, W]``.
-        """
-        maps = []
-        for frame, attn in self.iter_attention(frames):
-            if upsample is not None:
-                attn = upsample_attention(attn, frame.shape[:2], upsample)
-            maps.append(attn.cpu())
-        if not maps:
-            raise InputError("no frames to compute the attention of")
-        return torch.stack(maps)
-
-    def iter_attention(self, frames: Iterable[np.ndarray]) -> Iterator[tuple[np.ndarray, Tensor]]:
-        """Streams the renormalised class-token attention of each frame.
-
-        Frames go through the backbone in batches of ``config.batch_size`` at the tracker's
-        input size, as in :meth:`track`; memory does not grow with the number of frames.
-
-        Args:
-            frames: ``[H, W, 3]`` uint8 RGB frames, all of one size.
-
-        Yields:
-            ``(frame, attn)``: the frame as given and its attention ``[heads, h/p, w/p]``
-            float32 on the tracker's device, each head summing to 1 over the patches (see
-            :func:`dinotrack.models.attention.normalize_attention`).
-
-        Raises:
-            TypeError: A frame is not a numpy array.
-            ValueError: A frame is not ``[H, W, 3]`` uint8 or differs in size from the first.
-        """
-        for batch, input_size in self._frame_batches(frames):
-            images = self.extractor.preprocess(np.stack(batch), input_size)
-            _, attn = self.extractor.forward(images, attention=True)
-            yield from zip(batch, normalize_attention(attn), strict=True)
-
-    def _frame_batches(
-        self, frames: Iterable[np.ndarray]
-    ) -> Iterator[tuple[list[np.ndarray], tuple[int, int]]]:
-        """The one batching loop of :meth:`track` and :meth:`iter_attention`: lists of
-        ``config.batch_size`` frames (fewer at the end), each checked to be ``[H, W, 3]``
-        uint8 of the first frame's size, with the network input size of that size."""
-        input_size = None
-        for batch in _batches(iter(frames), self.config.batch_size):
-            if input_size is None:
-                _check_frame(batch[0])
-                frame_size = batch[0].shape
-                input_size = self.input_size(*frame_size[:2])
-            _check_sizes(batch, frame_size)
-            yield batch, input_size
-
-    def _tile(self) -> int:
-        if self.config.tile is not None:
-            return self.config.tile
-        return CUDA_TILE if self.device.type == "cuda" else CPU_TILE
-
-    def start(
-        self, frame: np.ndarray, mask: np.ndarray, feats: Tensor | None = None
-    ) -> TrackingSession:
-        """Start a session from the first frame and its object mask.
-
-        Args:
-            frame: ``[H, W, 3]`` uint8 RGB first frame.
-            mask: ``[H', W']`` integer (or bool) object ids (0 = background). A mask of
-                another size that is a rescale of the frame's is resized (nearest) with a
-                warning (see :func:`check_first_mask`).
-            feats: The first frame's features ``[C, h/p, w/p]`` if already computed.
-
-        Returns:
-            A session whose :meth:`TrackingSession.step` segments the following frames.
-
-        Warns:
-            UserWarning: The mask was resized, or an object covers less than one patch at the
-                network input (it may be lost after the first frame).
-
-        Raises:
-            TypeError: ``frame`` is not a numpy array.
-            ValueError: ``frame`` is not ``[H, W, 3]`` uint8; empty mask, negative ids, a mask
-                of another aspect ratio or too small.
-        """
-        _check_frame(frame)
-        frame_size = (int(frame.shape[0]), int(frame.shape[1]))
-        return self._start_checked(frame, check_first_mask(mask, frame_size), feats)
-
-    def _start_checked(
-        self, frame: np.ndarray, mask: np.ndarray, feats: Tensor | None
-    ) -> TrackingSession:
-        """:meth:`start` with a mask already passed through :func:`check_first_mask`."""
-        frame_size = (int(frame.shape[0]), int(frame.shape[1]))
-        object_ids = tuple(int(i) for i in np.unique(mask) if i != 0)
-        input_size = self.input_size(*frame_size)
-        warn_small_objects(mask, input_size, self.patch_size)
-        if feats is None:
-            feats = self.extractor(_as_batch(frame), input_size)[0]
-        labels = self.prompt_labels(resize_mask(mask, *self.grid_size(input_size)), object_ids)
-        group = ObjectGroup(object_ids, 0, self.new_propagator(feats, labels.to(feats.device)))
-        state = SessionState(object_ids, frame_size, input_size, [group])
-        return TrackingSession(self, state)
-
-    def grid_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
-        """Patch grid ``(h/p, w/p)`` of a network input of ``input_size`` ``(h, w)``."""
-        return input_size[0] // self.patch_size, input_size[1] // self.patch_size
-
-    def prompt_labels(
-        self, ids: np.ndarray, object_ids: tuple[int, ...], device: torch.device | None = None
-    ) -> Tensor:
-        """One-hot labels ``[1 + len(object_ids), h, w]`` (float32) of ``object_ids`` in an
-        ``[h, w]`` id mask on the patch grid; other ids count as background."""
-        channels = torch.from_numpy(self.ids_to_channels(ids, object_ids))
-        return one_hot_labels(channels.to(device), len(object_ids) + 1)
-
-    def new_propagator(self, feats: Tensor, labels: Tensor) -> LabelPropagator:
-        """The context memory of an object group prompted with ``labels`` ``[K, h, w]`` on
-        the frame of ``feats`` ``[C, h, w]``, with this tracker's settings."""
-        cfg = self.config
-        return LabelPropagator(
-            feats,
-            labels,
-            n_last_frames=cfg.n_last_frames,
-            radius=cfg.radius,
-            topk=cfg.topk,
-            temperature=cfg.temperature,
-            tile=self._tile(),
-            max_permanent=cfg.max_prompt_frames,
-        )
-
-    ids_to_channels = staticmethod(ids_to_channels)
-    channels_to_ids = staticmethod(channels_to_ids)
-
-    def track(
-        self,
-        video: VideoSource,
-        first_mask: StartMask | None = None,
-        *,
-        prompts: Mapping[int, np.ndarray] | None = None,
-        direction: str = "forward",
-        with_frames: bool = False,
-        start: int = 0,
-        stop: int | None = None,
-    ) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Segment a whole video, streaming: frames are decoded in a background thread and
-        batched through the backbone; memory does not grow with the video's length.
-
-        Objects are given either as ``first_mask`` (the mask of frame ``start``) or as
-        ``prompts``, masks on any frames. A prompt defines the objects it holds at its frame:
-        an id not seen before is a new object from that frame on, an id already tracked is
-        corrected there, objects absent from it go on being tracked (see
-        :meth:`TrackingSession.step`). Objects first prompted on the same frame form a group
-        with its own memory, so that frames before an object's first prompt never vote it
-        background; the groups' labels are merged per frame (``config.group_merge``).
-
-        Args:
-            video: Video file, directory of frames, or an iterable of ``[H, W, 3]`` uint8
-                RGB frames (held in memory for a backward pass: give a path to stream).
-            first_mask: ``[H, W]`` integer object ids of frame ``start``, or a function
-                ``(frame, feats [C, h/p, w/p], attn [heads, h/p, w/p]) -> ids`` that derives
-                them from the first frame's features and class-token attention, both from
-                one forward pass (e.g. :class:`dinotrack.tracking.autostart.AutoStart`).
-            prompts: Instead of ``first_mask``: ``{frame index: [H, W] object ids}``, frame
-                indices counted from 0 in the video, within ``[start, stop)``.
-            direction: ``"forward"`` (from the earliest prompt to the end), ``"backward"``
-                (from the latest prompt down to ``start``) or ``"both"`` (forward from the
-                earliest prompt, and the frames before it by a backward pass from it).
-            with_frames: Also yield each RGB frame (e.g. to draw overlays).
-            start: Index of the first frame of the video to consider (frames before it are
-                skipped); the frame ``first_mask`` belongs to.
-            stop: Index one past the last frame to process.
-
-        Yields:
-            ``(index, mask)`` or ``(index, mask, frame)``, one per frame tracked, ``index``
-            counted from 0 in the video; ``mask`` is ``[H, W]`` object ids with the user's
-            ids (on a prompted frame, the tracked mask with the prompt's objects replaced
-            by the prompt's; the first prompt's frame shows the prompt). Order: forward,
-            increasing indices from the earliest prompt; backward, decreasing indices from
-            the latest prompt down to ``start``; both, the forward frames and then the
-            backward ones (earliest prompt - 1 down to ``start``).
-
-        Warns:
-            UserWarning: As :meth:`start`.
-
-        Raises:
-            TypeError, ValueError: At the call, ``start``, ``stop``, ``direction`` or a prompt
-                index out of range, both or neither of ``first_mask`` and ``prompts``, a mask
-                function with a backward direction; while iterating, frames that are not
-                ``[H, W, 3]`` uint8 of one size, a bad mask (see :func:`check_first_mask`), a
-                prompt past the end of the video, or no frame between ``start`` and ``stop``.
-        """
-        start = check_int("start", start, minimum=0)
-        if stop is not None and check_int("stop", stop) <= start:
-            raise InputError(f"stop must be greater than start ({start}), got {stop}")
-        if direction not in DIRECTIONS:
-            raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if (first_mask is None) == (prompts is None):
-            raise InputError("give the objects either as first_mask or as prompts (not both)")
-        if prompts is None:
-            if callable(first_mask) and direction != "forward":
-                raise InputError(f"a start-mask function can only track forward, not {direction!r}")
-            prompts = {start: first_mask}
-        else:
-            prompts = _check_prompt_indices(prompts, start, stop)
-        return self._track(video, prompts, direction, with_frames, start, stop)
-
-    def _track(
-        self,
-        video: VideoSource,
-        prompts: dict[int, StartMask],
-        direction: str,
-        with_frames: bool,
-        start: int,
-        stop: int | None,
-    ) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """:meth:`track` once its arguments are checked."""
-        first, last = min(prompts), max(prompts)
-        end = stop  # one past the last frame there is to read, where known
-        if isinstance(video, (str, os.PathLike)):
-            num_frames = probe_video(video).num_frames
-            end = num_frames if stop is None else min(stop, num_frames)
-            source: str = str(video)
-
-            def frames(a: int, b: int, reverse: bool) -> Iterator[tuple[int, np.ndarray]]:
-                # A generator: the reader opens (and decodes) only when the pass begins.
-                with FrameReader(Path(video), start=a, stop=b, reverse=reverse) as reader:
-                    indices = range(b - 1, a - 1, -1) if reverse else itertools.count(a)
-                    yield from zip(indices, reader, strict=False)  # a cut-off video ends early
-        else:
-            source = "the given frames"  # an iterable's repr may hold whole frame arrays
-            held = None if direction == "forward" else list(islice(video, start, stop))
-            if held is not None:
-                end = start + len(held)
-
-            def frames(a: int, b: int, reverse: bool) -> Iterator[tuple[int, np.ndarray]]:
-                if held is None:
-                    yield from zip(itertools.count(a), islice(video, a, b), strict=False)
-                    return
-                span = range(b - 1, a - 1, -1) if reverse else range(a, b)
-                yield from ((i, held[i - start]) for i in span if i - start < len(held))
-
-        if end is not None and first < end <= last:
-            raise InputError(_past_end_message(last, source, end))
-        passes = []
-        if direction in ("forward", "both"):
-            passes.append((frames(first, end, False), prompts, 0))
-        if direction == "backward":
-            passes.append((frames(start, last + 1, True), prompts, 0))
-        elif direction == "both" and first > start:
-            # The earliest prompt's frame is the backward pass's first; the forward pass
-            # yields it.
-            backward = frames(start, first + 1, True)
-            passes.append((backward, {first: prompts[first]}, 1))
-        seen = 0
-        for indexed, pass_prompts, skip in passes:
-            results = self._track_pass(indexed, pass_prompts, with_frames)
-            for item in islice(results, skip, None):
-                seen += 1
-                yield item
-        if seen == 0:
-            span = "" if start == 0 and stop is None else f" from index {start}"
-            span += "" if stop is None else f" to {stop}"
-            raise InputError(f"no frames to track in {source}{span}")
-
-    def _track_pass(
-        self,
-        indexed: Iterator[tuple[int, np.ndarray]],
-        prompts: dict[int, StartMask],
-        with_frames: bool,
-    ) -> Iterator[tuple[int, np.ndarray]] | Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """One pass over ``(index, frame)`` pairs whose first is a prompted frame."""
-        session: TrackingSession | None = None
-        unused = set(prompts)
-        indices: list[int] = []  # of the frames the batching loop has taken so far
-
-        def frames() -> Iterator[np.ndarray]:
-            for index, frame in indexed:
-                indices.append(index)
-                yield frame
-
-        for batch, input_size in self._frame_batches(frames()):
-            batch_indices, indices[:] = indices[: len(batch)], indices[len(batch) :]
-            images = self.extractor.preprocess(np.stack(batch), input_size)
-            auto = session is None and callable(prompts[batch_indices[0]])
-            feats, attn = self.extractor.forward(images, attention=auto)
-            for index, frame, frame_feats in zip(batch_indices, batch, feats, strict=True):
-                prompt = prompts.get(index)
-                unused.discard(index)
-                if session is None:
-                    mask = prompt(frame, frame_feats, attn[0]) if auto else prompt
-                    mask = check_first_mask(mask, frame.shape[:2])
-                    session = self._start_checked(frame, mask, frame_feats)
-                    mask = mask.astype(ids_dtype(session.object_ids))
-                else:
-                    if prompt is not None:
-                        prompt = check_prompt(prompt, session.state.frame_size, index)
-                    mask = session.step_features(frame_feats, prompt)
-                yield (index, mask, frame) if with_frames else (index, mask)
-        if unused and session is not None:
-            raise InputError(_past_end_message(max(unused), "the given frames", None))
-
-
-def _check_prompt_indices(
-    prompts: Mapping[int, np.ndarray], start: int, stop: int | None
-) -> dict[int, np.ndarray]:
-    """``prompts`` as a dict, its keys checked to be frame indices in ``[start, stop)``."""
-    if not isinstance(prompts, Mapping):
-        raise TypeError(
-            f"prompts must be a mapping {{frame index: mask}}, got {type(prompts).__name__}"
-        )
-    if not prompts:
-        raise InputError("prompts is empty: give at least one {frame index: mask}")
-    checked = {}
-    for index, mask in prompts.items():
-        index = check_int("a prompt's frame index", index, minimum=0)
-        if index < start or (stop is not None and index >= stop):
-            end = "" if stop is None else f" to {stop - 1}"
-            raise InputError(
-                f"prompt for frame {index} is outside the frames tracked ({start}{end})"
-            )
-        if callable(mask):
-            raise TypeError(f"the prompt of frame {index} must be a mask array, not a function")
-        checked[index] = mask
-    return dict(sorted(checked.items()))
-
-
-def _past_end_message(index: int, source: str, stop: int | None) -> str:
-    frames = "" if stop is None else f": it has {stop} frames (0 to {stop - 1})"
-    return f"prompt for frame {index} is past the end of {source}{frames}"
-
-
-MAX_INPUT_PIXELS = 8192 * 8192
-"""Largest network input (pixels per frame) a tracker accepts: 8K video at full size fits."""
-
-
-def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+def batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
     while batch := list(islice(frames, size)):
         yield batch
 
 
-def _check_frame(frame: np.ndarray) -> None:
+def check_frame(frame: np.ndarray) -> None:
     """Frames are ``[H, W, 3]`` uint8 RGB numpy arrays (one message for every entry point)."""
     if not isinstance(frame, np.ndarray):
         raise TypeError(
@@ -648,15 +211,15 @@ def _check_frame(frame: np.ndarray) -> None:
         raise InputError(f"frames must be [H, W, 3] uint8 RGB, got {frame.dtype} {frame.shape}")
 
 
-def _as_batch(frame: np.ndarray) -> np.ndarray:
+def as_batch(frame: np.ndarray) -> np.ndarray:
     """``[1, H, W, 3]`` view of a frame; a copy when it is read-only (``np.asarray`` of a PIL
     image), which torch would otherwise warn about."""
     return frame[None] if frame.flags.writeable else frame[None].copy()
 
 
-def _check_sizes(batch: list[np.ndarray], size: tuple[int, ...]) -> None:
+def check_sizes(batch: list[np.ndarray], size: tuple[int, ...]) -> None:
     for frame in batch:
-        _check_frame(frame)
+        check_frame(frame)
         if tuple(frame.shape[:2]) != tuple(size[:2]):
             raise InputError(
                 f"frame of size {frame.shape[1]}x{frame.shape[0]} in a video of "
