@@ -65,8 +65,8 @@ def child_segment(args: argparse.Namespace) -> None:
 def child_step(args: argparse.Namespace) -> None:
     import torch
 
+    from dinotrack import propagate_labels
     from dinotrack.config import preset_config
-    from dinotrack.tracking.propagation import propagate_labels
 
     channels, gh, gw = args.step
     cfg = preset_config("dinov3")

@@ -21,7 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dinotrack.tracking.propagation import product_layout, propagate_labels
+from dinotrack import propagate_labels
+from dinotrack.tracking.propagation import product_layout
 from tools.bench.official_protocol import dense_propagation, neighbourhood_mask
 from tools.bench.processes import last_json_line, peak_rss_gb, run_module
 
