@@ -1,5 +1,6 @@
 """The README's examples run as written: every ```python block, the quick start's shell block,
-and every `dinotrack` command line of the ```sh blocks parses with today's flags.
+and every `dinotrack` command line of its ```sh blocks (and of docs/usage.md) parses with
+today's flags.
 
 The examples name `video.mp4`, `first_frame.png` and a `frames/` folder; each test makes them
 in a temporary folder (a synthetic clip of two moving squares, written as an mp4, as JPEG
@@ -87,8 +88,10 @@ def test_quick_start_command_runs_as_written(example_files, capsys):
 
 
 def command_lines() -> list[str]:
+    """The `dinotrack` command lines of the README's ```sh blocks and of docs/usage.md."""
+    usage = (REPO / "docs" / "usage.md").read_text()
     lines = []
-    for body in blocks("sh"):
+    for body in [*blocks("sh"), *(body for _, body in BLOCK.findall(usage))]:
         for line in body.replace("\\\n", " ").splitlines():
             if line.startswith("dinotrack "):
                 lines.append(line.split("#")[0].strip())
