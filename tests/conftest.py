@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from tool_support import load_tool
+
+from tools.data.location import data_root
 
 if TYPE_CHECKING:
     from dinotrack import Tracker
@@ -21,7 +22,7 @@ def shared_data() -> Callable[..., Path]:
     The folder is `$DINOTRACK_DATA`, else `../shared/data` next to the repository. A test
     asking for a path that is absent is skipped with the path in the reason.
     """
-    root = load_tool("data_location").data_root()  # the tools' rule, the one rule
+    root = data_root()  # the tools' rule, the one rule
 
     def locate(*parts: str) -> Path:
         path = root.joinpath(*parts)

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tool_support import load_tool
+
+from tools.data.location import data_path
 
 _PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128] + [255] * (
     256 * 3 - 18
@@ -16,7 +17,7 @@ _PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128] 
 
 def require_data(name: str) -> Path:
     """Path of a shared data set, or skip the test saying what is missing."""
-    path = load_tool("data_location").data_path(name)
+    path = data_path(name)
     if not path.is_dir():
         pytest.skip(f"shared data {path} is absent (set DINOTRACK_DATA to the data folder)")
     return path

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import re
 
-from tool_support import load_tool
+from tools.bench import crops, fps, source_check
+from tools.bench.official_protocol import OfficialProtocol
 
 
 def test_bench_fps_measures_tracking_and_backbone(shared_data):
-    bench = load_tool("bench_fps")
+    bench = fps
     args = argparse.Namespace(
         video=shared_data("videos", "dog-agility.mp4"),
         model="test_vit_tiny",
@@ -28,7 +29,7 @@ def test_bench_fps_measures_tracking_and_backbone(shared_data):
 
 
 def test_bench_crops_times_both_forms_and_they_agree(capsys):
-    bench = load_tool("bench_crops")
+    bench = crops
     bench.main(["--batch-sizes", "1", "--repeats", "1"])
     line = capsys.readouterr().out.splitlines()[-1]
     match = re.fullmatch(
@@ -51,7 +52,7 @@ def test_official_protocol_baseline_leaves_the_callers_tracker_as_it_is(shared_d
     mask[100:300, 200:500] = 1
     before = [blk.attn.fused_attn for blk in tracker.extractor.net.blocks]
     assert all(before)  # timm fuses attention by default
-    baseline = load_tool("official_protocol").OfficialProtocol(tracker)
+    baseline = OfficialProtocol(tracker)
     assert all(not blk.attn.fused_attn for blk in baseline.extractor.net.blocks)
     assert [blk.attn.fused_attn for blk in tracker.extractor.net.blocks] == before
     official = [m for _, m in baseline.track(frames, mask)]
@@ -66,7 +67,7 @@ def test_bench_source_check_times_counting_and_checking(tmp_path, capsys):
 
     bad.video(tmp_path / "a.mp4", count=4)
     bad.random_bytes(tmp_path / "noise.mp4")  # skipped by the check, timed all the same
-    load_tool("bench_source_check").main([str(tmp_path), "--repeats", "1"])
+    source_check.main([str(tmp_path), "--repeats", "1"])
     line = capsys.readouterr().out.splitlines()[-1]
     parts = line.split(": ", 1)[1].split("; ")
     assert line.startswith(f"{tmp_path} (2 videos): ") and len(parts) >= 1, line

@@ -1,4 +1,4 @@
-"""tools/davis_from_videos.py: DAVIS JPEG frames rebuilt from the mp4 copies of the sequences."""
+"""tools/data/davis_from_videos.py: DAVIS JPEG frames rebuilt from the mp4 copies of a split."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tool_support import load_tool
+
+from tools.data import davis_from_videos
 
 
 def read(path: Path) -> np.ndarray:
@@ -20,7 +21,7 @@ def test_rebuilt_frames_match_the_original_jpegs(shared_data, tmp_path):
     videos = shared_data("videos")
     root = tmp_path / "davis"
     shutil.copytree(dev / "Annotations/480p/dog-agility", root / "Annotations/480p/dog-agility")
-    tool = load_tool("davis_from_videos")
+    tool = davis_from_videos
 
     assert tool.rebuild(videos, root) == ["dog-agility"]
     rebuilt = sorted((root / "JPEGImages/480p/dog-agility").glob("*.jpg"))
@@ -40,8 +41,8 @@ def test_frame_count_mismatch_and_missing_video_are_refused(shared_data, tmp_pat
     labels.mkdir(parents=True)
     Image.new("L", (854, 480)).save(labels / "00000.png")
     with pytest.raises(ValueError, match="has 25 frames but dog-agility has 1 annotations"):
-        load_tool("davis_from_videos").rebuild(videos, root)
+        davis_from_videos.rebuild(videos, root)
     (root / "Annotations/480p/no-such-seq").mkdir()
     shutil.rmtree(labels)
     with pytest.raises(FileNotFoundError, match="no-such-seq"):
-        load_tool("davis_from_videos").rebuild(videos, root)
+        davis_from_videos.rebuild(videos, root)

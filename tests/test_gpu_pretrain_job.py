@@ -1,4 +1,4 @@
-"""tools/gpu_pretrain_job.sh end to end on the CPU with a tiny model: train, compare, ship."""
+"""tools/gpu/pretrain_job.sh end to end on the CPU with a tiny model: train, compare, ship."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def test_job_trains_evaluates_both_and_ships_split_weights(shared_data, tmp_path
         "--local-crops 2 --frames-per-video 4 --num-workers 0 --warmup-epochs 1",
         EVAL_ARGS="--device cpu --short-side 64",
     )
-    job = [str(REPO / "tools/gpu_pretrain_job.sh"), str(davis), str(out), str(data)]
+    job = [str(REPO / "tools/gpu/pretrain_job.sh"), str(davis), str(out), str(data)]
     done = subprocess.run(job, cwd=REPO, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -1,4 +1,4 @@
-"""tools/gpu_session.sh: every step runs under its own limit, and a failing step stops none."""
+"""tools/gpu/session.sh: every step runs under its own limit, and a failing step stops none."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_steps_fail_alone_and_unknown_steps_are_named(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [str(REPO / "tools/gpu_session.sh"), str(out)],
+        [str(REPO / "tools/gpu/session.sh"), str(out)],
         cwd=REPO,
         env={"PATH": "/usr/bin:/bin", "STEPS": "batch nosuchstep kernels", "HOME": str(tmp_path)},
         capture_output=True,
@@ -35,7 +35,7 @@ def test_steps_fail_alone_and_unknown_steps_are_named(tmp_path):
 
 def test_usage_without_an_output_folder():
     proc = subprocess.run(
-        [str(REPO / "tools/gpu_session.sh")], cwd=REPO, capture_output=True, text=True
+        [str(REPO / "tools/gpu/session.sh")], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 2
-    assert "tools/gpu_session.sh OUT" in proc.stderr
+    assert "tools/gpu/session.sh OUT" in proc.stderr

@@ -1,4 +1,4 @@
-"""tools/plot_pretrain.py draws a run's entropy, KL and probe curves into a PNG."""
+"""tools/runs/plot_curves.py draws a run's entropy, KL and probe curves into a PNG."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 
 import numpy as np
 from PIL import Image
-from tool_support import load_tool
+
+from tools.runs import plot_curves
 
 
 def test_curves_of_two_runs_in_their_colours(tmp_path):
-    tool = load_tool("plot_pretrain")
+    tool = plot_curves
     runs = []
     for k, out_dim in enumerate((64, 256)):
         run = tmp_path / f"run{k}"

@@ -1,13 +1,13 @@
-"""tools/reencode_videos.py: short keyframe intervals, same frames, frame-exact random access."""
+"""tools/data/reencode_videos.py: short keyframe intervals, same frames, exact random access."""
 
 from __future__ import annotations
 
 import av
 import numpy as np
-from tool_support import load_tool
 
 from dinotrack.io.random_access import count_frames, read_video_frames
 from dinotrack.io.video import available_backends
+from tools.data import reencode_videos
 
 
 def decode_all(path):
@@ -22,7 +22,7 @@ def keyframes(path):
 
 
 def test_reencoded_clip_has_short_gops_and_exact_random_access(shared_data, tmp_path, capsys):
-    tool = load_tool("reencode_videos")
+    tool = reencode_videos
     source = shared_data("videos", "dog-agility.mp4")  # 25 frames, a single keyframe
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "dog-agility.mp4").write_bytes(source.read_bytes())

@@ -1,4 +1,4 @@
-"""tools/ship_weights.py: a pretraining run becomes an fp16 local model with its card."""
+"""tools/runs/ship_weights.py: a pretraining run becomes an fp16 local model with its card."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import torch
 from pretrain_support import SHORT_VIDEOS, tiny_config
-from tool_support import load_tool
 
 from dinotrack.models.build import load_backbone
 from dinotrack.models.hub import file_sha256
 from pretrain.train import train
+from tools.runs.ship_weights import ship
 
 
 def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
@@ -21,7 +21,7 @@ def test_ship_writes_fp16_weights_that_load_and_a_card(shared_data, tmp_path):
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"global": {"J&F-Mean": 0.5}}))
 
-    weights, card, arch = load_tool("ship_weights").ship(
+    weights, card, arch = ship(
         run.out_dir, "tiny_shipped", tmp_path / "weights", scores, baseline, "Why: *tiny*."
     )
 

@@ -5,7 +5,7 @@
 devices; this prints both on one device, for DINO's crops (2 global 224 px, 8 local
 96 px per frame) of 854x480 frames, and their largest difference.
 
-    python tools/bench_crops.py [--device cuda] [--batch-sizes 4,16,64] [--repeats 5]
+    python -m tools.bench.crops [--device cuda] [--batch-sizes 4,16,64] [--repeats 5]
 """
 
 from __future__ import annotations

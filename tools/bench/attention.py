@@ -6,7 +6,7 @@ first-frame annotation; then the J&F (official DAVIS semantics, ``eval/``) of th
 started from that mask, beside the run started from the annotation. As a reference for the
 start masks, the J of a fixed centred box (half the width and height of the frame).
 
-    python tools/bench_attention.py --davis ../shared/data/davis2016-dev \\
+    python -m tools.bench.attention --davis ../shared/data/davis2016-dev \\
         --model dinotrack_vitt16_davis16 --short-side 240 --json attention.json
 
 The default model is the trained backbone shipped in ``weights/`` (random test backbones

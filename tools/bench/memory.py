@@ -3,7 +3,7 @@
 Streaming means the peak must not grow with the number of frames. Each run is a fresh process
 that runs the CLI in-process and reports its own peak RSS (VmHWM).
 
-    python tools/bench_memory.py --video ../shared/data/videos-wild/02_cups.mp4 \
+    python -m tools.bench.memory --video ../shared/data/videos-wild/02_cups.mp4 \
         --frames 60,300 --model test_vit_tiny
 """
 
@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from data_location import data_path  # tools/, the script's folder
+from tools.bench.processes import last_json_line, peak_rss_gb, run_module
+from tools.data.location import data_path
 
 
 def child(argv: list[str]) -> None:
     """A fresh process: run the CLI in-process on ``argv``, print its time and peak RSS."""
-    from process_memory import peak_rss_gb  # tools/, the script's folder
-
     from dinotrack.cli import main as cli_main
 
     start = time.perf_counter()
@@ -57,8 +55,6 @@ def main() -> None:
         first_mask(args.video, mask)
         for n in args.frames.split(","):
             cmd = [
-                sys.executable,
-                __file__,
                 "--child",
                 "segment",
                 args.video,
@@ -76,8 +72,7 @@ def main() -> None:
                 "cpu",
             ]
             start = time.perf_counter()
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            res = json.loads(out.stdout.strip().splitlines()[-1])
+            res = last_json_line(run_module(__spec__.name, *cmd))
             written = len(list((Path(tmp) / f"out{n}").glob("*.png")))
             print(
                 f"{args.model}, {n} frames of {Path(args.video).name} (short side "

@@ -1,8 +1,7 @@
 """Where the shared data lies, for the tools and the tests alike.
 
 One rule: ``$DINOTRACK_DATA`` when it is set, else ``../shared/data`` next to the repository
-(read when asked, not at import). Tools run as ``python tools/x.py`` import this module from
-their own folder; the tests load it through ``tests/tool_support.py``.
+(read when asked, not at import).
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 """The repository's root folder."""
 
 

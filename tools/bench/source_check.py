@@ -4,7 +4,7 @@
 that a damaged file is skipped before training. This prints, per folder and decoder, the
 time of counting alone, of the whole check, and their ratio.
 
-    python tools/bench_source_check.py ../shared/data/videos ../shared/data/videos-wild
+    python -m tools.bench.source_check ../shared/data/videos ../shared/data/videos-wild
 """
 
 from __future__ import annotations

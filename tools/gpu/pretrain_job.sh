@@ -3,10 +3,10 @@
 # on a DAVIS split and ship it: one command, for machines lent for a few minutes at a time, on
 # which dinotrack is a source checkout (not installed).
 #
-#   tools/gpu_pretrain_job.sh DAVIS_ROOT OUT DATA [DATA ...]
+#   tools/gpu/pretrain_job.sh DAVIS_ROOT OUT DATA [DATA ...]
 #
 # DAVIS_ROOT: a DAVIS layout with Annotations/ and ImageSets/; missing JPEG frames are rebuilt
-#   from DATA's <sequence>.mp4 (tools/davis_from_videos.py).
+#   from DATA's <sequence>.mp4 (tools/data/davis_from_videos.py).
 # OUT: where the results go: the run's log and config, both evaluations' scores, the shipped
 #   fp16 weights and card, and the weights split into parts under 16 MiB (join: cat NAME.pth.part-*).
 # DATA: folders or files of unlabelled videos/images for `pretrain --data`.
@@ -52,7 +52,7 @@ mkdir -p "$out"
 data_flags=()
 for d in "$@"; do data_flags+=(--data "$d"); done
 for d in "$@"; do
-    if [ -d "$d" ]; then "$PY" tools/davis_from_videos.py --videos "$d" --root "$davis"; break; fi
+    if [ -d "$d" ]; then "$PY" -m tools.data.davis_from_videos --videos "$d" --root "$davis"; break; fi
 done
 
 # Train until the schedule ends or the time limit; a later command with the same RUN resumes.
@@ -80,7 +80,7 @@ for which in trained init; do
     cp "$RUN-eval-$which/scores-$SPLIT.json" "$out/scores-$SPLIT-$which.json"
 done
 
-"$PY" tools/ship_weights.py "$RUN" --name "$NAME" --out "$out" \
+"$PY" -m tools.runs.ship_weights "$RUN" --name "$NAME" --out "$out" \
     --scores "$out/scores-$SPLIT-trained.json" --baseline "$out/scores-$SPLIT-init.json"
 (
     cd "$out"

@@ -2,7 +2,7 @@
 # Every GPU measurement the project still lacks, in one command sized for a lent machine's
 # 15 minutes of device time (docs/gpu-session.md): run from the checkout's root as
 #
-#   tools/gpu_session.sh OUT
+#   tools/gpu/session.sh OUT
 #
 # with .whl/ (decord, kornia, kornia_rs wheels) and .gpu/ (videos/, davis/ as that page says)
 # carried. Steps run in order of value, each under its own time limit, and a failed or timed-out
@@ -15,7 +15,7 @@
 #   kernels   propagation product layouts and crop resizing on the GPU
 #   batch     `segment --batch` of four dev clips on GPU 0
 #   pretrain  ViT-S/8 DINO pretraining for PRETRAIN_SECONDS, both dev evaluations, shipping
-#             (tools/gpu_pretrain_job.sh)
+#             (tools/gpu/pretrain_job.sh)
 set -uo pipefail
 
 if [ $# -ne 1 ]; then
@@ -40,29 +40,29 @@ fps() {
     for name in vits8_bf16:dino_vits8:480:bf16 vits8_fp32:dino_vits8:480:fp32 \
         dinov2_vits14:dinov2_vits14:960:bf16 dinov3_vits16:dinov3_vits16:960:bf16; do
         IFS=: read -r name model size precision <<<"$name"
-        python3 tools/bench_fps.py --device cuda --video "$VIDEO" --frames 120 --model "$model" \
+        python3 -m tools.bench.fps --device cuda --video "$VIDEO" --frames 120 --model "$model" \
             --short-side "$size" --precision "$precision" --json "$OUT_DIR/fps_$name.json" || return
     done
 }
 
 kernels() {
-    python3 tools/bench_propagation.py --device cuda --skip-1080p --repeats 3 &&
-        python3 tools/bench_crops.py --device cuda --batch-sizes 16,64 --repeats 3
+    python3 -m tools.bench.propagation --device cuda --skip-1080p --repeats 3 &&
+        python3 -m tools.bench.crops --device cuda --batch-sizes 16,64 --repeats 3
 }
 
-batch() {  # bench_batch reads the shared-data layout: videos/ and davis2016-dev/Annotations/480p
+batch() {  # tools.bench.batch reads the shared-data layout: videos/ and davis2016-dev/Annotations/480p
     local data=/tmp/gpu-batch-data
     mkdir -p "$data/davis2016-dev/Annotations"
     ln -sfn "$PWD/.gpu/videos" "$data/videos"
     ln -sfn "$PWD/.gpu/davis/Annotations/480p" "$data/davis2016-dev/Annotations/480p"
-    python3 tools/bench_batch.py --device cuda --data "$data" --model dino_vits8 \
+    python3 -m tools.bench.batch --device cuda --data "$data" --model dino_vits8 \
         --max-frames 1000 --clips dog-agility,soccerball,dance-jump,horsejump-low
 }
 
 pretrain() {
     TIME_LIMIT=$PRETRAIN_SECONDS EPOCHS=${EPOCHS:-40} \
         PRETRAIN_ARGS="--probe-davis .gpu/davis --probe-every 100" \
-        tools/gpu_pretrain_job.sh .gpu/davis "$OUT_DIR/pretrain" .gpu/videos
+        tools/gpu/pretrain_job.sh .gpu/davis "$OUT_DIR/pretrain" .gpu/videos
 }
 export -f fps kernels batch pretrain
 

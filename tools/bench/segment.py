@@ -4,27 +4,25 @@ For each backbone shape (random weights: the official ones cannot be downloaded 
 speed does not depend on weights), both implementations segment the first frames of a video
 at 480p from the same first mask; each run is a fresh process so that its peak RSS is its own.
 
-    python tools/bench_segment.py --video ../shared/data/videos/bear.mp4 --frames 6
+    python -m tools.bench.segment --video ../shared/data/videos/bear.mp4 --frames 6
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
-from data_location import data_path  # tools/, the script's folder
-from process_memory import peak_rss_gb
+
+from tools.bench.processes import last_json_line, peak_rss_gb, run_module
+from tools.data.location import data_path
 
 
 def child(args: argparse.Namespace) -> None:
-    from official_protocol import OfficialProtocol
-
     from dinotrack import Tracker, TrackerConfig, load_backbone
     from dinotrack.io.video import iter_frames
+    from tools.bench.official_protocol import OfficialProtocol
 
     net, spec = load_backbone(args.model, pretrained=False)
     tracker = Tracker(net, spec, TrackerConfig(resize_rule=args.resize_rule), device="cpu")
@@ -69,8 +67,6 @@ def main() -> None:
         results = {}
         for method in ("official", "dinotrack"):
             cmd = [
-                sys.executable,
-                __file__,
                 "--child",
                 "--model",
                 model,
@@ -83,8 +79,7 @@ def main() -> None:
                 "--resize-rule",
                 args.resize_rule,
             ]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            results[method] = json.loads(out.stdout.strip().splitlines()[-1])
+            results[method] = last_json_line(run_module(__spec__.name, *cmd))
         off, ours = results["official"], results["dinotrack"]
         print(
             f"{model} input {off['input'][0]}x{off['input'][1]}: "

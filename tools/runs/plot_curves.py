@@ -6,7 +6,7 @@ stays near it while the per-image entropy falls); the teacher-student KL; and th
 mean J (``probe.jsonl``, written with ``--probe-davis``). Several runs can be drawn together,
 one colour each.
 
-    python tools/plot_pretrain.py runs/a runs/b --out docs/pretrain_curves.png
+    python -m tools.runs.plot_curves runs/a runs/b --out docs/pretrain_curves.png
 """
 
 from __future__ import annotations

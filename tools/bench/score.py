@@ -6,7 +6,7 @@ every number against the oracle's ``expected.json``.
 
 Usage::
 
-    python tools/bench_score.py [--oracle ../shared/data/davis-metric-oracle]
+    python -m tools.bench.score [--oracle ../shared/data/davis-metric-oracle]
         [--results results-lag] [--workers 1 2] [--repeat 5]
 """
 
@@ -21,10 +21,9 @@ import sys
 import time
 from pathlib import Path
 
-from data_location import data_path  # tools/, the script's folder
-
 from eval.davis import open_davis
 from eval.scoring import score_results
+from tools.data.location import data_path
 
 
 def _default_oracle() -> Path:

@@ -8,7 +8,7 @@ many frames as there are annotations. The frames are the H.264-decoded ones, so 
 on them is close to, not identical with, J&F on the original JPEGs: compare runs made on the
 same rebuilt frames.
 
-    python tools/davis_from_videos.py --videos ../shared/data/videos --root davis-dev
+    python -m tools.data.davis_from_videos --videos ../shared/data/videos --root davis-dev
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from dinotrack.io.video import iter_frames, probe_video
-from dinotrack.results.writer import ResultWriter
+from dinotrack.results import ResultWriter
 
 
 def rebuild(videos: Path, root: Path, quality: int = 95) -> list[str]:

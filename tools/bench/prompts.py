@@ -12,39 +12,33 @@ J&F of the frames after it with and without the correction.
 
 ``memory``: peak RSS and time of ``dinotrack segment`` on a long 720p clip, forward from
 frame 0, ``--direction both`` from the middle frame, and forward with 20 prompts (fresh
-processes, as ``tools/bench_memory.py``).
+processes, as ``tools/bench/memory.py``).
 
-    python tools/bench_prompts.py enter --model test_vit_tiny --short-side 240
-    python tools/bench_prompts.py correct --model test_vit_tiny --short-side 240 --frames 30
-    python tools/bench_prompts.py memory --model test_vit_tiny --short-side 120
+    python -m tools.bench.prompts enter --model test_vit_tiny --short-side 240
+    python -m tools.bench.prompts correct --model test_vit_tiny --short-side 240 --frames 30
+    python -m tools.bench.prompts memory --model test_vit_tiny --short-side 120
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from data_location import data_path  # tools/, the script's folder
 
 from dinotrack import Tracker
 from dinotrack.io.masks import read_mask, write_mask
 from eval.metrics import label_frame_scores
-
-HERE = Path(__file__).resolve().parent
+from tools.bench.processes import last_json_line, run_module
+from tools.data.location import data_path
 
 
 def measure_cli(args: list[str]) -> dict:
-    """``dinotrack ARGS`` in a fresh process (``bench_memory.py --child``): its exit code,
-    seconds and peak RSS (VmHWM of that process alone)."""
-    cmd = [sys.executable, str(HERE / "bench_memory.py"), "--child", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """``dinotrack ARGS`` in a fresh process (``python -m tools.bench.memory --child``): its
+    exit code, seconds and peak RSS (VmHWM of that process alone)."""
+    return last_json_line(run_module("tools.bench.memory", "--child", *args))
 
 
 def dev_sequence(root: Path, name: str, frames: int | None) -> tuple[list[np.ndarray], list]:

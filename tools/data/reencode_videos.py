@@ -5,7 +5,7 @@ decode from the keyframe before it. Clips with a single keyframe (the DAVIS mp4s
 decoded from their start for every frame drawn. This writes H.264 copies with a keyframe every
 `--gop` frames (and frame-exact timestamps), keeping names and the folder layout:
 
-    python tools/reencode_videos.py ../shared/data/videos /tmp/videos-gop16 --gop 16
+    python -m tools.data.reencode_videos ../shared/data/videos /tmp/videos-gop16 --gop 16
 
 Each output is written under a temporary name and renamed when complete; existing outputs are
 kept unless `--overwrite`.

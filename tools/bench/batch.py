@@ -6,7 +6,7 @@ of each clip, with random weights of the named backbone (the official ones canno
 downloaded here; speed does not depend on the weights). The script also checks that both runs
 wrote the same files, byte for byte.
 
-    python tools/bench_batch.py --clips dog-agility,soccerball,dance-jump,horsejump-low
+    python -m tools.bench.batch --clips dog-agility,soccerball,dance-jump,horsejump-low
 
 With ``--device cuda`` it times the one-process batch on GPU 0 alone (one GPU: no second
 process to compare with).
@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from data_location import REPO, data_root  # tools/, the script's folder
+from tools.data.location import REPO, data_root
 
 SUMMARY = "batch-summary.json"
 

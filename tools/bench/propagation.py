@@ -8,7 +8,7 @@ Part 3: the two layouts of the similarity products (one per row of target tiles,
 CPU; one per run of rows, used on a GPU) on `--device`: time per step, ATen operator calls
 and batched products per step (each a kernel launch on a GPU), and whether they agree.
 
-    python tools/bench_propagation.py [--repeats 5] [--skip-1080p] [--device cuda]
+    python -m tools.bench.propagation [--repeats 5] [--skip-1080p] [--device cuda]
 """
 
 from __future__ import annotations
@@ -16,16 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from official_protocol import dense_propagation, neighbourhood_mask  # tools/, the script's folder
-from process_memory import peak_rss_gb
 
-from dinotrack.tracking.propagation import product_layout, propagate_labels
+from dinotrack import propagate_labels
+from dinotrack.tracking.propagation import product_layout
+from tools.bench.official_protocol import dense_propagation, neighbourhood_mask
+from tools.bench.processes import last_json_line, peak_rss_gb, run_module
 
 
 def inputs(h, w, channels=384, n_ctx=8, k=3, seed=0):
@@ -144,10 +143,7 @@ def main() -> None:
         )
     print(f"  max |soft label diff| between layouts {result['max_abs_diff']:.2e}")
     if not args.skip_1080p:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child-1080p"], capture_output=True, text=True, check=True
-        )
-        child = json.loads(out.stdout.strip().splitlines()[-1])
+        child = last_json_line(run_module(__spec__.name, "--child-1080p"))
         dense_gb = 8 * (135 * 240) ** 2 * 4 / 1e9
         print(
             f"1080p /8 grid 135x240: windowed step {child['seconds']:.2f} s, process peak RSS "

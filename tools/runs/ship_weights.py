@@ -3,9 +3,9 @@
 Writes ``weights/NAME.pth`` (the teacher backbone in fp16, the format ``dinotrack --weights``
 loads, with the run's provenance) and ``weights/NAME.md`` (its card: data, steps, wall time,
 hardware, dev J&F when given), then prints the registry entry to add to
-``dinotrack/backbones.py`` so that ``--model NAME`` finds the file.
+``dinotrack/models/registry.py`` so that ``--model NAME`` finds the file.
 
-    python tools/ship_weights.py runs/s8 --name dinotrack_vits8_davis16 \\
+    python -m tools.runs.ship_weights runs/s8 --name dinotrack_vits8_davis16 \\
         --scores runs/eval-s8/scores-dev.json --baseline runs/eval-random/scores-dev.json
 
 Files over 16 MiB that must travel between machines: ``split -b 15M FILE FILE.part-`` there,
@@ -27,7 +27,7 @@ from dinotrack.models.build import create_model, resolve_spec
 from dinotrack.models.checkpoints import load_into, read_checkpoint, save_backbone_export
 from dinotrack.models.hub import file_sha256
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = args.notes.read_text() if args.notes else None
     weights, card, arch = ship(args.run, args.name, args.out, args.scores, args.baseline, notes)
     print(f"wrote {weights} ({weights.stat().st_size / 2**20:.1f} MiB) and {card}")
-    print("register it in dinotrack/backbones.py:")
+    print("register it in dinotrack/models/registry.py:")
     print(
         f"    BackboneSpec(name={args.name!r}, timm_arch={arch['timm_arch']!r}, "
         f"patch_size={arch['patch_size']}, local_file={weights.name!r}, "

@@ -6,8 +6,8 @@ backbone in batches, propagation, the label map at frame size, copied to the hos
 `--warmup` frames are left out of the rate. Backbone alone = the same frames' forward passes
 only, preprocessed beforehand. On CUDA every timing ends with a synchronise.
 
-    python tools/bench_fps.py --device cuda --model dino_vits8 --frames 200   # GPU target
-    python tools/bench_fps.py --device cpu --model test_vit_tiny --frames 20  # smoke run
+    python -m tools.bench.fps --device cuda --model dino_vits8 --frames 200   # GPU target
+    python -m tools.bench.fps --device cpu --model test_vit_tiny --frames 20  # smoke run
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data_location import data_path  # tools/, the script's folder
 
 from dinotrack import Tracker, TrackerConfig, load_backbone
 from dinotrack.io.video import iter_frames
+from tools.data.location import data_path
 
 
 def synchronize(device: torch.device) -> None:

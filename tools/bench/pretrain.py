@@ -11,7 +11,7 @@ networks; each phase is timed separately (with a device synchronisation after it
 images/s is the batch size over the sum of the three (no overlap of loading and compute;
 with DataLoader workers on spare cores the data part runs in parallel).
 
-    python tools/bench_pretrain.py [--archs vit_small/16 vit_small/8] [--batch-size 4]
+    python -m tools.bench.pretrain [--archs vit_small/16 vit_small/8] [--batch-size 4]
         [--steps 3] [--device auto] [--threads N] [--data ../shared/data/videos]
         [--json out.json]
 """
@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 
 import torch
-from data_location import data_path  # tools/, the script's folder
 
 from pretrain.config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, PretrainConfig
 from pretrain.data import FrameBatches, find_sources
 from pretrain.distributed import setup
 from pretrain.model import resolve_backbone
 from pretrain.train import Trainer
+from tools.data.location import data_path
 
 
 def sync(device: torch.device) -> None:

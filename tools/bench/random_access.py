@@ -2,10 +2,10 @@
 
 Reads `--samples` random frames (one at a time, as a batch holding one frame of a clip does)
 from each of the first `--videos` videos of each folder given, with each decoder, and prints
-the mean time per frame: the cost that `tools/reencode_videos.py` (short keyframe intervals)
+the mean time per frame: the cost that `tools/data/reencode_videos.py` (short keyframe intervals)
 is meant to cut.
 
-    python tools/bench_random_access.py ../shared/data/videos /tmp/videos-gop16
+    python -m tools.bench.random_access ../shared/data/videos /tmp/videos-gop16
 """
 
 from __future__ import annotations

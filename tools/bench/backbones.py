@@ -12,23 +12,19 @@ Part 2: the peak memory of one propagation step at the presets' largest patch gr
 preset, patch 14: 69 x 122 patches for a 16:9 or DAVIS frame) for the feature widths of the
 registry's families, each in a fresh process; the project's budget is < 3 GB for one step.
 
-    python tools/bench_backbones.py --video ../shared/data/videos/bear.mp4 --frames 6 --compile
+    python -m tools.bench.backbones --video ../shared/data/videos/bear.mp4 --frames 6 --compile
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from process_memory import peak_rss_gb  # noqa: E402
+from tools.bench.processes import last_json_line, peak_rss_gb, run_module
+from tools.data.location import data_path
 
 DEFAULT_MODELS = "dino_vits8,dinov2_vits14,dinov3_vits16"
 # (feature channels, patch grid): DINOv2 S / L / g at the DINOv3 preset (patch 14, short side
@@ -69,8 +65,8 @@ def child_segment(args: argparse.Namespace) -> None:
 def child_step(args: argparse.Namespace) -> None:
     import torch
 
+    from dinotrack import propagate_labels
     from dinotrack.config import preset_config
-    from dinotrack.tracking.propagation import propagate_labels
 
     channels, gh, gw = args.step
     cfg = preset_config("dinov3")
@@ -90,14 +86,12 @@ def child_step(args: argparse.Namespace) -> None:
 
 
 def run_child(*extra: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", *extra]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return last_json_line(run_module(__spec__.name, "--child", *extra))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", default=str(HERE.parent.parent / "shared/data/videos/bear.mp4"))
+    parser.add_argument("--video", default=str(data_path("videos", "bear.mp4")))
     parser.add_argument("--frames", type=int, default=6, help="frames per run (first included)")
     parser.add_argument("--models", default=DEFAULT_MODELS)
     parser.add_argument("--compile", action="store_true", help="also time compiled backbones")

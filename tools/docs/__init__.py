@@ -1,0 +1,1 @@
+"""Generated documentation: docs/cli.md from the command-line parsers."""
