@@ -656,8 +656,8 @@ def test_truncated_result_png_names_the_file(shared_data, tmp_path, capsys):
     "flags, needles",
     [
         (["--weights", "RANDOM"], ["RANDOM", "not a PyTorch checkpoint"]),
-        (["--device", "foo"], ["unknown device 'foo'"]),
-        (["--device", "meta"], ["device 'meta' cannot run dinotrack"]),
+        (["--device", "foo"], ["--device 'foo' is not a device"]),
+        (["--device", "meta"], ["--device 'meta' cannot run dinotrack"]),
         (["--short-side", "100000"], ["--short-side", "would feed the network", "GB"]),
         (["--input", "LOOP"], ["LOOP", "symbolic link loop"]),
         (["--mask", "LOOP"], ["LOOP", "symbolic link loop"]),

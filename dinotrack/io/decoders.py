@@ -183,7 +183,7 @@ def iter_decord(
     except (decord.DECORDError, RuntimeError) as error:
         failure = error
     av = import_av_if_installed() if fallback else None
-    error = ValueError(f"cannot decode frame {index} of {info.path}: {reason(failure)}")
+    error = InputError(f"cannot decode frame {index} of {info.path}: {reason(failure)}")
     if av is None:
         raise error from failure
     try:

@@ -17,8 +17,8 @@ a file with PyAV when decord cannot open it or decode its first frame, or (from 
 when decord fails to decode a later frame. Display rotation metadata (phone videos) is ignored
 by both video backends: frames come out as stored.
 
-Damaged files. A file that cannot be opened raises `ValueError("cannot read video <path>:
-<reason>")`, and a frame that cannot be decoded raises `ValueError("cannot decode frame <i> of
+Damaged files. A file that cannot be opened raises `InputError("cannot read video <path>:
+<reason>")`, and a frame that cannot be decoded raises `InputError("cannot decode frame <i> of
 <path>: <reason>")` while iterating. A cut-off file usually declares more frames than it holds:
 its frames are read up to the last one that decodes, and then the iterator ends with a
 `UserWarning` saying how many of the declared frames there were, instead of raising. (PyAV's

@@ -90,7 +90,7 @@ def check_export_record(meta: Any, source: str = "the weights file") -> dict[str
     """
 
     def bad(what: str) -> ValueError:
-        return ValueError(f"{source} is a dinotrack export with a bad architecture record: {what}")
+        return InputError(f"{source} is a dinotrack export with a bad architecture record: {what}")
 
     if not isinstance(meta, dict):
         raise bad(f"expected a dict, got {type(meta).__name__}")
