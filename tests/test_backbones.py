@@ -138,7 +138,7 @@ def test_pretrain_export_loads_without_a_model_name(tmp_path, trained):
     half = save_backbone_export(tmp_path / "half.pth", trained, record, dtype=torch.float16)
     net16, _ = load_backbone(None, half)
     torch.testing.assert_close(features(net16), features(trained), atol=2e-2, rtol=1e-2)
-    with pytest.raises(ValueError, match="does not match --model dino_vits16"):
+    with pytest.raises(ValueError, match="does not match model=dino_vits16"):
         load_backbone("dino_vits16", path)
 
 
@@ -207,7 +207,7 @@ def test_failed_download_names_url_cache_path_and_weights_flag(offline_spec):
     message = str(err.value)
     assert offline_spec.url in message
     assert str(hub_weights_path(offline_spec)) in message
-    assert "--weights" in message
+    assert "weights=PATH" in message
     assert f"--model {OFFLINE_MODEL}" in message  # the shipped model, which needs no network
     assert not hub_weights_path(offline_spec).exists()
 

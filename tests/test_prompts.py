@@ -279,7 +279,7 @@ def test_cli_prompt_errors_are_one_line_and_status_2(shared_data, tmp_path, caps
         (["--prompt", f"4:{mask}", "--prompt", f"4:{small}"], "two prompts for frame 4"),
         (["--auto", "--direction", "backward"], "--direction backward needs a prompt"),
         (["--prompt", f"x:{mask}"], "--prompt expects FRAME:MASK"),
-        (["--prompts", tmp_path], "broken.png is named like no frame"),
+        (["--prompts", tmp_path], "prompt broken.png in"),
     ]
     for flags, message in cases:
         code, _, err = run_cli([*base, *flags], capsys)
