@@ -208,7 +208,7 @@ def test_failed_download_names_url_cache_path_and_weights_flag(offline_spec):
     assert offline_spec.url in message
     assert str(hub_weights_path(offline_spec)) in message
     assert "weights=PATH" in message
-    assert f"--model {OFFLINE_MODEL}" in message  # the shipped model, which needs no network
+    assert f"model={OFFLINE_MODEL}" in message  # the shipped model, which needs no network
     assert not hub_weights_path(offline_spec).exists()
 
 
