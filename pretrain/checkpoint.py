@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from dinotrack.atomic_files import atomic_output
-from dinotrack.checkpoints import load_failure
+from dinotrack.checkpoints import check_unpacked_size, load_failure
 
 CHECKPOINT_NAME = "checkpoint.pth"
 EXPORT_NAME = "backbone.pth"
@@ -39,22 +39,51 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: Not a readable pretraining checkpoint.
+        ValueError: Not a readable pretraining checkpoint, or one without an entry that
+            resuming reads (e.g. only ``format`` and ``version``).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_unpacked_size(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
         raise ValueError(
-            f"cannot read checkpoint {path}: {load_failure(exc)}; delete it to start the run afresh"
+            f"cannot read checkpoint {path}: {load_failure(exc, path)}; delete it to start the "
+            "run afresh"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a dinotrack pretraining checkpoint")
     if ckpt.get("version") != VERSION:
         raise ValueError(f"{path} has checkpoint version {ckpt.get('version')}, not {VERSION}")
+    wrong = [key for key, kind in _ENTRIES.items() if not _is(ckpt.get(key), kind)]
+    if wrong:
+        raise ValueError(
+            f"{path} is an incomplete or damaged pretraining checkpoint (missing or wrong: "
+            f"{', '.join(wrong)}); delete it to start the run afresh"
+        )
     return ckpt
+
+
+_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "student": dict,
+    "teacher": dict,
+    "optimizer": dict,
+    "loss": dict,
+    "step": int,
+    "epoch": int,
+    "rng": list,
+    "config": dict,
+    "resolved": dict,
+    "sources": list,
+    "train_time_s": (int, float),
+}
+"""What resuming reads from a checkpoint, and the type of each entry."""
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:
