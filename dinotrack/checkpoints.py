@@ -30,6 +30,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return _read_safetensors(path)
     check_unpacked_size(path, "weights file")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # A bare pickle draws torch's advice to file an issue; the error below says it all.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
         raise ValueError(f"cannot read weights file {path}: {load_failure(exc, path)}") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import resource
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -202,8 +203,10 @@ def test_pickled_code_is_refused_as_such_and_never_run(case, tmp_path):
 
     path = tmp_path / "evil.pth"
     PICKLED_CODE[case](obj, path)
-    with pytest.raises(ValueError) as error:
+    with warnings.catch_warnings(record=True) as said, pytest.raises(ValueError) as error:
+        warnings.simplefilter("always")
         load_backbone("test_vit_tiny", path)
+    assert [str(w.message) for w in said] == []  # the error is the one thing said
     message = str(error.value)
     assert "refused: it holds pickled code" in message and "weights_only" in message, message
     assert "corrupt" not in message and "\n" not in message
