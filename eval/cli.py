@@ -208,9 +208,15 @@ def _run_davis(args: argparse.Namespace) -> int:
     """``eval davis``; under torchrun each process tracks its share of the sequences and rank 0
     scores and reports them."""
     from dinotrack.pipeline import distributed
-    from eval.report import check_report_path, global_csv_name, per_sequence_csv_name
+    from eval.report import (
+        check_outside_dataset,
+        check_report_path,
+        global_csv_name,
+        per_sequence_csv_name,
+    )
 
     dataset = _open_dataset(args, require_images=True)
+    check_outside_dataset(args.out, dataset.root)  # before the model loads
     tag = dataset.tag
     for name in (global_csv_name(tag), per_sequence_csv_name(tag), f"scores-{tag}.json"):
         check_report_path(args.out / name, args.overwrite)  # before any work
@@ -278,9 +284,11 @@ def _check_json(args: argparse.Namespace) -> None:
 def _run_youtube_vos(args: argparse.Namespace) -> int:
     from dinotrack.cli.common import build_tracker
     from dinotrack.results.writer import ResultWriter
+    from eval.report import check_outside_dataset
     from eval.youtube_vos import SUBMISSION_NAME, open_sparse_split, run_sparse
 
     videos = open_sparse_split(args.root, args.split, args.videos)
+    check_outside_dataset(args.out, args.root)
     results = ResultWriter(args.out, inputs=[("--root", args.root)], flag="--out")
     out = results.directory
     tracker = build_tracker(args)

@@ -19,13 +19,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output, remove_stale_temporaries
 from eval.scoring import GLOBAL_COLUMNS, Evaluation
 
 __all__ = [
+    "check_outside_dataset",
     "check_report_path",
     "evaluation_record",
     "global_csv_name",
@@ -138,15 +141,19 @@ def print_table(
         console = Console()
         if not console.is_terminal:
             console.width = max(console.width, 120)  # files and pipes: keep the rows whole
-    table = Table(title=title or f"DAVIS {evaluation.split}")
-    table.add_column("Sequence", style="bold", no_wrap=True)
-    for column in GLOBAL_COLUMNS:
-        table.add_column(column, justify="right")
-    rows = evaluation.object_rows()
-    for i, (name, row) in enumerate(rows.items()):
-        table.add_row(name, *(_fmt(row[c]) for c in GLOBAL_COLUMNS), end_section=i == len(rows) - 1)
-    g = evaluation.global_row()
-    table.add_row("Global", *(_fmt(g[c]) for c in GLOBAL_COLUMNS), style="bold")
+    rows = {**evaluation.object_rows(), "Global": evaluation.global_row()}
+    cells = {name: [_fmt(row[c]) for c in GLOBAL_COLUMNS] for name, row in rows.items()}
+    # Nothing is cut at 80 columns: a header is two short lines ("J-" over "Recall"), a value
+    # column is as wide as its widest value, and only a long sequence name wraps.
+    table = Table(title=title or f"DAVIS {evaluation.split}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("Sequence", style="bold", overflow="fold")
+    for k, column in enumerate(GLOBAL_COLUMNS):
+        header = column.replace("-", "-\n", 1)
+        width = max(len(part) for part in [*header.split("\n"), *(v[k] for v in cells.values())])
+        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    for i, (name, values) in enumerate(cells.items()):
+        last, is_global = i == len(cells) - 2, name == "Global"
+        table.add_row(name, *values, end_section=last, style="bold" if is_global else None)
     console.print(table)
 
 
@@ -154,6 +161,21 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Write text to a temporary file in the same folder, then rename it over ``path``."""
     with atomic_output(path) as tmp, open(tmp, "w", newline="") as handle:
         handle.write(text)
+
+
+def check_outside_dataset(out: str | Path, root: str | Path, flag: str = "--out") -> None:
+    """Checks that the output folder ``out`` is not the dataset ``root`` nor inside it: a run
+    never writes into a dataset (nor takes the dataset's own annotations for its results).
+
+    Raises:
+        ValueError: ``out`` is ``root`` or lies inside it (symbolic links resolved).
+    """
+    inside = Path(os.path.realpath(out)).is_relative_to(os.path.realpath(root))
+    if inside:
+        raise InputError(
+            f"{flag} {out} is inside the dataset root {root}; a run never writes into its "
+            "dataset. Name an output folder outside it"
+        )
 
 
 def check_report_path(path: str | Path, overwrite: bool = False, flag: str = "") -> None:

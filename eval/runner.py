@@ -2,10 +2,13 @@
 
 Each sequence is tracked from its first annotated frame with :meth:`dinotrack.Tracker.track`
 (the code path of ``dinotrack segment``), and every frame's mask is written as a palette PNG
-``<out>/<sequence>/<frame>.png`` named like the annotations. A sequence whose output files are
-all present is not tracked again (an interrupted run resumes), unless ``overwrite``; the run's
-description (backbone, weights checksum, configuration) is kept in ``<out>/run.json`` so that a
-resumed run cannot mix outputs of two configurations.
+``<out>/<sequence>/<frame>.png`` named like the annotations. The run's description (dataset
+root, backbone, weights checksum, configuration) is kept in ``<out>/run.json``. An interrupted
+run resumes: a sequence is not tracked again, unless ``overwrite``, when ``run.json`` describes
+this run and the sequence folder's ownership record (:data:`dinotrack.results.writer.RECORD_NAME`)
+lists a mask for every frame, each unchanged since dinotrack wrote it. Any other folder of PNGs
+(another method's results, a copy of the dataset's annotations) is never taken as a result, and
+``out`` may not lie inside the dataset root.
 
 Under ``torchrun`` (a process group set up, e.g. by
 :func:`dinotrack.pipeline.distributed.setup`) each process tracks its share of the sequences
@@ -30,10 +33,16 @@ from dinotrack.models.hub import file_sha256, hub_weights_path
 from dinotrack.models.registry import BackboneSpec
 from dinotrack.pipeline import distributed
 from dinotrack.pipeline.segment import segment_video
-from dinotrack.results.writer import ResultWriter, check_output_directory
+from dinotrack.results.writer import ResultWriter, check_output_directory, owned_files
 from dinotrack.tracking.tracker import Tracker
 from eval.davis import VOID_ID, DavisDataset, DavisSequence, read_annotation
-from eval.report import evaluation_record, write_csvs, write_json, write_text_atomic
+from eval.report import (
+    check_outside_dataset,
+    evaluation_record,
+    write_csvs,
+    write_json,
+    write_text_atomic,
+)
 from eval.scoring import Evaluation, score_results
 
 __all__ = [
@@ -139,14 +148,23 @@ def backbone_record(spec: BackboneSpec, weights: str | Path | None) -> dict[str,
 
 
 def output_complete(sequence: DavisSequence, out: str | Path) -> bool:
-    """Whether ``<out>/<sequence>/`` holds a mask for every frame the run would write.
+    """Whether ``<out>/<sequence>/`` holds a mask for every frame the run would write, each
+    listed in dinotrack's ownership record of the folder and unchanged since it was written.
 
     Args:
         sequence: The sequence (needs its image paths).
         out: Output root.
     """
     folder = Path(out) / sequence.name
-    return all((folder / name).is_file() for name in _output_names(sequence))
+    owned = owned_files(folder)
+    names = _output_names(sequence)
+    if owned is None or not all(name in owned and (folder / name).is_file() for name in names):
+        return False
+    try:
+        check_output_directory(folder)  # every file as recorded, nothing foreign
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def track_sequence(
@@ -235,32 +253,36 @@ def run_davis(
         The :class:`DavisRun`.
 
     Raises:
-        ValueError: ``out`` holds outputs of another backbone, weights or configuration and
-            ``overwrite`` is False, or a sequence's input lies in its output folder.
+        ValueError: ``out`` holds outputs of another dataset root, backbone, weights or
+            configuration and ``overwrite`` is False; ``out`` lies inside the dataset root; or
+            a sequence's input lies in its output folder.
         FileExistsError: A sequence folder to (re)write holds files dinotrack did not write.
         RuntimeError: Another process of a distributed run failed.
     """
     progress = progress or _NoProgress()
     rank, world = distributed.current_rank()
     out = Path(out)
-    redo = [s for s in dataset.sequences if overwrite or not output_complete(s, out)]
-    for sequence in redo:  # before any work: no folder that a user's file is in is replaced
-        check_output_directory(out / sequence.name, _inputs(sequence))
-    out.mkdir(parents=True, exist_ok=True)
+    check_outside_dataset(out, dataset.root)
     run = {
         "split": dataset.split,
         "root": str(dataset.root.resolve()),
         **backbone_record(tracker.spec, weights),
         "config": tracker.config.to_dict(),
     }
-    _check_run_file(out, run, overwrite)  # on every process, before any writes it
+    # On every process, before any writes run.json: resume only what this run would write.
+    resume = not overwrite and _same_run(out, run)
+    reused = {s.name for s in dataset.sequences if resume and output_complete(s, out)}
+    for sequence in dataset.sequences:  # before any work: no user's file is replaced
+        if sequence.name not in reused:
+            check_output_directory(out / sequence.name, _inputs(sequence))
+    out.mkdir(parents=True, exist_ok=True)
     distributed.barrier()
     if rank == 0:
         write_text_atomic(out / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
     started = time.perf_counter()
     mine = [dataset.sequences[i] for i in distributed.shard(len(dataset.sequences), rank, world)]
-    runs, error = _track_sequences(tracker, mine, out, overwrite, progress)
+    runs, error = _track_sequences(tracker, mine, out, reused, progress)
     gathered = distributed.all_gather_objects((runs, None if error is None else str(error)))
     tracking_seconds = time.perf_counter() - started
     _raise_for_errors([part[1] for part in gathered], error)
@@ -284,17 +306,18 @@ def _track_sequences(
     tracker: Tracker,
     sequences: list[DavisSequence],
     out: Path,
-    overwrite: bool,
+    reused: set[str],
     progress: RunProgress,
 ) -> tuple[list[SequenceRun], Exception | None]:
-    """Track (or resume) ``sequences``; returns their records and the error that stopped
-    them, if any (raised on every process once they are gathered, rather than hanging)."""
+    """Track ``sequences``, except those named in ``reused`` (complete earlier); returns their
+    records and the error that stopped them, if any (raised on every process once they are
+    gathered, rather than hanging)."""
     runs: list[SequenceRun] = []
     try:
         for sequence in sequences:
             num_frames = len(_output_names(sequence))
             progress.sequence_started(sequence.name, num_frames)
-            if not overwrite and output_complete(sequence, out):
+            if sequence.name in reused:
                 runs.append(SequenceRun(sequence.name, num_frames, None))
                 progress.sequence_done(sequence.name, True)
                 continue
@@ -358,15 +381,23 @@ def _score(
     return DavisRun(out=out, evaluation=evaluation, sequences=tuple(runs), record=record)
 
 
-def _check_run_file(out: Path, run: dict[str, Any], overwrite: bool) -> None:
+def _same_run(out: Path, run: dict[str, Any]) -> bool:
+    """Whether ``<out>/run.json`` describes ``run``: False when there is none (nothing in
+    ``out`` is then taken as a result of this run).
+
+    Raises:
+        ValueError: It describes another run, or is not a run description.
+    """
     path = out / RUN_FILE
-    if overwrite or not path.is_file():
-        return
+    if not path.is_file():
+        return False
     try:
-        previous = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"{path} is not valid JSON ({error}); use --overwrite") from error
-    keys = ("backbone", "weights_sha256", "config")
+        previous = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise InputError(f"{path} is not valid JSON ({error}); use --overwrite") from None
+    if not isinstance(previous, dict):
+        raise InputError(f"{path} is not a run description (a JSON object); use --overwrite")
+    keys = ("root", "backbone", "weights_sha256", "config")
     changed = [k for k in keys if previous.get(k) != run[k]]
     if changed:
         raise InputError(
@@ -374,6 +405,7 @@ def _check_run_file(out: Path, run: dict[str, Any], overwrite: bool) -> None:
             f"{path}); resuming would mix them. Use another --out, or --overwrite to redo "
             "every sequence"
         )
+    return True
 
 
 def _first_annotated_index(sequence: DavisSequence) -> int:

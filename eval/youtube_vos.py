@@ -39,7 +39,9 @@ import numpy as np
 
 from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import temporary_sibling
+from dinotrack.io.images import check_input_path
 from dinotrack.io.masks import davis_palette, read_mask, write_mask
+from dinotrack.io.video import FRAME_SUFFIXES, natural_key, probe_video
 from eval.metrics import label_frame_scores
 
 __all__ = [
@@ -61,7 +63,7 @@ class SparseVideo:
 
     Attributes:
         name: Video name (its folder name).
-        frames: The JPEG frames, in order.
+        frames: The frames, in the tracker's (natural) order: ``2.jpg`` before ``10.jpg``.
         annotations: ``{frame index: annotation PNG}`` for the frames that have one.
     """
 
@@ -91,7 +93,8 @@ def open_sparse_split(
     Raises:
         FileNotFoundError: The split or its ``JPEGImages``/``Annotations`` folders are absent.
         ValueError: A video without frames, an annotation named like no frame, a requested
-            video that is absent, or a ``meta.json`` naming a video that is not there.
+            video that is absent, or a ``meta.json`` that is not a regular file, not a JSON
+            object with a ``"videos"`` object, or that names a video that is not there.
     """
     base = Path(root) / split
     images, annotations = base / "JPEGImages", base / "Annotations"
@@ -100,9 +103,8 @@ def open_sparse_split(
             raise MissingFileError(f"{folder} is missing: not a YouTube-VOS-layout split")
     names = sorted(p.name for p in images.iterdir() if p.is_dir())
     meta_file = base / "meta.json"
-    if meta_file.exists():
-        listed = json.loads(meta_file.read_text()).get("videos", {})
-        absent = sorted(set(listed) - set(names))
+    if os.path.lexists(meta_file):
+        absent = sorted(set(_meta_videos(meta_file)) - set(names))
         if absent:
             raise InputError(f"{meta_file} lists videos absent from {images}: {absent[:5]}")
     if videos is not None:
@@ -113,14 +115,12 @@ def open_sparse_split(
         names = [n for n in names if n in set(wanted)]
     out = []
     for name in names:
-        frames = tuple(
-            sorted(p for p in (images / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
-        )
+        frames = tuple(_frame_files(images / name))
         if not frames:
-            raise InputError(f"{images / name} holds no JPEG frames")
+            raise InputError(f"{images / name} holds no {'/'.join(FRAME_SUFFIXES)} frames")
         index = {p.stem: i for i, p in enumerate(frames)}
         annotated = {}
-        for png in sorted((annotations / name).glob("*.png")):
+        for png in _annotation_files(annotations / name):
             if png.stem not in index:
                 raise InputError(f"annotation {png} is named like no frame of {images / name}")
             annotated[index[png.stem]] = png
@@ -128,6 +128,53 @@ def open_sparse_split(
             raise InputError(f"{annotations / name} holds no annotation PNG")
         out.append(SparseVideo(name, frames, annotated))
     return out
+
+
+def _meta_videos(meta_file: Path) -> list[str]:
+    """The video names a ``meta.json`` lists, after checking that it is a regular file (a
+    FIFO would block forever) holding ``{"videos": {<video>: ...}}``."""
+    check_input_path(meta_file, "meta.json")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except ValueError as error:  # not JSON, or not UTF-8
+        raise InputError(f"{meta_file} is not valid JSON ({error}); fix or remove it") from None
+    videos = meta.get("videos", {}) if isinstance(meta, dict) else None
+    if not isinstance(videos, dict):
+        raise InputError(
+            f'{meta_file} is not a YouTube-VOS meta.json: expected {{"videos": {{<video>: '
+            f"...}}}}, got {_json_kind(meta)}; fix or remove it"
+        )
+    return list(videos)
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return f'an object whose "videos" is {type(value.get("videos")).__name__}'
+    return f"a JSON {type(value).__name__}"
+
+
+def _frame_files(folder: Path) -> list[Path]:
+    """A video folder's frames exactly as the tracker reads a frames directory: regular,
+    non-hidden files with a frame suffix, in natural order (``2.jpg`` before ``10.jpg``).
+    Other entries (notes, ``.DS_Store``, sub-folders) are not frames and are skipped."""
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _annotation_files(folder: Path) -> list[Path]:
+    """A video's annotation PNGs (non-hidden regular files), in natural order."""
+    if not folder.is_dir():
+        return []
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.suffix.lower() == ".png" and not p.name.startswith(".") and p.is_file()
+    ]
+    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def first_prompts(video: SparseVideo) -> dict[int, np.ndarray]:
@@ -255,6 +302,12 @@ def run_sparse(videos: list[SparseVideo], tracker, out: str | os.PathLike[str]) 
         prompts = first_prompts(video)
         first = min(prompts)
         names = video.output_names
+        tracked = probe_video(video.frames[0].parent).frame_names
+        if tracked != names:  # a result PNG must never be written under another frame's name
+            raise InputError(
+                f"the tracker reads {len(tracked)} frames from {video.frames[0].parent}, the "
+                f"split lists {len(names)}: their frame lists differ"
+            )
         for index, mask in tracker.track(video.frames[0].parent, prompts=prompts):
             write_mask(folder / names[index], mask, palette)
         if first > 0:  # frames before any object: empty masks, so that every frame has one

@@ -16,7 +16,7 @@ import torch
 
 from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output
-from dinotrack.models.checkpoints import load_failure
+from dinotrack.models.checkpoints import check_unpacked_size, load_failure
 
 CHECKPOINT_NAME = "checkpoint.pth"
 EXPORT_NAME = "backbone.pth"
@@ -40,22 +40,51 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: No such file.
-        ValueError: Not a readable pretraining checkpoint.
+        ValueError: Not a readable pretraining checkpoint, or one without an entry that
+            resuming reads (e.g. only ``format`` and ``version``).
     """
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"checkpoint not found: {path}")
+    check_unpacked_size(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
         raise InputError(
-            f"cannot read checkpoint {path}: {load_failure(exc)}; delete it to start the run afresh"
+            f"cannot read checkpoint {path}: {load_failure(exc, path)}; delete it to start the "
+            "run afresh"
         ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"{path} is not a dinotrack pretraining checkpoint")
     if ckpt.get("version") != VERSION:
         raise InputError(f"{path} has checkpoint version {ckpt.get('version')}, not {VERSION}")
+    wrong = [key for key, kind in _ENTRIES.items() if not _is(ckpt.get(key), kind)]
+    if wrong:
+        raise InputError(
+            f"{path} is an incomplete or damaged pretraining checkpoint (missing or wrong: "
+            f"{', '.join(wrong)}); delete it to start the run afresh"
+        )
     return ckpt
+
+
+_ENTRIES: dict[str, type | tuple[type, ...]] = {
+    "student": dict,
+    "teacher": dict,
+    "optimizer": dict,
+    "loss": dict,
+    "step": int,
+    "epoch": int,
+    "rng": list,
+    "config": dict,
+    "resolved": dict,
+    "sources": list,
+    "train_time_s": (int, float),
+}
+"""What resuming reads from a checkpoint, and the type of each entry."""
+
+
+def _is(value: Any, kind: type | tuple[type, ...]) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def rng_state(device: torch.device) -> dict[str, torch.Tensor | None]:

@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dinotrack.config import TrackerConfig, resolve_precision
 from dinotrack.errors import InputError
-from dinotrack.io.atomic import check_parents, remove_stale_temporaries
+from dinotrack.io.atomic import atomic_output, check_parents, remove_stale_temporaries
+from dinotrack.io.images import check_input_path
 from dinotrack.models.checkpoints import save_backbone_export
 from dinotrack.models.registry import BackboneSpec
 from pretrain import distributed
@@ -590,15 +592,27 @@ def _main_then_share(info: distributed.DistInfo, compute: Callable[[], Any]) -> 
 def _check_resumable(
     ckpt: dict[str, Any], config: dict[str, Any], resolved: dict[str, Any], path: Path
 ) -> None:
-    changed = differences(ckpt["config"], config)
+    changed = differences(_comparable(ckpt["config"]), _comparable(config))
     for key in ("world_size", "global_batch", "steps_per_epoch"):
-        if ckpt["resolved"][key] != resolved[key]:
-            changed.append(f"{key}: {ckpt['resolved'][key]!r} -> {resolved[key]!r}")
+        if ckpt["resolved"].get(key) != resolved[key]:
+            changed.append(f"{key}: {ckpt['resolved'].get(key)!r} -> {resolved[key]!r}")
     if changed:
         raise InputError(
             f"{path} was written by a run with other settings ({'; '.join(changed)}); run the "
-            "same command to resume, or pass another --out (or --no-resume) to start afresh"
+            f"same command to resume it. To train with the new settings, pass another --out: "
+            f"that run starts from scratch (so would --no-resume, and it would overwrite this "
+            f"run's checkpoint and log in {path.parent})"
         )
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` as resuming compares it: data paths resolved (``./clips`` and its absolute
+    path are the same data) and ``out`` left out (the checkpoint was found there, however the
+    folder was named)."""
+    data = dict(config.get("data", {}))
+    if isinstance(data.get("paths"), list):
+        data["paths"] = [os.path.realpath(os.path.expanduser(p)) for p in data["paths"]]
+    return {**{k: v for k, v in config.items() if k != "out"}, "data": data}
 
 
 class _Saver:
@@ -696,13 +710,56 @@ def _log_line(
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines of steps after ``step`` (taken after the last checkpoint, then lost)."""
-    if not path.is_file():
+    """Drop log lines of steps after ``step`` (taken after the last checkpoint, then lost),
+    and a last line cut off by a crash while it was written (with a warning naming the file).
+
+    Raises:
+        ValueError: The log is not a regular file or not UTF-8 text, or a complete line is not
+            a JSON object with an integer ``step``.
+    """
+    if not os.path.lexists(path):
         return
-    lines = path.read_text().splitlines()
-    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    if len(kept) != len(lines):
-        path.write_text("".join(line + "\n" for line in kept))
+    check_input_path(path, "training log")  # a FIFO would block the appends forever
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not a training log (not UTF-8 text); move it away") from None
+    *complete, last = text.split("\n")  # `last` is empty when the file ends with a newline
+    if last.strip():
+        try:
+            _log_step(path, len(complete) + 1, last)
+            complete.append(last)
+        except ValueError:
+            warnings.warn(
+                f"{path}: dropped its last line, cut off by a crash while it was written "
+                f"({last[:40]!r})",
+                stacklevel=2,
+            )
+    kept = [
+        line
+        for number, line in enumerate(complete, 1)
+        if line.strip() and _log_step(path, number, line) <= step
+    ]
+    if "".join(line + "\n" for line in kept) != text:
+        with atomic_output(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _log_step(path: Path, number: int, line: str) -> int:
+    """The step of line ``number`` of a training log (0 for a line without one)."""
+    try:
+        entry = json.loads(line)
+    except ValueError as error:
+        raise InputError(
+            f"{path} line {number} is not JSON ({error}); fix or remove the line to resume"
+        ) from None
+    step = entry.get("step", 0) if isinstance(entry, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool):
+        raise InputError(
+            f"{path} line {number} is not a log entry (a JSON object with an integer "
+            f'"step"): {line[:40]!r}; fix or remove the line to resume'
+        )
+    return step
 
 
 @dataclass

@@ -8,6 +8,7 @@ is validated before timm builds anything, so that a small file cannot ask for a 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -18,7 +19,13 @@ import torch
 from torch import nn
 
 from dinotrack.errors import InputError, MissingFileError
-from dinotrack.models.checkpoints import export_metadata, load_into, read_checkpoint
+from dinotrack.models.checkpoints import (
+    checkpoint_shape,
+    export_metadata,
+    load_into,
+    read_checkpoint,
+    remap_state_dict,
+)
 from dinotrack.models.hub import download_weights
 from dinotrack.models.registry import (
     SHIPPED_WEIGHTS,
@@ -75,7 +82,8 @@ def check_export_record(meta: Any, source: str = "the weights file") -> dict[str
     The record comes from a file, so it is not trusted: the architecture must be one the
     registry uses or a ViT that ``pretrain`` builds, ``model_kwargs`` may hold only the known
     keys of :data:`_EXPORT_KWARGS` with values of their type and range (none naming a file),
-    and the network must stay under 2 billion parameters.
+    and the network must stay under 2 billion parameters, counting the transformer blocks, the
+    patch embedding and the position embedding (``(img_size / patch_size)**2`` tokens).
 
     Args:
         meta: The record (``ckpt["backbone"]``).
@@ -138,10 +146,28 @@ def check_export_record(meta: Any, source: str = "the weights file") -> dict[str
     width, depth = int(dims.get("embed_dim", 1024)), int(dims.get("depth", 24))
     if width % int(dims.get("num_heads", 1)):
         raise bad(f"embed_dim {width} is not a multiple of num_heads {dims['num_heads']}")
-    parameters = depth * width * width * (4 + 2 * float(dims.get("mlp_ratio", 4.0)))
+    patch = meta["patch_size"]
+    tokens = (_img_size(arch, dims) // patch) ** 2 + 1 + int(dims.get("reg_tokens", 0))
+    parameters = (
+        depth * width * width * (4 + 2 * float(dims.get("mlp_ratio", 4.0)))  # blocks
+        + 3 * patch * patch * width  # patch embedding
+        + tokens * width  # position embedding
+    )
     if parameters > _EXPORT_MAX_PARAMETERS:
-        raise bad(f"about {parameters / 1e9:.1f} billion parameters, more than the 2 allowed")
+        raise bad(
+            f"about {parameters / 1e9:.1f} billion parameters ({tokens} position tokens of "
+            f"width {width} among them), more than the 2 allowed"
+        )
     return meta
+
+
+def _img_size(arch: str, dims: dict[str, Any]) -> int:
+    """The image size a timm ViT is built for: ``img_size``, else the one its name ends with
+    (``vit_small_patch8_224``), else timm's DINOv2 size, 518."""
+    if "img_size" in dims:
+        return int(dims["img_size"])
+    size = re.search(r"_(\d+)$", arch)
+    return int(size[1]) if size else 518
 
 
 def spec_from_checkpoint(meta: dict[str, Any]) -> BackboneSpec:
@@ -239,7 +265,12 @@ def load_backbone(
         net = create_model(spec, **overrides)
     source: Path | None = None
     if ckpt is not None:
-        load_into(net, ckpt, weights)
+        try:
+            load_into(net, ckpt, weights)
+        except ValueError as error:
+            if model is None and export_metadata(ckpt) is None:  # the default was a guess
+                raise InputError(_not_the_default(ckpt, spec, weights, error)) from None
+            raise
     elif not pretrained or spec.random_weights:
         pass
     elif spec.local_file is not None:
@@ -256,3 +287,51 @@ def load_backbone(
     if source is not None:
         load_into(net, read_checkpoint(source), source)
     return net.eval(), spec
+
+
+def _not_the_default(
+    ckpt: dict[str, Any], spec: BackboneSpec, weights: str | os.PathLike, error: ValueError
+) -> str:
+    """Why weights given without a model name do not load into the default model, and which
+    registered models they fit (same patch size, width and depth, and the same tensor names)."""
+    found, default = checkpoint_shape(ckpt), _shape(_meta_model(spec))
+    if found is None or found == default:
+        return str(error)
+    fitting = []
+    for name in list_backbones():
+        if get_backbone_spec(name).patch_size != found[0]:
+            continue  # not built at all
+        net = _meta_model(get_backbone_spec(name))
+        if _shape(net) == found and _same_names(ckpt, net):
+            fitting.append(name)
+    fits = (
+        f"which fits {', '.join(fitting)}: pass that name as model=NAME"
+        if fitting
+        else "which fits no registered model (see `dinotrack models`)"
+    )
+    return (
+        f"weights {weights} do not fit the default model {spec.name} (patch {default[0]}, width "
+        f"{default[1]}, depth {default[2]}): the file holds patch {found[0]}, width {found[1]}, "
+        f"depth {found[2]}, {fits}"
+    )
+
+
+def _same_names(ckpt: dict[str, Any], net: nn.Module) -> bool:
+    """Whether a checkpoint, remapped for ``net``, holds exactly ``net``'s tensor names."""
+    try:
+        return set(remap_state_dict(ckpt, net)) == set(net.state_dict())
+    except ValueError:  # e.g. a position embedding of another width
+        return False
+
+
+@functools.cache
+def _meta_model(spec: BackboneSpec) -> nn.Module:
+    """A spec's network on the meta device: its shapes without memory or weights."""
+    with torch.device("meta"):
+        return create_model(spec)
+
+
+def _shape(net: nn.Module) -> tuple[int, int, int]:
+    """``(patch size, width, depth)`` of a timm ViT."""
+    proj = net.patch_embed.proj.weight
+    return int(proj.shape[-1]), int(proj.shape[0]), len(net.blocks)

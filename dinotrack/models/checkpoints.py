@@ -24,9 +24,14 @@ Recognised families (each remapped to the keys of a timm ``VisionTransformer``):
 from __future__ import annotations
 
 import argparse
+import io
+import math
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +54,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a checkpoint file safely (``weights_only=True``) onto the CPU.
 
     Official DINO training checkpoints pickle an ``argparse.Namespace``; that one class is
-    allowed, nothing else.
+    allowed, nothing else. A file in torch's zip format is checked before it is read: what
+    its entries unpack to (known from the zip directory) may not exceed what it stores by
+    more than :data:`UNPACK_SLACK_BYTES`, so a small compressed file cannot allocate gigabytes.
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is not a readable PyTorch checkpoint holding a dict.
+        ValueError: The file is not a readable PyTorch checkpoint holding a dict, would unpack
+            to far more than its size, or holds pickled code (never run).
     """
     path = Path(path)
     if path.is_dir():
@@ -63,33 +71,105 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     check_input_path(path, "weights file")  # a FIFO would block torch.load forever
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    check_unpacked_size(path, "weights file")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # A bare pickle draws torch's advice to file an issue; the error below says it all.
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # the unpickler raises many types on damaged files
-        raise InputError(f"cannot read weights file {path}: {load_failure(exc)}") from exc
+        raise InputError(f"cannot read weights file {path}: {load_failure(exc, path)}") from exc
     if not isinstance(ckpt, dict):
         raise InputError(f"weights file {path} holds a {type(ckpt).__name__}, not a state dict")
     return ckpt
 
 
-_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+UNPACK_SLACK_BYTES = 64 << 20
+"""How much more than twice its own size a zip-format checkpoint may unpack to. ``torch.save``
+stores tensors uncompressed, so real weights unpack to about their file size."""
 
 
-def load_failure(error: BaseException) -> str:
+def check_unpacked_size(path: str | os.PathLike, what: str = "checkpoint") -> None:
+    """Refuses a zip-format checkpoint whose entries unpack to more than twice its size plus
+    :data:`UNPACK_SLACK_BYTES` (a compressed bomb), from the zip directory, before reading.
+
+    Raises:
+        ValueError: The entries would unpack to too much.
+    """
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):  # not a zip: torch.load reports it
+        return
+    size = path.stat().st_size
+    if unpacked > 2 * size + UNPACK_SLACK_BYTES:
+        raise InputError(
+            f"{what} {path} is refused: its entries unpack to {unpacked / 2**30:.2f} GiB from a "
+            f"{size / 2**20:.1f} MiB file (torch.save stores tensors uncompressed, so this is a "
+            "compressed bomb, not weights)"
+        )
+
+
+_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
+_SAFE_MODULES = ("torch", "collections", "_codecs", "argparse", "numpy")
+
+
+def load_failure(error: BaseException, path: str | os.PathLike | None = None) -> str:
     """Why ``torch.load(..., weights_only=True)`` failed, in one line, without torch's
-    paragraph (whose advice, loading with ``weights_only=False``, would run the file's code)."""
+    paragraph (whose advice, loading with ``weights_only=False``, would run the file's code).
+
+    Args:
+        error: What ``torch.load`` raised.
+        path: The file, scanned (never unpickled) for the code its pickle refers to when the
+            error does not name it.
+    """
     text = str(error)
     found = _GLOBAL.search(text)
-    if found:
+    code = found[1] if found else _pickled_code(Path(path)) if path is not None else None
+    if code is not None:
         return (
-            f"it holds Python objects other than tensors ({found[1]}), which are not loaded, "
-            "for safety; a checkpoint must hold tensors and plain values only"
+            f"refused: it holds pickled code ({code}), which is never run (weights_only); a "
+            "checkpoint must hold tensors and plain values only"
         )
     if text.startswith("Weights only load failed") or isinstance(error, pickle.UnpicklingError):
         return "not a PyTorch checkpoint or corrupt (a damaged file, or another kind of file)"
     first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
     return f"not a PyTorch checkpoint or corrupt ({first[:200]})"
+
+
+def _pickled_code(path: Path) -> str | None:
+    """The first global a checkpoint's pickle refers to outside torch's and the standard
+    containers' (e.g. ``posix.system``), found by reading its opcodes, never by unpickling;
+    None when there is none or the file cannot be scanned."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                data = archive.read(name)
+        else:
+            with open(path, "rb") as handle:
+                data = handle.read(16 << 20)
+    except (OSError, StopIteration, zipfile.BadZipFile, ValueError):
+        return None
+    strings: list[str] = []
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):  # the legacy format holds several pickles in a row
+            for opcode, arg, _ in pickletools.genops(stream):
+                if isinstance(arg, str):
+                    strings.append(arg)
+                if opcode.name in ("GLOBAL", "INST"):
+                    name = str(arg).replace(" ", ".")
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    name = f"{strings[-2]}.{strings[-1]}"
+                else:
+                    continue
+                if name.split(".")[0] not in _SAFE_MODULES:
+                    return name
+    except Exception:  # the tensor bytes after a legacy pickle are not opcodes
+        pass
+    return None
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
@@ -122,6 +202,17 @@ def export_metadata(ckpt: dict[str, Any]) -> dict[str, Any] | None:
             "tensors; it is damaged or not written by dinotrack"
         )
     return dict(meta)
+
+
+def checkpoint_shape(ckpt: dict[str, Any]) -> tuple[int, int, int] | None:
+    """``(patch size, width, depth)`` of the ViT whose tensors a checkpoint holds, read from its
+    patch embedding and its block numbers; None when it holds no patch embedding."""
+    state = {_strip_prefix(k): v for k, v in _unwrap(ckpt).items() if isinstance(v, torch.Tensor)}
+    proj = state.get("patch_embed.proj.weight")
+    if proj is None or proj.dim() != 4:
+        return None
+    blocks = {key.split(".")[1] for key in state if key.startswith("blocks.")}
+    return int(proj.shape[-1]), int(proj.shape[0]), len(blocks)
 
 
 def _strip_prefix(key: str) -> str:
@@ -168,6 +259,8 @@ def remap_state_dict(ckpt: dict[str, Any], net: nn.Module) -> dict[str, torch.Te
         if key.startswith(_IGNORED_PREFIXES):
             continue
         state[key] = value
+    if "pos_embed" in state:  # before a family's conversion slices it
+        _check_pos_embed(state["pos_embed"], net)
     if "storage_tokens" in state:
         state = _from_official_dinov3(state, net)
     elif "register_tokens" in state:
@@ -178,6 +271,28 @@ def remap_state_dict(ckpt: dict[str, Any], net: nn.Module) -> dict[str, torch.Te
     if pos is not None and "pos_embed" in target and pos.shape != target["pos_embed"].shape:
         state["pos_embed"] = _resample_pos_embed(pos, net)
     return state
+
+
+def _check_pos_embed(pos: torch.Tensor, net: nn.Module, prefix: int | None = None) -> None:
+    """A position embedding ``[1, tokens, width]`` with ``net``'s width; with ``prefix``, also
+    one that can be resampled: ``prefix`` tokens and then a square grid of patches.
+
+    Raises:
+        ValueError: Another shape; the message gives it and the expected one.
+    """
+    target = net.state_dict().get("pos_embed")
+    width = int(target.shape[-1]) if target is not None else None
+    shape = tuple(pos.shape)
+    fits = len(shape) == 3 and shape[0] == 1 and shape[1] >= 1 and width in (None, shape[2])
+    if fits and prefix is not None:
+        grid = shape[1] - prefix
+        fits = grid >= 1 and math.isqrt(grid) ** 2 == grid
+    if not fits:
+        tokens = "tokens" if prefix is None else f"{prefix} + a square number of tokens"
+        raise InputError(
+            f"pos_embed has shape {list(shape)}, expected [1, {tokens}, {width or 'width'}]: the "
+            "file is damaged or holds another architecture"
+        )
 
 
 def _rename(key: str, renames: tuple[tuple[re.Pattern, str], ...]) -> str:
@@ -254,6 +369,7 @@ def _resample_pos_embed(pos: torch.Tensor, net: nn.Module) -> torch.Tensor:
     from timm.layers import resample_abs_pos_embed
 
     prefix = 0 if getattr(net, "no_embed_class", False) else getattr(net, "num_prefix_tokens", 1)
+    _check_pos_embed(pos, net, prefix)
     grid = net.patch_embed.grid_size
     return resample_abs_pos_embed(pos, new_size=list(grid), num_prefix_tokens=prefix)
 
@@ -264,7 +380,10 @@ def load_into(net: nn.Module, ckpt: dict[str, Any], source: str | os.PathLike) -
     Raises:
         ValueError: Missing, unexpected or mis-shaped keys; the message lists them.
     """
-    state = remap_state_dict(ckpt, net)
+    try:
+        state = remap_state_dict(ckpt, net)
+    except ValueError as error:
+        raise InputError(f"weights {source}: {error}") from None
     target = net.state_dict()
     missing = sorted(set(target) - set(state))
     unexpected = sorted(set(state) - set(target))
