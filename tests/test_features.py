@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dinotrack.errors import UnavailableError
 from dinotrack.models.build import load_backbone
 from dinotrack.models.features import FeatureExtractor, network_input_size, resample_pos_embed_dino
 
@@ -116,5 +117,5 @@ def test_cuda_request_without_cuda_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
     net, spec = load_backbone("test_vit_tiny")
-    with pytest.raises(ValueError, match="CUDA is not available"):
+    with pytest.raises(UnavailableError, match="asks for CUDA, which is not available"):
         FeatureExtractor(net, spec, "cuda")
