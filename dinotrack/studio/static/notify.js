@@ -1,0 +1,37 @@
+// The status line and the error banner: every server error reaches the user as its one line.
+
+const banner = document.getElementById("error");
+const bannerText = document.getElementById("error-text");
+const status = document.getElementById("status");
+let statusTimer = null;
+
+document.getElementById("error-close").addEventListener("click", () => {
+  banner.hidden = true;
+});
+
+export function showError(error) {
+  bannerText.textContent = error && error.message ? error.message : String(error);
+  banner.hidden = false;
+  console.error(error);
+}
+
+export function clearError() {
+  banner.hidden = true;
+}
+
+/** A short message in the header; it fades after a few seconds unless `sticky`. */
+export function showStatus(text, sticky = false) {
+  status.textContent = text;
+  clearTimeout(statusTimer);
+  if (!sticky) statusTimer = setTimeout(() => (status.textContent = ""), 4000);
+}
+
+/** Runs `action`, showing any error it throws in the banner; resolves to its value or null. */
+export async function guarded(action) {
+  try {
+    return await action();
+  } catch (error) {
+    showError(error);
+    return null;
+  }
+}

@@ -1,0 +1,317 @@
+// The drawing tools on the frame view. Brush, eraser and polygon edit the current frame's label
+// map here (starting from its prompt, else its result mask, so a correction on a tracked frame
+// starts from the tracked mask) and PUT it as the frame's prompt when the stroke ends. Box and
+// clicks ask the server to grow the active object's mask (POST /api/clicks/{i}).
+
+import { request, sendJson } from "./api.js";
+import { copyLabels, fillPolygon, paintSegment } from "./labels.js";
+import { guarded, showStatus } from "./notify.js";
+import { emit, forgetLabels, labelsOf, labelsToPng, store } from "./store.js";
+import { canvas, draw, framePoint, pixelScale, renderOverlay, setDecoration, showFrame } from "./view.js";
+
+export const tool = { name: "brush", size: 12, positive: true };
+
+let stroke = null; // {frame, labels, before, last: [x, y]} while the brush or eraser is down
+let polygon = []; // vertices of the polygon being drawn
+let dragBox = null; // {from: [x, y], to: [x, y]} while a box is being dragged
+let clicks = { frame: -1, object: -1, points: [], box: null }; // sent whole on each click
+let hover = null; // [x, y] under the mouse
+const undoStack = []; // [{frame, labels: the prompt before, or null when there was none}]
+
+/** Makes sure there is an object to draw: the active one, else a new one. */
+async function activeObject() {
+  if (store.active !== null) return store.active;
+  const object = await sendJson("POST", "api/objects", {});
+  store.objects.push(object);
+  store.active = object.id;
+  emit("objects");
+  return object.id;
+}
+
+/** Sends a label map as the prompt of `frame` and shows it. */
+async function putPrompt(frame, labels) {
+  const reply = await request("PUT", `api/prompts/${frame}`, await labelsToPng(labels));
+  const body = await reply.json().catch(() => ({}));
+  if (body.objects) store.objects = body.objects;
+  store.prompts.add(frame);
+  store.labels.set(frame, { labels, source: "prompt" });
+  emit("objects");
+  emit("marks");
+}
+
+async function commit(frame, labels, before) {
+  const saved = await guarded(async () => {
+    await putPrompt(frame, labels);
+    return true;
+  });
+  if (saved) {
+    undoStack.push({ frame, labels: before });
+    showStatus(`frame ${frame}: prompt saved`);
+  } else {
+    forgetLabels(frame);
+  }
+  if (frame === store.frame) await showFrame();
+}
+
+/** Undoes the last brush, eraser or polygon edit (the prompt goes back to what it was). */
+export async function undo() {
+  const last = undoStack.pop();
+  if (!last) return;
+  await guarded(async () => {
+    if (last.labels) await putPrompt(last.frame, last.labels);
+    else {
+      await request("DELETE", `api/prompts/${last.frame}`);
+      store.prompts.delete(last.frame);
+      forgetLabels(last.frame);
+      emit("marks");
+    }
+  });
+  store.frame = last.frame;
+  emit("frame");
+}
+
+/** Deletes the current frame's prompt. */
+export async function clearPrompt() {
+  const frame = store.frame;
+  if (!store.prompts.has(frame)) return;
+  const entry = await labelsOf(frame);
+  await guarded(async () => {
+    await request("DELETE", `api/prompts/${frame}`);
+    undoStack.push({ frame, labels: entry.labels });
+    store.prompts.delete(frame);
+    forgetLabels(frame);
+    emit("marks");
+    showStatus(`frame ${frame}: prompt deleted`);
+  });
+  await showFrame();
+}
+
+async function sendClicks() {
+  const frame = clicks.frame;
+  await guarded(async () => {
+    const body = { object: clicks.object, points: clicks.points, box: clicks.box };
+    const reply = await sendJson("POST", `api/clicks/${frame}`, body);
+    if (reply && reply.objects) store.objects = reply.objects;
+    store.prompts.add(frame);
+    forgetLabels(frame);
+    emit("objects");
+    emit("marks");
+    showStatus(`frame ${frame}: mask of object ${clicks.object} grown from the clicks`);
+  });
+  if (frame === store.frame) await showFrame();
+}
+
+function clicksFor(frame, object) {
+  if (clicks.frame !== frame || clicks.object !== object) {
+    clicks = { frame, object, points: [], box: null };
+  }
+  return clicks;
+}
+
+/** Forgets the pending clicks, polygon and box (on a new frame, object or tool). */
+export function resetPending() {
+  polygon = [];
+  dragBox = null;
+  clicks = { frame: -1, object: -1, points: [], box: null };
+  drawDecoration();
+}
+
+function closePolygon() {
+  if (polygon.length < 3) return;
+  const points = polygon;
+  polygon = [];
+  const frame = store.frame;
+  guarded(async () => {
+    const object = await activeObject();
+    const entry = await labelsOf(frame);
+    const labels = copyLabels(entry.labels);
+    fillPolygon(labels, points, object);
+    renderOverlay(labels);
+    await commit(frame, labels, entry.source === "prompt" ? entry.labels : null);
+  });
+  drawDecoration();
+}
+
+function onPointerDown(event) {
+  if (!store.video) return;
+  const point = framePoint(event);
+  const frame = store.frame;
+  const negative = event.button === 2 || !tool.positive;
+  if (tool.name === "brush" || tool.name === "eraser") {
+    if (event.button !== 0) return;
+    canvas.setPointerCapture(event.pointerId);
+    stroke = { frame, labels: null, before: null, last: point, pending: [point] };
+    guarded(async () => {
+      const object = await activeObject();
+      const entry = await labelsOf(frame);
+      if (!stroke || stroke.frame !== frame) return;
+      stroke.object = object;
+      stroke.before = entry.source === "prompt" ? entry.labels : null;
+      stroke.labels = copyLabels(entry.labels);
+      const queued = stroke.pending;
+      stroke.pending = null;
+      let last = queued[0];
+      for (const p of queued) {
+        paintStroke(last, p);
+        last = p;
+      }
+      stroke.last = last;
+      if (stroke.ended) endStroke();
+      else renderOverlay(stroke.labels);
+    });
+  } else if (tool.name === "polygon") {
+    if (event.button !== 0) return;
+    if (polygon.length >= 3) {
+      const [fx, fy] = polygon[0];
+      if (Math.hypot(point[0] - fx, point[1] - fy) < 8 * pixelScale()) {
+        closePolygon();
+        return;
+      }
+    }
+    polygon.push(point);
+  } else if (tool.name === "box") {
+    if (event.button !== 0) return;
+    canvas.setPointerCapture(event.pointerId);
+    dragBox = { from: point, to: point };
+  } else if (tool.name === "click") {
+    guarded(async () => {
+      const object = await activeObject();
+      const pending = clicksFor(frame, object);
+      pending.points.push([Math.round(point[0]), Math.round(point[1]), negative ? 0 : 1]);
+      drawDecoration();
+      await sendClicks();
+    });
+  }
+  drawDecoration();
+}
+
+function paintStroke(from, to) {
+  const radius = tool.size / 2;
+  if (tool.name === "brush") {
+    paintSegment(stroke.labels, from[0], from[1], to[0], to[1], radius, stroke.object);
+  } else {
+    paintSegment(stroke.labels, from[0], from[1], to[0], to[1], radius, 0, stroke.object);
+  }
+}
+
+function onPointerMove(event) {
+  if (!store.video) return;
+  hover = framePoint(event);
+  if (stroke) {
+    if (stroke.pending) stroke.pending.push(hover);
+    else {
+      paintStroke(stroke.last, hover);
+      stroke.last = hover;
+      renderOverlay(stroke.labels);
+    }
+  }
+  if (dragBox) dragBox.to = hover;
+  drawDecoration();
+}
+
+function endStroke() {
+  const { frame, labels, before } = stroke;
+  stroke = null;
+  commit(frame, labels, before);
+}
+
+function onPointerUp(event) {
+  if (stroke) {
+    if (stroke.pending) stroke.ended = true; // the label map is still loading
+    else endStroke();
+  }
+  if (dragBox) {
+    const [x0, y0] = dragBox.from;
+    const [x1, y1] = framePoint(event);
+    dragBox = null;
+    if (Math.abs(x1 - x0) >= 2 && Math.abs(y1 - y0) >= 2) {
+      const frame = store.frame;
+      guarded(async () => {
+        const object = await activeObject();
+        const pending = clicksFor(frame, object);
+        pending.box = [x0, y0, x1, y1].map(Math.round);
+        pending.box = [
+          Math.min(pending.box[0], pending.box[2]),
+          Math.min(pending.box[1], pending.box[3]),
+          Math.max(pending.box[0], pending.box[2]),
+          Math.max(pending.box[1], pending.box[3]),
+        ];
+        await sendClicks();
+        drawDecoration();
+      });
+    }
+  }
+  drawDecoration();
+}
+
+function drawDecoration() {
+  const scale = pixelScale();
+  setDecoration((ctx) => {
+    ctx.save();
+    ctx.lineWidth = 1.5 * scale;
+    if (hover && (tool.name === "brush" || tool.name === "eraser")) {
+      ctx.strokeStyle = tool.name === "brush" ? "#ffffff" : "#ff6060";
+      ctx.beginPath();
+      ctx.arc(hover[0], hover[1], tool.size / 2, 0, 2 * Math.PI);
+      ctx.stroke();
+    }
+    if (polygon.length) {
+      ctx.strokeStyle = "#ffe14d";
+      ctx.beginPath();
+      ctx.moveTo(...polygon[0]);
+      for (const p of polygon.slice(1)) ctx.lineTo(...p);
+      if (hover) ctx.lineTo(...hover);
+      ctx.stroke();
+      for (const [x, y] of polygon) ctx.fillRect(x - 2 * scale, y - 2 * scale, 4 * scale, 4 * scale);
+    }
+    const box = dragBox ? [...dragBox.from, ...dragBox.to] : clicks.frame === store.frame ? clicks.box : null;
+    if (box) {
+      ctx.strokeStyle = "#ffe14d";
+      ctx.setLineDash([6 * scale, 4 * scale]);
+      ctx.strokeRect(box[0], box[1], box[2] - box[0], box[3] - box[1]);
+      ctx.setLineDash([]);
+    }
+    if (clicks.frame === store.frame) {
+      for (const [x, y, positive] of clicks.points) {
+        ctx.fillStyle = positive ? "#39d353" : "#ff4d4d";
+        ctx.strokeStyle = "#000000";
+        ctx.beginPath();
+        ctx.arc(x, y, 5 * scale, 0, 2 * Math.PI);
+        ctx.fill();
+        ctx.stroke();
+      }
+    }
+    ctx.restore();
+  });
+}
+
+export function setTool(name) {
+  tool.name = name;
+  polygon = [];
+  dragBox = null;
+  canvas.dataset.tool = name;
+  drawDecoration();
+}
+
+export function setup() {
+  canvas.addEventListener("pointerdown", onPointerDown);
+  canvas.addEventListener("pointermove", onPointerMove);
+  canvas.addEventListener("pointerup", onPointerUp);
+  canvas.addEventListener("pointerleave", () => {
+    hover = null;
+    drawDecoration();
+  });
+  canvas.addEventListener("contextmenu", (event) => event.preventDefault());
+  canvas.addEventListener("dblclick", () => {
+    if (tool.name === "polygon") closePolygon();
+  });
+  window.addEventListener("keydown", (event) => {
+    if (tool.name !== "polygon" || event.target.closest("input, textarea")) return;
+    if (event.key === "Enter") closePolygon();
+    if (event.key === "Escape") {
+      polygon = [];
+      drawDecoration();
+    }
+  });
+  draw();
+}
