@@ -4,9 +4,11 @@
 import { getJson, sendJson, tokenUrl } from "./api.js";
 import { guarded, showError, showStatus } from "./notify.js";
 import { emit, forgetLabels, refreshState, store } from "./store.js";
+import { goTo } from "./timeline.js";
 
 const bar = document.getElementById("progress");
 const progressText = document.getElementById("progress-text");
+const follow = document.getElementById("follow");
 const cancelButton = document.getElementById("cancel");
 const directionButtons = [...document.querySelectorAll("[data-direction]")];
 let events = null;
@@ -37,7 +39,8 @@ function onFrame(frame) {
   store.results.add(frame);
   forgetLabels(frame);
   emit("marks");
-  if (frame === store.frame && !store.prompts.has(frame)) emit("repaint");
+  if (follow.checked && frame !== store.frame) goTo(frame);
+  else if (frame === store.frame && !store.prompts.has(frame)) emit("repaint");
 }
 
 /** One progress report (an event or a poll): update the bar; at the end, read the results. */

@@ -41,8 +41,9 @@ function drawMarks() {
   for (const frame of store.results) ctx.fillRect(frame * step, height * 0.55, Math.max(1, step), height * 0.45);
   ctx.fillStyle = "#ffd23f";
   for (const frame of store.prompts) ctx.fillRect(frame * step, 0, Math.max(2, step), height * 0.5);
-  ctx.fillStyle = "#ffffff";
-  ctx.fillRect(store.frame * step, 0, Math.max(1, step), height);
+  ctx.strokeStyle = "#ffffff";
+  ctx.lineWidth = Math.max(1, window.devicePixelRatio);
+  ctx.strokeRect(store.frame * step + 0.5, 0.5, Math.max(2, step) - 1, height - 1);
   for (const [index, thumb] of [...strip.children].entries()) {
     thumb.classList.toggle("has-prompt", store.prompts.has(index));
     thumb.classList.toggle("has-result", store.results.has(index));
