@@ -240,6 +240,84 @@ def test_token_is_required(browser, studio):
     page.close()
 
 
+def _filtered_png(ids: np.ndarray, palette: np.ndarray) -> bytes:
+    """A palette PNG of `ids` whose rows use the five PNG filter types in turn (PIL writes
+    only some of them, the page must read all)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    def paeth(a: int, b: int, c: int) -> int:
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+    height, width = ids.shape
+    rows = b""
+    for y in range(height):
+        kind = y % 5
+        row, above = ids[y].astype(int), ids[y - 1].astype(int) if y else np.zeros(width, int)
+        out = []
+        for x in range(width):
+            left = row[x - 1] if x else 0
+            up_left = above[x - 1] if x else 0
+            predictor = [0, left, above[x], (left + above[x]) // 2, paeth(left, above[x], up_left)]
+            out.append((row[x] - predictor[kind]) % 256)
+        rows += bytes([kind, *out])
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"PLTE", palette.tobytes())
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_page_reads_and_writes_label_pngs_exactly(browser, studio):
+    """The page's PNG codec: it reads every filter type, and the palette PNG it writes holds the
+    same ids with the DAVIS palette (what the server reads as `--mask` reads it)."""
+    import base64
+    import io
+
+    from dinotrack.masks import davis_palette
+
+    rng = np.random.default_rng(0)
+    ids = np.zeros((23, 41), np.uint8)
+    ids[3:15, 5:30] = 1
+    ids[10:20, 20:40] = 7
+    ids[18:, :12] = rng.integers(0, 256, (5, 12))  # every filter sees large differences
+    page = browser.new_page()
+    page.goto(studio.url)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    result = page.evaluate(
+        """async (data) => {
+          const png = await import("/static/png.js");
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const labels = await png.decodeLabelPng(bytes);
+          const blob = await png.encodeLabelPng(labels.ids, labels.width, labels.height);
+          const written = new Uint8Array(await blob.arrayBuffer());
+          return {
+            width: labels.width, height: labels.height, ids: Array.from(labels.ids),
+            written: btoa(String.fromCharCode(...written)),
+          };
+        }""",
+        base64.b64encode(_filtered_png(ids, davis_palette())).decode(),
+    )
+    page.close()
+    decoded = np.array(result["ids"], np.uint8).reshape(result["height"], result["width"])
+    np.testing.assert_array_equal(decoded, ids)
+    written = Image.open(io.BytesIO(base64.b64decode(result["written"])))
+    assert written.mode == "P"
+    np.testing.assert_array_equal(np.asarray(written), ids)
+    palette = np.array(written.getpalette(), np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(palette, davis_palette())
+    Image.open(io.BytesIO(base64.b64decode(result["written"]))).verify()  # chunk CRCs
+
+
 def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_path):
     studio.video = json.loads(studio.api("/api/video"))
     width, height = studio.video["width"], studio.video["height"]

@@ -58,6 +58,7 @@ function setupToolPanel() {
     file.value = "";
     if (!chosen) return;
     const frame = store.frame;
+    const before = await tools.promptBefore(frame);
     const saved = await guarded(async () => {
       const reply = await request("PUT", `api/prompts/${frame}`, chosen);
       const body = await reply.json().catch(() => ({}));
@@ -65,6 +66,7 @@ function setupToolPanel() {
       return true;
     });
     if (saved) {
+      tools.remember(frame, before);
       forgetLabels(frame);
       await refreshState();
       showStatus(`frame ${frame}: ${chosen.name} loaded as its prompt`);

@@ -45,7 +45,7 @@ async function commit(frame, labels, before) {
     return true;
   });
   if (saved) {
-    undoStack.push({ frame, labels: before });
+    remember(frame, before);
     showStatus(`frame ${frame}: prompt saved`);
   } else {
     forgetLabels(frame);
@@ -86,8 +86,20 @@ export async function clearPrompt() {
   await showFrame();
 }
 
+/** What undo needs to restore the prompt of `frame`: its label map, or null when it has none. */
+export async function promptBefore(frame) {
+  const entry = await labelsOf(frame);
+  return entry.source === "prompt" ? entry.labels : null;
+}
+
+/** Records an edit made on the server (clicks, a loaded file) so that undo can take it back. */
+export function remember(frame, before) {
+  undoStack.push({ frame, labels: before });
+}
+
 async function sendClicks() {
   const frame = clicks.frame;
+  const before = await promptBefore(frame);
   await guarded(async () => {
     const body = { object: clicks.object, points: clicks.points, box: clicks.box };
     const reply = await sendJson("POST", `api/clicks/${frame}`, body);
@@ -96,7 +108,8 @@ async function sendClicks() {
     forgetLabels(frame);
     emit("objects");
     emit("marks");
-    showStatus(`frame ${frame}: mask of object ${clicks.object} grown from the clicks`);
+    remember(frame, before);
+    showStatus(`frame ${frame}: mask of object ${body.object} grown from the clicks`);
   });
   if (frame === store.frame) await showFrame();
 }
