@@ -125,13 +125,17 @@ class Studio:
         self.stop()
         raise AssertionError(f"the studio did not print its URL:\n{self.log.read_text()}")
 
-    def api(self, path: str, method: str = "GET", body: dict | None = None) -> bytes:
-        """The body of an API answer (with the token)."""
-        data = None if body is None else json.dumps(body).encode()
+    def api(
+        self, path: str, method: str = "GET", body: dict | None = None, raw: bytes | None = None
+    ) -> bytes:
+        """The body of an API answer (with the token); `body` is sent as JSON, `raw` as a PNG."""
+        data = raw if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.base + path, data=data, method=method)
         request.add_header("X-Dinotrack-Token", self.token)
-        if data is not None:
+        if body is not None:
             request.add_header("Content-Type", "application/json")
+        elif raw is not None:
+            request.add_header("Content-Type", "image/png")
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.read()
 
@@ -238,6 +242,26 @@ def test_token_is_required(browser, studio):
     response = page.goto(studio.base + "/?token=wrong" + studio.token[:4])
     assert response.status == 403
     page.close()
+
+
+def test_server_errors_reach_the_user(browser, studio, tmp_path):
+    """An invalid mask loaded as a prompt is refused; the page shows the server's one line."""
+    bad = tmp_path / "small.png"
+    Image.new("L", (100, 50)).save(bad)
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    ui.page.set_input_files("#mask-file", bad)
+    ui.page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    message = ui.page.inner_text("#error-text")
+    try:
+        studio.api("/api/prompts/0", "PUT", raw=bad.read_bytes())
+    except urllib.error.HTTPError as error:
+        assert error.code == 400
+        assert message == json.loads(error.read())["error"]
+    else:
+        raise AssertionError("the server took a 100x50 mask for 854x480 frames")
+    assert studio.state()["prompts"] == []
+    ui.page.close()
 
 
 def _filtered_png(ids: np.ndarray, palette: np.ndarray) -> bytes:
@@ -357,6 +381,7 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     for _ in range(CORRECTED):
         ui.page.keyboard.press("ArrowRight")
     assert ui.frame_label().startswith(f"frame {CORRECTED} /")
+    assert ui.page.input_value("#frame-slider") == str(CORRECTED)
     tracked = _png_ids(studio.api(f"/api/masks/{CORRECTED}"))
     ui.select_object(1)
     ui.drag([(0.10 * width, 0.60 * height), (0.20 * width, 0.70 * height)])

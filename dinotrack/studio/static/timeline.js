@@ -102,6 +102,10 @@ export function setup() {
     else return;
     event.preventDefault();
   });
+  marks.addEventListener("click", (event) => {
+    const box = marks.getBoundingClientRect();
+    goTo(Math.floor(((event.clientX - box.left) / box.width) * store.video.frames));
+  });
   window.addEventListener("resize", drawMarks);
   buildStrip();
   on("frame", () => {
