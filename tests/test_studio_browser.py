@@ -353,10 +353,13 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     ui.page.click("#add-object")
     ui.select_object(1)
     ui.tool("box")
-    ui.drag([(0.30 * width, 0.35 * height), (0.55 * width, 0.85 * height)])
+    ui.drag([(0.38 * width, 0.42 * height), (0.93 * width, 0.88 * height)])  # the dog
     wait_until(lambda: 0 in studio.state()["prompts"], "the box's prompt on frame 0")
     ui.select_object(2)
     ui.tool("brush")
+    for _ in range(9):  # "]" widens the brush: 24 -> 60 px, an object of a few patches
+        ui.page.keyboard.press("]")
+    assert ui.page.inner_text("#brush-size-value") == "60 px"
     ui.drag([(0.70 * width, 0.20 * height), (0.85 * width, 0.25 * height)])
     wait_until(lambda: _objects_in(studio.prompt_ids(0)) == {1, 2}, "both objects on frame 0")
     prompt0 = studio.prompt_ids(0)
@@ -400,8 +403,9 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     ui.page.wait_for_selector("#written li", timeout=30_000)
     written = ui.page.inner_text("#written")
     assert "coco.json" in written and "00000.png" in written
-    ui.page.locator("aside").screenshot(path=artifacts / "studio-export-panel.png")
-    out = studio.out
+    ui.page.locator("#export-panel").screenshot(path=artifacts / "studio-export-panel.png")
+    folder = re.search(r"(\S*)00000\.png", written).group(1)  # where the masks went in --out
+    out = studio.out / folder
     exported = sorted(p.name for p in out.glob("*.png"))
     assert exported == [f"{i:05d}.png" for i in range(N_FRAMES)]
     coco = json.loads((out / "coco.json").read_text())
@@ -420,12 +424,22 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     for name in exported:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
-    # Reload: the objects, their names, the prompts and the results come back.
+    # Reload: the objects, their names and visibility, the prompts, the results and the
+    # overlay's opacity come back.
+    ui.page.click("#objects li[data-id='2'] .object-hide")
+    wait_until(lambda: studio.state()["objects"][1]["hidden"], "object 2 hidden")
+    slider = ui.page.locator("#opacity").bounding_box()
+    ui.page.mouse.click(slider["x"] + 0.2 * slider["width"], slider["y"] + slider["height"] / 2)
+    opacity = int(ui.page.input_value("#opacity"))
+    assert 10 <= opacity <= 30
+    wait_until(lambda: studio.state()["settings"].get("opacity") == opacity / 100, "the opacity")
     ui.page.reload()
     ui.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
     names = ui.page.locator("#objects .object-name")
     assert [names.nth(i).input_value() for i in range(names.count())] == ["dog", "object 2"]
     assert ui.page.locator(".thumb.has-prompt").count() == 2
     assert ui.page.locator(".thumb.has-result").count() == N_FRAMES
+    assert ui.page.inner_text("#objects li[data-id='2'] .object-hide") == "show"
+    assert ui.page.input_value("#opacity") == str(opacity)
     assert not ui.errors, ui.errors
     ui.page.close()

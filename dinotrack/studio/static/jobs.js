@@ -130,18 +130,25 @@ async function exportResults() {
       return item;
     }),
   );
-  document.getElementById("export-out").textContent = reply.out ? `in ${reply.out}:` : "written:";
+  const out = reply.out || store.settings.out;
+  document.getElementById("export-out").textContent = out ? `written in ${out}:` : "written in --out:";
   showStatus(`exported ${formats.join(", ")}`);
 }
 
-/** The written files, with runs of per-frame PNGs shown as one line ("00000.png ... (50 files)"). */
+/** The written files, one line per folder of masks ("results/00000.png ... (50 masks)"). */
 function summarise(paths) {
-  const pngs = paths.filter((path) => /^[^/]*\.png$/.test(path));
-  const others = paths.filter((path) => !pngs.includes(path));
+  const folders = new Map(); // folder -> its mask PNGs
   const lines = [];
-  if (pngs.length > 3) lines.push(`${pngs[0]} ... ${pngs[pngs.length - 1]} (${pngs.length} masks)`);
-  else lines.push(...pngs);
-  return lines.concat(others);
+  for (const path of paths) {
+    const folder = path.slice(0, path.lastIndexOf("/") + 1);
+    if (!path.endsWith(".png")) lines.push(path);
+    else if (folders.has(folder)) folders.get(folder).push(path);
+    else folders.set(folder, [path]);
+  }
+  const masks = [...folders.values()].map((pngs) =>
+    pngs.length > 3 ? `${pngs[0]} ... ${pngs[pngs.length - 1]} (${pngs.length} masks)` : pngs.join(", "),
+  );
+  return masks.concat(lines);
 }
 
 export function setup(job) {

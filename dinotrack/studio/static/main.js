@@ -1,6 +1,6 @@
 // The studio page: loads the video and the saved work, then wires the panels together.
 
-import { ApiError, getJson, request, token } from "./api.js";
+import { ApiError, getJson, request, sendJson, token } from "./api.js";
 import * as jobs from "./jobs.js";
 import { guarded, showError, showStatus } from "./notify.js";
 import * as objects from "./objects.js";
@@ -78,15 +78,20 @@ function setupToolPanel() {
 
 function setupViewPanel() {
   const opacity = document.getElementById("opacity");
+  if (typeof store.settings.opacity === "number") store.opacity = store.settings.opacity;
   opacity.value = Math.round(store.opacity * 100);
   opacity.addEventListener("input", () => {
     store.opacity = Number(opacity.value) / 100;
     view.renderOverlay();
   });
+  // Saved with the project, so that a reload or a new session shows the masks the same way.
+  opacity.addEventListener("change", () =>
+    guarded(() => sendJson("PUT", "api/settings", { opacity: store.opacity })),
+  );
 }
 
 function describeModel() {
-  const model = store.settings.model || "";
+  const model = store.model || store.settings.model || "";
   const note = document.getElementById("model-note");
   const shipped = /^(dinotrack_|test_)/.test(model);
   note.textContent =
