@@ -24,6 +24,7 @@ _EXPORTS = {
     "list_backbones": "dinotrack.backbones",
     "load_backbone": "dinotrack.backbones",
     "TrackerConfig": "dinotrack.config",
+    "InteractiveSession": "dinotrack.interactive",
     "LabelPropagator": "dinotrack.propagation",
     "propagate_labels": "dinotrack.propagation",
     "propagate_sequence": "dinotrack.propagation",
@@ -34,6 +35,7 @@ _EXPORTS = {
 __all__ = [
     "AutoStart",
     "BackboneSpec",
+    "InteractiveSession",
     "LabelPropagator",
     "Tracker",
     "TrackerConfig",
@@ -65,5 +67,6 @@ if TYPE_CHECKING:
     from dinotrack.autostart import AutoStart, auto_start_mask
     from dinotrack.backbones import BackboneSpec, get_backbone_spec, list_backbones, load_backbone
     from dinotrack.config import TrackerConfig
+    from dinotrack.interactive import InteractiveSession
     from dinotrack.propagation import LabelPropagator, propagate_labels, propagate_sequence
     from dinotrack.session import Tracker, TrackingSession

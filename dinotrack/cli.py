@@ -32,6 +32,7 @@ from dinotrack.clikit import (
 )
 from dinotrack.config import DEFAULT_MASS, DIRECTIONS, PRESETS, UPSAMPLE_MODES
 from dinotrack.results import START_MASK_NAME, ResultWriter
+from dinotrack.studio.cli import register as register_studio
 
 
 def _segment_parser(subparsers) -> None:
@@ -509,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     _attention_parser(subparsers)
     _models_parser(subparsers)
     register_export(subparsers)
+    register_studio(subparsers)
     for entry in sorted(
         importlib.metadata.entry_points(group="dinotrack.commands"), key=lambda e: e.name
     ):

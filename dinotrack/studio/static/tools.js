@@ -14,9 +14,9 @@ export const tool = { name: "brush", size: 12, positive: true };
 let stroke = null; // {frame, labels, before, last: [x, y]} while the brush or eraser is down
 let polygon = []; // vertices of the polygon being drawn
 let dragBox = null; // {from: [x, y], to: [x, y]} while a box is being dragged
-// The clicks and box on one (frame, object), sent whole each time; `reset` asks the server to
+// The clicks and box on one (frame, object), sent whole each time; `clear` asks the server to
 // forget the clicks it holds from earlier, so that both sides agree on the list.
-let clicks = { frame: -1, object: -1, points: [], box: null, reset: true };
+let clicks = { frame: -1, object: -1, points: [], box: null, clear: true };
 let hover = null; // [x, y] under the mouse
 const undoStack = []; // [{frame, labels: the prompt before, or null when there was none}]
 
@@ -47,7 +47,7 @@ async function commit(frame, labels, before) {
     return true;
   });
   if (saved) {
-    clicks = { frame: -1, object: -1, points: [], box: null, reset: true }; // a new start
+    clicks = { frame: -1, object: -1, points: [], box: null, clear: true }; // a new start
     remember(frame, before);
     showStatus(`frame ${frame}: prompt saved`);
   } else {
@@ -104,14 +104,14 @@ async function sendClicks() {
   const frame = clicks.frame;
   const before = await promptBefore(frame);
   await guarded(async () => {
-    const body = { object: clicks.object, points: clicks.points, box: clicks.box, reset: clicks.reset };
+    const body = { object: clicks.object, points: clicks.points, box: clicks.box, clear: clicks.clear };
     const reply = await sendJson("POST", `api/clicks/${frame}`, body);
     if (reply && reply.objects) store.objects = reply.objects;
     store.prompts.add(frame);
     forgetLabels(frame);
     emit("objects");
     emit("marks");
-    clicks.reset = false;
+    clicks.clear = false;
     remember(frame, before);
     showStatus(`frame ${frame}: mask of object ${body.object} grown from the clicks`);
   });
@@ -120,7 +120,7 @@ async function sendClicks() {
 
 function clicksFor(frame, object) {
   if (clicks.frame !== frame || clicks.object !== object) {
-    clicks = { frame, object, points: [], box: null, reset: true };
+    clicks = { frame, object, points: [], box: null, clear: true };
   }
   return clicks;
 }
@@ -129,7 +129,7 @@ function clicksFor(frame, object) {
 export function resetPending() {
   polygon = [];
   dragBox = null;
-  clicks = { frame: -1, object: -1, points: [], box: null, reset: true };
+  clicks = { frame: -1, object: -1, points: [], box: null, clear: true };
   drawDecoration();
 }
 
