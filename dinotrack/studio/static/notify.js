@@ -26,8 +26,12 @@ export function showStatus(text, sticky = false) {
   if (!sticky) statusTimer = setTimeout(() => (status.textContent = ""), 4000);
 }
 
-/** Runs `action`, showing any error it throws in the banner; resolves to its value or null. */
+/**
+ * Runs a user's action: clears the last error, then shows any error the action throws in the
+ * banner. Resolves to the action's value, or null when it failed.
+ */
 export async function guarded(action) {
+  clearError();
   try {
     return await action();
   } catch (error) {

@@ -41,12 +41,25 @@ async function putPrompt(frame, labels) {
   emit("marks");
 }
 
+async function deletePrompt(frame) {
+  await request("DELETE", `api/prompts/${frame}`);
+  store.prompts.delete(frame);
+  forgetLabels(frame);
+  emit("marks");
+}
+
 async function commit(frame, labels, before) {
+  const empty = !labels.ids.some((id) => id !== 0);
   const saved = await guarded(async () => {
-    await putPrompt(frame, labels);
+    if (!empty) await putPrompt(frame, labels);
+    else if (store.prompts.has(frame)) await deletePrompt(frame);
     return true;
   });
-  if (saved) {
+  if (saved && empty) {
+    // A prompt needs an object (as `segment --prompt` does): an edit that leaves none drops it.
+    remember(frame, before);
+    showStatus(`frame ${frame}: no object left, so the frame holds no prompt now`);
+  } else if (saved) {
     clicks = { frame: -1, object: -1, points: [], box: null, clear: true }; // a new start
     remember(frame, before);
     showStatus(`frame ${frame}: prompt saved`);
@@ -62,12 +75,8 @@ export async function undo() {
   if (!last) return;
   await guarded(async () => {
     if (last.labels) await putPrompt(last.frame, last.labels);
-    else {
-      await request("DELETE", `api/prompts/${last.frame}`);
-      store.prompts.delete(last.frame);
-      forgetLabels(last.frame);
-      emit("marks");
-    }
+    else if (store.prompts.has(last.frame)) await deletePrompt(last.frame);
+    showStatus(`frame ${last.frame}: edit undone`);
   });
   store.frame = last.frame;
   emit("frame");
@@ -79,11 +88,8 @@ export async function clearPrompt() {
   if (!store.prompts.has(frame)) return;
   const entry = await labelsOf(frame);
   await guarded(async () => {
-    await request("DELETE", `api/prompts/${frame}`);
-    undoStack.push({ frame, labels: entry.labels });
-    store.prompts.delete(frame);
-    forgetLabels(frame);
-    emit("marks");
+    await deletePrompt(frame);
+    remember(frame, entry.labels);
     showStatus(`frame ${frame}: prompt deleted`);
   });
   await showFrame();
