@@ -91,20 +91,17 @@ function setupViewPanel() {
 }
 
 function describeModel() {
-  const model = store.model || store.settings.model || "";
-  const note = document.getElementById("model-note");
-  const shipped = /^(dinotrack_|test_)/.test(model);
-  note.textContent =
+  const model = store.model;
+  const offline = /^(dinotrack_|test_)/.test(model);
+  document.getElementById("model-note").textContent =
     (model ? `Backbone: ${model}. ` : "") +
-    "Clicks and boxes grow a mask from the similarity of DINO patch features to the clicked " +
-    "patches, refined to pixel edges. " +
-    (shipped
-      ? "With this small offline backbone the masks are rough (blobby, may leak into " +
-        "similar background): use them as a start and fix them with the brush and eraser. "
+    "Box and clicks grow a mask from patch-feature similarity. " +
+    (offline
+      ? "With this small offline backbone they are rough (no better than random weights on " +
+        "DAVIS): take them as a start, or draw with the brush or polygon, which are exact. "
       : "") +
-    "With official DINO weights (e.g. dino_vits8) they follow objects much better, still " +
-    "below a dedicated click model such as SAM; the brush, polygon and a loaded mask PNG are " +
-    "exact.";
+    "Official DINO weights (e.g. dino_vits8) should do much better; a click-trained model " +
+    "such as SAM better still.";
 }
 
 async function main() {

@@ -37,7 +37,7 @@ export async function refreshState() {
   store.prompts = new Set(state.prompts);
   store.results = new Set(state.results);
   store.settings = state.settings || {};
-  store.model = state.model || (state.settings && state.settings.model) || store.video.model || "";
+  store.model = store.settings.model || ""; // the backbone, for the note on click quality
   if (!store.objects.some((object) => object.id === store.active)) {
     store.active = store.objects.length ? store.objects[0].id : null;
   }
