@@ -48,6 +48,8 @@ N_FRAMES = 6
 CORRECTED = 3  # the later frame corrected in the browser
 MODEL_FLAGS = tiny_flags(64)
 
+pytestmark = pytest.mark.slow  # a server and a browser start: ~45 s on 2 CPU cores
+
 
 def _missing(reason: str) -> None:
     """Skip, or fail under CI, where these tests must run."""
@@ -411,7 +413,8 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     coco = json.loads((out / "coco.json").read_text())
     assert {a["id"] for a in coco["annotations"]} == {1, 2}
 
-    # 5. The same prompts through `dinotrack segment` give byte-identical masks.
+    # 5. The same prompts through `dinotrack segment` (its CLI entry point, in this process)
+    # give byte-identical masks.
     prompt_args = []
     for frame in sorted(studio.state()["prompts"]):
         path = tmp_path / f"prompt{frame}.png"
