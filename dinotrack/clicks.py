@@ -2,15 +2,15 @@
 
 How a mask grows (:func:`click_mask`):
 
-1. Seeds on the patch grid. Positive seeds: the patches under the positive clicks; without
-   any, the middle third of the box, or else the patches the object's current mask covers.
-   Negative seeds: the patches under the negative clicks, and with a box every patch wholly
-   outside it.
-2. Patch scores. Each patch's cosine similarity (L2-normalised features, as the tracker
-   compares them) to its most similar positive seed, minus that to its most similar negative
-   seed: a patch joins the object when it looks more like what was clicked in than like what
-   was clicked out. Without negative seeds the threshold is Otsu's on the similarities to the
-   positive seeds (the split of the frame's patches into "like the clicks" and "not").
+1. Seeds on the patch grid: the patches under the positive clicks; without any, the middle
+   third of the box, or else the patches the object's current mask covers (so negative clicks
+   can trim a mask made otherwise).
+2. Patch scores: each patch's cosine similarity (L2-normalised features, as the tracker
+   compares them) to its most similar clicked patch (to the seed region on average), minus a
+   threshold: Otsu's split of those similarities over the box's patches, or over the frame's
+   without a box ("like the clicks" and "not"). A negative click caps the score of every patch
+   at its margin over its similarity to the most similar negative click: what looks more like
+   a negative click than like the positive ones is out. Patches outside the box are out.
 3. Pixel edges. The score map is upsampled bilinearly to the frame and smoothed by a colour
    guided filter (He, Sun and Tang, "Guided Image Filtering", TPAMI 2013) with the frame as
    the guide: the output is locally an affine function of the pixel colours, so the object's
@@ -18,7 +18,7 @@ How a mask grows (:func:`click_mask`):
    staircase of the patch grid. The filter's coefficients are computed at a reduced size and
    upsampled (the "fast guided filter"), which keeps a click well under a second on a CPU.
 4. The mask is the positive part, restricted to the box, keeping only the connected parts that
-   hold a positive seed.
+   hold a seed.
 
 How good it is follows the backbone: features that separate objects (the official DINO
 weights) give masks that follow objects; the small shipped ``dinotrack_vitt16_davis16`` gives
@@ -131,26 +131,28 @@ def click_mask(
 
     positive = [cell(x, y) for (x, y), label in zip(points, labels, strict=True) if label == 1]
     negative = [cell(x, y) for (x, y), label in zip(points, labels, strict=True) if label == 0]
-    if box is not None:
-        touched = _box_cells(box, (height, width), (grid_h, grid_w))
-        negative += np.flatnonzero(~touched).tolist()
-        if not positive:
-            positive = np.flatnonzero(_middle_third(box, (height, width), (grid_h, grid_w)))
-            positive = positive.tolist()
-    if not positive and current is not None:
-        positive = np.flatnonzero(_cells_covered(current, (grid_h, grid_w))).tolist()
-    if not positive:
-        raise ValueError(
-            "nothing to grow the mask from: give a positive click or a box (negative clicks "
-            "only remove from an object that has a mask)"
-        )
     flat = unit.reshape(channels, -1)
-    similarity = flat.T @ flat[:, positive]  # [h*w, n_pos]
-    score = similarity.max(dim=1).values
+    population = torch.ones(grid_h * grid_w, dtype=torch.bool)  # where the threshold is chosen
+    if box is not None:
+        population = torch.from_numpy(_box_cells(box, (height, width), (grid_h, grid_w)).ravel())
+    if positive:
+        like = (flat.T @ flat[:, positive]).max(dim=1).values
+    else:  # a region: the middle of the box, or the object's current mask
+        if box is not None:
+            region = _middle_third(box, (height, width), (grid_h, grid_w))
+        elif current is not None:
+            region = _cells_covered(current, (grid_h, grid_w))
+        else:
+            raise ValueError(
+                "nothing to grow the mask from: give a positive click or a box (negative "
+                "clicks only remove from an object that has a mask)"
+            )
+        positive = np.flatnonzero(region).tolist()
+        like = (flat.T @ flat[:, positive]).mean(dim=1)
+    score = like - _otsu(like[population].numpy())
     if negative:
-        score = score - (flat.T @ flat[:, negative]).max(dim=1).values
-    else:
-        score = score - _otsu(score.numpy())
+        score = torch.minimum(score, like - (flat.T @ flat[:, negative]).max(dim=1).values)
+    score[~population] = -1.0
     score = score.reshape(1, 1, grid_h, grid_w)
     fine = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
     refined = guided_filter(frame, fine.numpy())
