@@ -126,20 +126,14 @@ def _segment_parser(subparsers) -> None:
 def _click_arguments(p: argparse.ArgumentParser) -> None:
     """``--point``, ``--neg-point`` and ``--box``: prompts grown from clicks (dinotrack.clicks)."""
     where = "pixels of frame FRAME (default 0), object OBJ (default 1), repeatable"
-    p.add_argument(
-        "--point",
-        action="append",
-        default=[],
-        metavar="[FRAME:]X,Y[:OBJ]",
-        help=f"a positive click: grow the object's mask there from feature similarity ({where})",
-    )
-    p.add_argument(
-        "--neg-point",
-        action="append",
-        default=[],
-        metavar="[FRAME:]X,Y[:OBJ]",
-        help=f"a negative click: not the object ({where})",
-    )
+    clicks = {
+        "--point": "a positive click: grow the object's mask there from feature similarity",
+        "--neg-point": "a negative click: not the object",
+    }
+    for flag, what in clicks.items():
+        p.add_argument(
+            flag, action="append", default=[], metavar="[FRAME:]X,Y[:OBJ]", help=f"{what} ({where})"
+        )
     p.add_argument(
         "--box",
         action="append",
