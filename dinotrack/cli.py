@@ -88,12 +88,7 @@ def _segment_parser(subparsers) -> None:
     p.add_argument(
         "--objects", type=int, default=None, help="--auto: number of objects (default 1)"
     )
-    p.add_argument(
-        "--box",
-        default=None,
-        metavar="X0,Y0,X1,Y1",
-        help="--auto: restrict the start to this box (pixels of the first frame)",
-    )
+    _click_arguments(p)
     p.add_argument(
         "--mass",
         type=float,
@@ -126,6 +121,27 @@ def _segment_parser(subparsers) -> None:
     )
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)
+
+
+def _click_arguments(p: argparse.ArgumentParser) -> None:
+    """``--point``, ``--neg-point`` and ``--box``: prompts grown from clicks (dinotrack.clicks)."""
+    where = "pixels of frame FRAME (default 0), object OBJ (default 1), repeatable"
+    clicks = {
+        "--point": "a positive click: grow the object's mask there from feature similarity",
+        "--neg-point": "a negative click: not the object",
+    }
+    for flag, what in clicks.items():
+        p.add_argument(
+            flag, action="append", default=[], metavar="[FRAME:]X,Y[:OBJ]", help=f"{what} ({where})"
+        )
+    p.add_argument(
+        "--box",
+        action="append",
+        default=None,
+        metavar="[FRAME:]X0,Y0,X1,Y1[:OBJ]",
+        help=f"the object lies in this box ({where}); with --auto: X0,Y0,X1,Y1 restricts the "
+        "start to the box",
+    )
 
 
 def _attention_parser(subparsers) -> None:
@@ -260,12 +276,15 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
         return run_batch(args, run_segment)
     if args.input is None:
         raise ValueError("give the input video (or frames directory), or --batch LIST.csv")
+    clicked = args.point or args.neg_point or (args.box and not args.auto)
     if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
-        raise ValueError(
-            "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, or --auto"
-        )
+        if not clicked:
+            raise ValueError(
+                "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, --point "
+                "X,Y, --box X0,Y0,X1,Y1, or --auto"
+            )
     console = Console(stderr=True)
-    auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
+    auto_flags = [f"--{n}" for n in ("objects", "mass") if getattr(args, n) is not None]
     if auto_flags and not args.auto:
         raise ValueError(f"{', '.join(auto_flags)} can only be used with --auto")
     start_frame = args.start_frame
@@ -286,8 +305,13 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
         results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
         out = results.directory
         try:
+            clicks = _click_flags(args, info)
             auto_start, prompts = _start_masks(args, info, results)
             tracker = tracker or build_tracker(args)
+            if clicks:
+                from dinotrack.clicks import click_prompts
+
+                prompts = click_prompts(tracker, args.input, clicks, prompts)
         except BaseException:
             results.abort()  # removes the overlay's temporary file and new parent folders
             raise
@@ -368,6 +392,20 @@ def _start_masks(args: argparse.Namespace, info, results: ResultWriter):
         size = (info.width, info.height)
         results.open_overlay(args.overlay, info.fps, *size, overwrite=args.overwrite)
     return auto_start, prompts
+
+
+def _click_flags(args: argparse.Namespace, info) -> list:
+    """The clicks and boxes of ``--point``, ``--neg-point`` and ``--box`` (without
+    ``--auto``), checked against the video before any model loads."""
+    from dinotrack.clicks import parse_click_flags
+
+    if args.auto:
+        if args.point or args.neg_point:
+            raise ValueError("--point and --neg-point do not go with --auto")
+        return []
+    boxes = args.box or []
+    size = (info.height, info.width)
+    return parse_click_flags(args.point, args.neg_point, boxes, size, info.num_frames)
 
 
 def _check_object_flags(args: argparse.Namespace) -> None:
@@ -493,7 +531,9 @@ def _auto_start(args: argparse.Namespace, info):
         )
     box = None
     if args.box is not None:
-        box = check_box(parse_box(args.box), (info.height, info.width))
+        if len(args.box) > 1:
+            raise ValueError("--auto takes one --box")
+        box = check_box(parse_box(args.box[0]), (info.height, info.width))
     mass = DEFAULT_MASS if args.mass is None else args.mass
     objects = 1 if args.objects is None else args.objects
     return AutoStart(mass=mass, objects=objects, box=box)

@@ -2,15 +2,15 @@
 
 How a mask grows (:func:`click_mask`):
 
-1. Seeds on the patch grid. Positive seeds: the patches under the positive clicks; without
-   any, the middle third of the box, or else the patches the object's current mask covers.
-   Negative seeds: the patches under the negative clicks, and with a box every patch wholly
-   outside it.
-2. Patch scores. Each patch's cosine similarity (L2-normalised features, as the tracker
-   compares them) to its most similar positive seed, minus that to its most similar negative
-   seed: a patch joins the object when it looks more like what was clicked in than like what
-   was clicked out. Without negative seeds the threshold is Otsu's on the similarities to the
-   positive seeds (the split of the frame's patches into "like the clicks" and "not").
+1. Seeds on the patch grid: the patches under the positive clicks; without any, the middle
+   third of the box, or else the patches the object's current mask covers (so negative clicks
+   can trim a mask made otherwise).
+2. Patch scores: each patch's cosine similarity (L2-normalised features, as the tracker
+   compares them) to its most similar clicked patch (to the seed region on average), minus a
+   threshold: Otsu's split of those similarities over the box's patches, or over the frame's
+   without a box ("like the clicks" and "not"). A negative click caps the score of every patch
+   at its margin over its similarity to the most similar negative click: what looks more like
+   a negative click than like the positive ones is out. Patches outside the box are out.
 3. Pixel edges. The score map is upsampled bilinearly to the frame and smoothed by a colour
    guided filter (He, Sun and Tang, "Guided Image Filtering", TPAMI 2013) with the frame as
    the guide: the output is locally an affine function of the pixel colours, so the object's
@@ -18,7 +18,7 @@ How a mask grows (:func:`click_mask`):
    staircase of the patch grid. The filter's coefficients are computed at a reduced size and
    upsampled (the "fast guided filter"), which keeps a click well under a second on a CPU.
 4. The mask is the positive part, restricted to the box, keeping only the connected parts that
-   hold a positive seed.
+   hold a seed.
 
 How good it is follows the backbone: features that separate objects (the official DINO
 weights) give masks that follow objects; the small shipped ``dinotrack_vitt16_davis16`` gives
@@ -29,6 +29,7 @@ clicks or correct with the brush; the random test backbones separate little more
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,7 +37,14 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-__all__ = ["check_clicks", "click_mask", "guided_filter"]
+__all__ = [
+    "ClickPrompt",
+    "check_clicks",
+    "click_mask",
+    "click_prompts",
+    "guided_filter",
+    "parse_click_flags",
+]
 
 GUIDE_SIDE = 240
 """Short side at which the guided filter's coefficients are computed."""
@@ -86,9 +94,9 @@ def check_clicks(
         except (TypeError, ValueError):
             raise ValueError(f"a box must be four numbers x0, y0, x1, y1, got {box!r}") from None
         if not (x0 < x1 and y0 < y1):
-            raise ValueError(f"box {box!r} must have x0 < x1 and y0 < y1 (corners, in pixels)")
+            raise ValueError("a box must have x0 < x1 and y0 < y1 (corners, in pixels)")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise ValueError(f"box {box!r} is not inside the frame ({width}x{height})")
+            raise ValueError(f"the box is not inside the frame ({width}x{height})")
         box = (x0, y0, x1, y1)
     if not checked and box is None:
         raise ValueError("give at least one click or a box")
@@ -131,26 +139,28 @@ def click_mask(
 
     positive = [cell(x, y) for (x, y), label in zip(points, labels, strict=True) if label == 1]
     negative = [cell(x, y) for (x, y), label in zip(points, labels, strict=True) if label == 0]
-    if box is not None:
-        touched = _box_cells(box, (height, width), (grid_h, grid_w))
-        negative += np.flatnonzero(~touched).tolist()
-        if not positive:
-            positive = np.flatnonzero(_middle_third(box, (height, width), (grid_h, grid_w)))
-            positive = positive.tolist()
-    if not positive and current is not None:
-        positive = np.flatnonzero(_cells_covered(current, (grid_h, grid_w))).tolist()
-    if not positive:
-        raise ValueError(
-            "nothing to grow the mask from: give a positive click or a box (negative clicks "
-            "only remove from an object that has a mask)"
-        )
     flat = unit.reshape(channels, -1)
-    similarity = flat.T @ flat[:, positive]  # [h*w, n_pos]
-    score = similarity.max(dim=1).values
+    population = torch.ones(grid_h * grid_w, dtype=torch.bool)  # where the threshold is chosen
+    if box is not None:
+        population = torch.from_numpy(_box_cells(box, (height, width), (grid_h, grid_w)).ravel())
+    if positive:
+        like = (flat.T @ flat[:, positive]).max(dim=1).values
+    else:  # a region: the middle of the box, or the object's current mask
+        if box is not None:
+            region = _middle_third(box, (height, width), (grid_h, grid_w))
+        elif current is not None:
+            region = _cells_covered(current, (grid_h, grid_w))
+        else:
+            raise ValueError(
+                "nothing to grow the mask from: give a positive click or a box (negative "
+                "clicks only remove from an object that has a mask)"
+            )
+        positive = np.flatnonzero(region).tolist()
+        like = (flat.T @ flat[:, positive]).mean(dim=1)
+    score = like - _otsu(like[population].numpy())
     if negative:
-        score = score - (flat.T @ flat[:, negative]).max(dim=1).values
-    else:
-        score = score - _otsu(score.numpy())
+        score = torch.minimum(score, like - (flat.T @ flat[:, negative]).max(dim=1).values)
+    score[~population] = -1.0
     score = score.reshape(1, 1, grid_h, grid_w)
     fine = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
     refined = guided_filter(frame, fine.numpy())
@@ -301,4 +311,142 @@ def _seeded_components(
         coarse_parts, _ = ndimage.label(coarse > 0, structure=np.ones((3, 3), bool))
         extra = {coarse_parts[y, x] for y, x in lost} - {0}
         out |= np.isin(coarse_parts, list(extra))
+    return out
+
+
+@dataclass(frozen=True)
+class ClickPrompt:
+    """Clicks and a box for one object on one frame (``segment --point/--neg-point/--box``)."""
+
+    frame: int
+    object_id: int
+    points: tuple[tuple[float, float], ...] = ()
+    labels: tuple[int, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+
+
+def parse_click_flags(
+    points: Sequence[str],
+    negative_points: Sequence[str],
+    boxes: Sequence[str],
+    frame_size: tuple[int, int],
+    num_frames: int,
+) -> list[ClickPrompt]:
+    """``segment``'s ``--point``, ``--neg-point`` and ``--box`` values, checked against the
+    video, grouped by (frame, object).
+
+    Each value is ``[FRAME:]X,Y[:OBJ]`` (a box ``[FRAME:]X0,Y0,X1,Y1[:OBJ]``): pixels of frame
+    ``FRAME`` (default 0) for object ``OBJ`` (default 1).
+
+    Raises:
+        ValueError: A malformed value, a frame past the end, a point or box outside the frame,
+            two boxes for one object on one frame, an object id outside 1..254.
+    """
+    grouped: dict[tuple[int, int], dict] = {}
+
+    def entry(frame: int, object_id: int) -> dict:
+        return grouped.setdefault((frame, object_id), {"points": [], "labels": [], "box": None})
+
+    flagged = [("--point", text, 1) for text in points]
+    flagged += [("--neg-point", text, 0) for text in negative_points]
+    for flag, text, label in flagged:
+        frame, values, object_id = _parse_flag(text, flag, 2, num_frames)
+        try:
+            check_clicks([values], [label], None, frame_size)
+        except ValueError as error:
+            raise ValueError(f"{flag} {text}: {error}") from None
+        entry(frame, object_id)["points"].append(tuple(values))
+        entry(frame, object_id)["labels"].append(label)
+    for text in boxes:
+        frame, values, object_id = _parse_flag(text, "--box", 4, num_frames)
+        try:
+            _, _, box = check_clicks([], [], values, frame_size)
+        except ValueError as error:
+            raise ValueError(f"--box {text}: {error}") from None
+        if entry(frame, object_id)["box"] is not None:
+            raise ValueError(f"--box {text}: object {object_id} has a box on frame {frame} already")
+        entry(frame, object_id)["box"] = box
+    prompts = []
+    for (frame, object_id), given in sorted(grouped.items()):
+        if 1 not in given["labels"] and given["box"] is None:
+            raise ValueError(
+                f"object {object_id} on frame {frame} has only negative clicks; give it a "
+                "--point or a --box there too"
+            )
+        prompts.append(
+            ClickPrompt(
+                frame, object_id, tuple(given["points"]), tuple(given["labels"]), given["box"]
+            )
+        )
+    return prompts
+
+
+def _parse_flag(text: str, flag: str, count: int, num_frames: int) -> tuple[int, list[float], int]:
+    """``[FRAME:]V1,...,Vcount[:OBJ]`` -> ``(frame, values, object id)``."""
+    example = "120:350,200:2" if count == 2 else "120:100,50,400,300:2"
+    shape = "X,Y" if count == 2 else "X0,Y0,X1,Y1"
+    parts = text.split(":")
+    coords = [i for i, part in enumerate(parts) if "," in part]
+    if len(parts) > 3 or len(coords) != 1 or coords[0] > 1 or len(parts) - coords[0] > 2:
+        raise ValueError(f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}")
+    frame_text = parts[0] if coords[0] == 1 else "0"
+    object_text = parts[coords[0] + 1] if len(parts) > coords[0] + 1 else "1"
+    try:
+        values = [float(v) for v in parts[coords[0]].split(",")]
+        frame, object_id = int(frame_text), int(object_text)
+    except ValueError:
+        raise ValueError(
+            f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}"
+        ) from None
+    if len(values) != count:
+        raise ValueError(f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}")
+    if not 0 <= frame < num_frames:
+        raise ValueError(
+            f"{flag} {text}: frame {frame} does not exist (the video has {num_frames} frames, 0 "
+            f"to {num_frames - 1})"
+        )
+    if not 1 <= object_id <= 254:
+        raise ValueError(f"{flag} {text}: object ids go from 1 to 254, got {object_id}")
+    return frame, values, object_id
+
+
+def click_prompts(
+    tracker,
+    video: str,
+    clicks: Sequence[ClickPrompt],
+    prompts: dict[int, np.ndarray],
+) -> dict[int, np.ndarray]:
+    """``prompts`` with the masks the clicks grow drawn in: each object's mask on its frame
+    replaces its pixels there (over a ``--prompt`` mask of that frame, if any).
+
+    Args:
+        tracker: The :class:`dinotrack.Tracker` whose backbone gives the features.
+        video: The video file or frames directory.
+        clicks: From :func:`parse_click_flags`.
+        prompts: ``{frame: [H, W] ids}`` from the mask flags (not changed).
+
+    Raises:
+        ValueError: The clicks leave a frame with no object at all.
+    """
+    from dinotrack.frame_cache import FrameCache
+
+    frames = FrameCache(video, capacity=2)
+    out = dict(prompts)
+    for clicked in clicks:
+        frame = frames.get(clicked.frame)
+        size = tracker.input_size(*frame.shape[:2])
+        feats = tracker.extractor(frame[None].copy(), size)[0]
+        base = np.array(out.get(clicked.frame, np.zeros(frame.shape[:2], np.uint8)))
+        current = base == clicked.object_id
+        mask = click_mask(
+            frame,
+            feats,
+            clicked.points,
+            clicked.labels,
+            clicked.box,
+            current if current.any() else None,
+        )
+        base[base == clicked.object_id] = 0
+        base[mask] = clicked.object_id
+        out[clicked.frame] = base
     return out
