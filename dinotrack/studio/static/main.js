@@ -97,8 +97,9 @@ function describeModel() {
     (model ? `Backbone: ${model}. ` : "") +
     "Box and clicks grow a mask from patch-feature similarity. " +
     (offline
-      ? "With this small offline backbone they are rough (no better than random weights on " +
-        "DAVIS): take them as a start, or draw with the brush or polygon, which are exact. "
+      ? "With this small offline backbone they are rough (a box plus one click inside: mean " +
+        "IoU 0.51 on the DAVIS dev first frames, random weights 0.45): take them as a start " +
+        "and finish with the brush, eraser or polygon, which are exact. "
       : "") +
     "Official DINO weights (e.g. dino_vits8) should do much better; a click-trained model " +
     "such as SAM better still.";
