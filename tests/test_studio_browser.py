@@ -444,5 +444,15 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     assert ui.page.locator(".thumb.has-result").count() == N_FRAMES
     assert ui.page.inner_text("#objects li[data-id='2'] .object-hide") == "show"
     assert ui.page.input_value("#opacity") == str(opacity)
+
+    # Delete asks for a second click, then removes the object from every prompt.
+    delete = ui.page.locator("#objects li[data-id='2'] .object-delete")
+    delete.click()
+    assert delete.inner_text() == "sure?"
+    assert [o["id"] for o in studio.state()["objects"]] == [1, 2]
+    delete.click()
+    wait_until(lambda: [o["id"] for o in studio.state()["objects"]] == [1], "the deletion")
+    assert 2 not in _objects_in(studio.prompt_ids(0))
+    ui.page.wait_for_selector("#objects li[data-id='2']", state="detached")
     assert not ui.errors, ui.errors
     ui.page.close()

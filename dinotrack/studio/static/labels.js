@@ -75,16 +75,19 @@ export function presentIds(labels) {
 /**
  * The overlay of a label map as ImageData: each shown object in its palette colour with alpha
  * `opacity` (0..1) inside, fully opaque on its boundary; hidden objects and background clear.
+ * `rect` ({x, y, width, height}, default: all) limits it to a part of the map, to redraw only
+ * what a brush stroke touched.
  */
-export function overlayImage(labels, hidden, opacity) {
+export function overlayImage(labels, hidden, opacity, rect = null) {
   const { width, height, ids } = labels;
-  const image = new ImageData(width, height);
+  const area = rect || { x: 0, y: 0, width, height };
+  const image = new ImageData(area.width, area.height);
   const rgba = image.data;
   const colours = [];
   for (let id = 0; id < 256; id += 1) colours.push(davisColour(id));
   const fill = Math.round(255 * opacity);
-  for (let y = 0; y < height; y += 1) {
-    for (let x = 0; x < width; x += 1) {
+  for (let y = area.y; y < area.y + area.height; y += 1) {
+    for (let x = area.x; x < area.x + area.width; x += 1) {
       const at = y * width + x;
       const id = ids[at];
       if (id === 0 || hidden.has(id)) continue;
@@ -94,11 +97,25 @@ export function overlayImage(labels, hidden, opacity) {
         (y > 0 && ids[at - width] !== id) ||
         (y < height - 1 && ids[at + width] !== id);
       const [r, g, b] = colours[id];
-      rgba[4 * at] = r;
-      rgba[4 * at + 1] = g;
-      rgba[4 * at + 2] = b;
-      rgba[4 * at + 3] = edge ? 255 : fill;
+      const out = 4 * ((y - area.y) * area.width + (x - area.x));
+      rgba[out] = r;
+      rgba[out + 1] = g;
+      rgba[out + 2] = b;
+      rgba[out + 3] = edge ? 255 : fill;
     }
   }
   return image;
+}
+
+/** The part of a `width` x `height` map within `margin` pixels of the points, or null if none. */
+export function boundsOf(points, margin, width, height) {
+  if (!points.length) return null;
+  const xs = points.map(([x]) => x);
+  const ys = points.map(([, y]) => y);
+  const x0 = Math.max(0, Math.floor(Math.min(...xs) - margin));
+  const y0 = Math.max(0, Math.floor(Math.min(...ys) - margin));
+  const x1 = Math.min(width, Math.ceil(Math.max(...xs) + margin));
+  const y1 = Math.min(height, Math.ceil(Math.max(...ys) + margin));
+  if (x1 <= x0 || y1 <= y0) return null;
+  return { x: x0, y: y0, width: x1 - x0, height: y1 - y0 };
 }

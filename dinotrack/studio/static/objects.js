@@ -52,6 +52,16 @@ function row(object) {
   remove.title = "delete this object from every prompt";
   remove.addEventListener("click", (event) => {
     event.stopPropagation();
+    // Deleting removes the object from every prompt (no undo): a second click confirms.
+    if (!remove.classList.contains("confirm")) {
+      remove.classList.add("confirm");
+      remove.textContent = "sure?";
+      setTimeout(() => {
+        remove.classList.remove("confirm");
+        remove.textContent = "delete";
+      }, 3000);
+      return;
+    }
     guarded(async () => {
       await request("DELETE", `api/objects/${object.id}`);
       forgetLabels();

@@ -4,7 +4,7 @@
 // clicks ask the server to grow the active object's mask (POST /api/clicks/{i}).
 
 import { request, sendJson } from "./api.js";
-import { copyLabels, fillPolygon, paintSegment } from "./labels.js";
+import { boundsOf, copyLabels, fillPolygon, paintSegment } from "./labels.js";
 import { guarded, showStatus } from "./notify.js";
 import { emit, forgetLabels, labelsOf, labelsToPng, store } from "./store.js";
 import { canvas, draw, framePoint, pixelScale, renderOverlay, setDecoration, showFrame } from "./view.js";
@@ -224,8 +224,11 @@ function onPointerMove(event) {
     if (stroke.pending) stroke.pending.push(hover);
     else {
       paintStroke(stroke.last, hover);
+      // Only the pixels the segment touched, and their neighbours (whose edges may change).
+      const { width, height } = stroke.labels;
+      const rect = boundsOf([stroke.last, hover], tool.size / 2 + 2, width, height);
       stroke.last = hover;
-      renderOverlay(stroke.labels);
+      if (rect) renderOverlay(stroke.labels, rect);
     }
   }
   if (dragBox) dragBox.to = hover;

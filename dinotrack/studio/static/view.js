@@ -53,12 +53,15 @@ export async function showFrame() {
   frameImage(Math.min(frame + 1, store.video.frames - 1)); // preload the next one
 }
 
-/** Redraws the masks from `labels` (default: the current frame's), e.g. during a stroke. */
-export function renderOverlay(labels = null) {
+/**
+ * Redraws the masks from `labels` (default: the current frame's), e.g. during a stroke;
+ * `rect` ({x, y, width, height}) redraws only that part.
+ */
+export function renderOverlay(labels = null, rect = null) {
   if (labels) shown.labels = labels;
   if (shown.labels) {
-    const image = overlayImage(shown.labels, hiddenIds(), store.opacity);
-    overlayCanvas.getContext("2d").putImageData(image, 0, 0);
+    const image = overlayImage(shown.labels, hiddenIds(), store.opacity, rect);
+    overlayCanvas.getContext("2d").putImageData(image, rect ? rect.x : 0, rect ? rect.y : 0);
   }
   draw();
 }
