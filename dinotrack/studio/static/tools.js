@@ -16,9 +16,13 @@ let polygon = []; // vertices of the polygon being drawn
 let dragBox = null; // {from: [x, y], to: [x, y]} while a box is being dragged
 // The clicks and box on one (frame, object), sent whole each time; `clear` asks the server to
 // forget the clicks it holds from earlier, so that both sides agree on the list.
-let clicks = { frame: -1, object: -1, points: [], box: null, clear: true };
+let clicks = newClicks(-1, -1);
 let hover = null; // [x, y] under the mouse
 const undoStack = []; // [{frame, labels: the prompt before, or null when there was none}]
+
+function newClicks(frame, object) {
+  return { frame, object, points: [], box: null, clear: true };
+}
 
 /** Makes sure there is an object to draw: the active one, else a new one. */
 async function activeObject() {
@@ -60,7 +64,7 @@ async function commit(frame, labels, before) {
     remember(frame, before);
     showStatus(`frame ${frame}: no object left, so the frame holds no prompt now`);
   } else if (saved) {
-    clicks = { frame: -1, object: -1, points: [], box: null, clear: true }; // a new start
+    clicks = newClicks(-1, -1); // the next click starts afresh from this mask
     remember(frame, before);
     showStatus(`frame ${frame}: prompt saved`);
   } else {
@@ -126,7 +130,7 @@ async function sendClicks() {
 
 function clicksFor(frame, object) {
   if (clicks.frame !== frame || clicks.object !== object) {
-    clicks = { frame, object, points: [], box: null, clear: true };
+    clicks = newClicks(frame, object);
   }
   return clicks;
 }
@@ -135,7 +139,7 @@ function clicksFor(frame, object) {
 export function resetPending() {
   polygon = [];
   dragBox = null;
-  clicks = { frame: -1, object: -1, points: [], box: null, clear: true };
+  clicks = newClicks(-1, -1);
   drawDecoration();
 }
 
@@ -252,16 +256,10 @@ function onPointerUp(event) {
     dragBox = null;
     if (Math.abs(x1 - x0) >= 2 && Math.abs(y1 - y0) >= 2) {
       const frame = store.frame;
+      const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
       guarded(async () => {
         const object = await activeObject();
-        const pending = clicksFor(frame, object);
-        pending.box = [x0, y0, x1, y1].map(Math.round);
-        pending.box = [
-          Math.min(pending.box[0], pending.box[2]),
-          Math.min(pending.box[1], pending.box[3]),
-          Math.max(pending.box[0], pending.box[2]),
-          Math.max(pending.box[1], pending.box[3]),
-        ];
+        clicksFor(frame, object).box = box.map(Math.round);
         await sendClicks();
         drawDecoration();
       });
