@@ -109,8 +109,9 @@ class Studio:
         self.log = log
         command = [sys.executable, "-m", "dinotrack", "studio", str(clip), "--out", str(out)]
         command += ["--no-browser", "--port", "0", *MODEL_FLAGS]
+        self._log_file = log.open("w")
         self.process = subprocess.Popen(
-            command, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
+            command, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
         )
         self.url = self._wait_for_url()
         self.base, self.token = re.match(r"(http://[^/]+)/\?token=(\S+)", self.url).groups()
@@ -155,6 +156,7 @@ class Studio:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._log_file.close()
 
 
 def _png_ids(data: bytes) -> np.ndarray:
