@@ -43,8 +43,19 @@ function onFrame(frame) {
   else if (frame === store.frame && !store.prompts.has(frame)) emit("repaint");
 }
 
+/**
+ * Whether a report is older than one already seen: events and polls race, and the last frame's
+ * event may arrive after a poll that saw the job end. `results_version` only grows.
+ */
+function isStale(job) {
+  if (job.results_version === undefined || resultsVersion === undefined) return false;
+  if (job.results_version !== resultsVersion) return job.results_version < resultsVersion;
+  return job.state === "running" && lastState !== "running";
+}
+
 /** One progress report (an event or a poll): update the bar; at the end, read the results. */
 async function onProgress(job) {
+  if (isStale(job)) return;
   showProgress(job);
   if (job.frame !== undefined && job.frame !== null) onFrame(job.frame);
   const ended = job.state !== "running" && lastState === "running";
