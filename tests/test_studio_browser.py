@@ -389,7 +389,8 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
         ui.page.keyboard.press("ArrowRight")
     assert ui.frame_label().startswith(f"frame {CORRECTED} /")
     assert ui.page.input_value("#frame-slider") == str(CORRECTED)
-    tracked = _png_ids(studio.api(f"/api/masks/{CORRECTED}"))
+    before = [studio.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
+    tracked = _png_ids(before[CORRECTED])
     ui.select_object(1)
     ui.drag([(0.10 * width, 0.60 * height), (0.20 * width, 0.70 * height)])
     wait_until(lambda: CORRECTED in studio.state()["prompts"], "the correction's prompt")
@@ -401,8 +402,14 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     np.testing.assert_array_equal(corrected == 2, tracked == 2)
     ui.page.screenshot(path=artifacts / "studio-corrected.png")
 
-    # 4. Propagate again and export PNG and COCO (checked by default).
+    # 4. Propagate again: the frames before the correction keep their masks, the corrected
+    # frame's result is its prompt (it holds both objects); then export PNG and COCO (checked
+    # by default).
     ui.propagate("forward")
+    after = [studio.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
+    assert after[:CORRECTED] == before[:CORRECTED]
+    np.testing.assert_array_equal(_png_ids(after[CORRECTED]), corrected)
+    assert after[CORRECTED + 1 :] != before[CORRECTED + 1 :]
     ui.page.click("#export")
     ui.page.wait_for_selector("#written li", timeout=30_000)
     written = ui.page.inner_text("#written")
@@ -425,8 +432,8 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     assert len(prompt_args) == 4  # frames 0 and CORRECTED
     reference = tmp_path / "segment"
     arguments = ["segment", str(clip), *prompt_args, "--out", str(reference), *MODEL_FLAGS]
-    assert dinotrack_main(arguments) == 0
-    for name in exported:
+    assert dinotrack_main([*arguments, "--save", "png,coco"]) == 0
+    for name in [*exported, "coco.json"]:
         assert (out / name).read_bytes() == (reference / name).read_bytes(), name
 
     # Reload: the objects, their names and visibility, the prompts, the results and the
