@@ -134,6 +134,7 @@ class InteractiveSession:
         self.input_size = tracker.input_size(*self.frame_size)
         self.out = None if out is None else Path(out)
         self._tracking = ResumableTracking(tracker, self.frames)
+        self._range = (0, self.info.num_frames)  # the frames the last propagation tracked
         self._lock = threading.RLock()
         self._cancel = threading.Event()
         self._running = False
@@ -577,6 +578,7 @@ class InteractiveSession:
                 raise BusyError("a propagation is running; cancel it or wait for it to end")
             self._running = True
             self._cancel.clear()
+            self._range = (start, end)
             self._settings["direction"] = direction
             self._save()
         try:
@@ -608,11 +610,11 @@ class InteractiveSession:
         return self._tracking.result_frames(self.direction)
 
     def up_to_date(self) -> bool:
-        """Whether the results cover every frame the last direction tracks for the current
-        prompts, and were computed with them."""
+        """Whether the results cover every frame the last propagation's direction and range
+        track for the current prompts, and were computed with them."""
         with self._lock:
             prompts = dict(self._prompts)
-        return self._tracking.up_to_date(self.direction, prompts, 0, self.num_frames)
+        return self._tracking.up_to_date(self.direction, prompts, *self._range)
 
     def export(
         self,
@@ -663,7 +665,8 @@ class InteractiveSession:
                 raise StaleResultsError(
                     "the results do not match the prompts (or are incomplete): propagate first"
                 )
-            frames = self.result_frames
+            passes = plan(self.direction, dict(self._prompts), *self._range)
+            frames = sorted({f for _, _, indices, _ in passes for f in indices})
         results = ResultWriter(
             directory, inputs=[("the video", self.video)], masks="png" in formats
         )

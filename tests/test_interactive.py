@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cli_support import run_cli, tiny_flags
 from PIL import Image
-from synthetic_clips import moving_square_video
+from synthetic_clips import moving_square_folder
 
 from dinotrack import InteractiveSession
 from dinotrack.frame_cache import FrameCache
@@ -31,12 +31,8 @@ def tracker(tiny_tracker):
 @pytest.fixture
 def clip(tmp_path):
     """A frames folder of 12 synthetic frames (two squares, ids 3 and 7) and its masks."""
-    frames, masks = moving_square_video(n=12)
     folder = tmp_path / "clip"
-    folder.mkdir()
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{i:05d}.png")
-    return folder, masks
+    return folder, moving_square_folder(folder, n=12)
 
 
 def only(mask, obj):
