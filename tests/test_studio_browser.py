@@ -44,6 +44,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 CLIP = ("davis2016-dev", "JPEGImages", "480p", "dog-agility")
+ANNOTATIONS = ("davis2016-dev", "Annotations", "480p", "dog-agility")
 N_FRAMES = 6
 CORRECTED = 3  # the later frame corrected in the browser
 MODEL_FLAGS = tiny_flags(64)
@@ -246,6 +247,30 @@ def test_token_is_required(browser, studio):
     response = page.goto(studio.base + "/?token=wrong" + studio.token[:4])
     assert response.status == 403
     page.close()
+
+
+def test_load_mask_png_and_undo(browser, studio):
+    """Load mask PNG makes the file the current frame's prompt, read as `--mask` reads it (a
+    0/255 DAVIS annotation is object 1); undo deletes it again."""
+    from tool_support import load_tool
+
+    annotation = load_tool("data_location").data_path(*ANNOTATIONS, "00001.png")
+    if not annotation.exists():
+        _missing(f"shared data {annotation} is absent")
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    ui.page.locator("#frame-label").click()
+    ui.page.keyboard.press("ArrowRight")
+    ui.page.set_input_files("#mask-file", annotation)
+    wait_until(lambda: studio.state()["prompts"] == [1], "the loaded prompt on frame 1")
+    expected = np.asarray(Image.open(annotation)) > 0
+    np.testing.assert_array_equal(studio.prompt_ids(1), expected.astype(np.uint8))
+    assert ui.page.locator(".thumb.has-prompt").count() == 1
+    ui.page.keyboard.press("Control+z")
+    wait_until(lambda: studio.state()["prompts"] == [], "the undo")
+    studio.api("/api/objects/1", "DELETE")  # the file made object 1: leave the studio empty
+    assert not ui.errors, ui.errors
+    ui.page.close()
 
 
 def test_server_errors_reach_the_user(browser, studio, tmp_path):
