@@ -353,3 +353,20 @@ def test_segment_click_errors_are_one_line(clip, tmp_path, capsys, flag, message
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_export_of_a_range_with_an_overlay(tracker, clip, tmp_path):
+    folder, masks = clip
+    out = tmp_path / "studio"
+    session = InteractiveSession(tracker, folder, out=out)
+    session.set_prompt(0, masks[0])
+    list(session.propagate(stop=6))
+    written = session.export(["png", "overlay"])
+    assert [p.name for p in written] == [f"{i:05d}.png" for i in range(6)] + ["overlay.mp4"]
+    with FrameReader(out / "overlay.mp4") as reader:
+        assert sum(1 for _ in reader) == 6
+    session.export(["png", "overlay"])  # its own overlay, unchanged, is replaced
+    (out / "overlay.mp4").write_bytes(b"the user's video")
+    with pytest.raises(FileExistsError):
+        session.export(["png", "overlay"])
+    assert (out / "overlay.mp4").read_bytes() == b"the user's video"
