@@ -425,12 +425,14 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     assert (corrected[changed] == 1).all(), "the brush painted only object 1"
     # The correction starts from the tracked mask: object 2 there is the tracked object 2.
     np.testing.assert_array_equal(corrected == 2, tracked == 2)
+    assert ui.page.is_visible("#stale-note")  # "propagate again"
     ui.page.screenshot(path=artifacts / "studio-corrected.png")
 
     # 4. Propagate again: the frames before the correction keep their masks, the corrected
     # frame's result is its prompt (it holds both objects); then export PNG and COCO (checked
     # by default).
     ui.propagate("forward")
+    assert not ui.page.is_visible("#stale-note")
     after = [studio.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
     assert after[:CORRECTED] == before[:CORRECTED]
     np.testing.assert_array_equal(_png_ids(after[CORRECTED]), corrected)

@@ -3,18 +3,20 @@
 
 import { getJson, sendJson, tokenUrl } from "./api.js";
 import { guarded, showError, showStatus } from "./notify.js";
-import { emit, forgetLabels, refreshState, store } from "./store.js";
+import { emit, forgetLabels, on, refreshState, store } from "./store.js";
 import { goTo } from "./timeline.js";
 
 const bar = document.getElementById("progress");
 const progressText = document.getElementById("progress-text");
 const follow = document.getElementById("follow");
 const cancelButton = document.getElementById("cancel");
+const staleNote = document.getElementById("stale-note");
 const directionButtons = [...document.querySelectorAll("[data-direction]")];
 let events = null;
 let pollTimer = null;
 let lastState = "idle";
 let resultsVersion;
+let editedDuringJob = false; // a job computes from the prompts as they were when it started
 
 function showProgress(job) {
   const running = job.state === "running";
@@ -65,7 +67,10 @@ async function onProgress(job) {
   if (ended) {
     stopPolling();
     if (job.state === "failed" && job.error) showError(new Error(job.error));
-    if (job.state === "done") showStatus("propagation done");
+    if (job.state === "done") {
+      showStatus("propagation done");
+      staleNote.hidden = !editedDuringJob;
+    }
   }
   if (ended || (newResults && !events)) {
     // Without events, the masks computed since the last poll are only known from the state.
@@ -108,6 +113,7 @@ async function propagate(direction) {
   const started = await guarded(async () => {
     const reply = await sendJson("POST", "api/propagate", { direction });
     lastState = "running";
+    editedDuringJob = false;
     showProgress({ state: "running", done: 0, total: 0, direction, ...(reply && reply.job) });
     startPolling();
     return true;
@@ -173,6 +179,11 @@ export function setup(job) {
     }),
   );
   document.getElementById("export").addEventListener("click", exportResults);
+  // The masks were computed from other prompts: say so (export refuses them until then).
+  on("edited", () => {
+    if (lastState === "running") editedDuringJob = true;
+    else if (store.results.size) staleNote.hidden = false;
+  });
   listen();
   if (job) {
     lastState = job.state;

@@ -67,6 +67,7 @@ function setupToolPanel() {
     });
     if (saved) {
       tools.remember(frame, before);
+      emit("edited");
       forgetLabels(frame);
       await refreshState();
       showStatus(`frame ${frame}: ${chosen.name} loaded as its prompt`);

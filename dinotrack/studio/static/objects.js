@@ -64,6 +64,7 @@ function row(object) {
     }
     guarded(async () => {
       await request("DELETE", `api/objects/${object.id}`);
+      emit("edited");
       forgetLabels();
       await refreshState();
       emit("repaint");

@@ -43,6 +43,7 @@ async function putPrompt(frame, labels) {
   store.labels.set(frame, { labels, source: "prompt" });
   emit("objects");
   emit("marks");
+  emit("edited");
 }
 
 async function deletePrompt(frame) {
@@ -50,6 +51,7 @@ async function deletePrompt(frame) {
   store.prompts.delete(frame);
   forgetLabels(frame);
   emit("marks");
+  emit("edited");
 }
 
 async function commit(frame, labels, before) {
@@ -121,6 +123,7 @@ async function sendClicks() {
     forgetLabels(frame);
     emit("objects");
     emit("marks");
+    emit("edited");
     clicks.clear = false;
     remember(frame, before);
     showStatus(`frame ${frame}: mask of object ${body.object} grown from the clicks`);
