@@ -31,6 +31,7 @@ function setupToolPanel() {
       return;
     }
     if (keys[event.key]) choose(keys[event.key]);
+    if (event.key === "0") view.resetZoom();
     if (event.key === "[" || event.key === "]") {
       const size = document.getElementById("brush-size");
       size.value = Number(size.value) + (event.key === "]" ? 4 : -4);

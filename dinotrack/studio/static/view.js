@@ -14,11 +14,65 @@ const IMAGE_CACHE = 48;
 let shown = { frame: -1, image: null, labels: null };
 let decoration = () => {}; // the active tool's drawing, on top of the masks
 
+// Zoom (the mouse wheel, around the pointer) and pan (drag with the middle button, or with Alt
+// held); the 0 key resets. A CSS transform: framePoint() reads the transformed box, so the
+// tools need to know nothing about it.
+const zoom = { scale: 1, x: 0, y: 0 };
+const MAX_ZOOM = 8;
+let pan = null; // the last pointer position while panning
+
+function applyZoom() {
+  if (zoom.scale <= 1) Object.assign(zoom, { scale: 1, x: 0, y: 0 });
+  canvas.style.transform =
+    zoom.scale === 1 ? "" : `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.scale})`;
+}
+
+function onWheel(event) {
+  event.preventDefault();
+  const scale = Math.min(MAX_ZOOM, Math.max(1, zoom.scale * Math.exp(-event.deltaY * 0.002)));
+  const box = canvas.getBoundingClientRect();
+  const ratio = scale / zoom.scale; // the point under the pointer stays where it is
+  zoom.x += (event.clientX - box.left) * (1 - ratio);
+  zoom.y += (event.clientY - box.top) * (1 - ratio);
+  zoom.scale = scale;
+  applyZoom();
+}
+
+export function resetZoom() {
+  zoom.scale = 1;
+  applyZoom();
+}
+
 export function setup() {
   canvas.width = store.video.width;
   canvas.height = store.video.height;
   overlayCanvas.width = store.video.width;
   overlayCanvas.height = store.video.height;
+  canvas.addEventListener("wheel", onWheel, { passive: false });
+  canvas.addEventListener("mousedown", (event) => {
+    if (event.button === 1) event.preventDefault(); // no auto-scroll on a middle-button pan
+  });
+  // Registered before the tools' handlers, so that a pan never reaches them.
+  canvas.addEventListener("pointerdown", (event) => {
+    if (event.button !== 1 && !(event.button === 0 && event.altKey)) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    canvas.setPointerCapture(event.pointerId);
+    pan = [event.clientX, event.clientY];
+  });
+  canvas.addEventListener("pointermove", (event) => {
+    if (!pan) return;
+    event.stopImmediatePropagation();
+    zoom.x += event.clientX - pan[0];
+    zoom.y += event.clientY - pan[1];
+    pan = [event.clientX, event.clientY];
+    applyZoom();
+  });
+  canvas.addEventListener("pointerup", (event) => {
+    if (!pan) return;
+    event.stopImmediatePropagation();
+    pan = null;
+  });
 }
 
 /** The frame's image element, loading (and caching) it when needed. */
