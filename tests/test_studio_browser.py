@@ -417,12 +417,18 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     before = [studio.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
     tracked = _png_ids(before[CORRECTED])
     ui.select_object(1)
+    ui.page.mouse.move(*ui.to_screen(0.15 * width, 0.65 * height))
+    ui.page.mouse.wheel(0, -400)  # zoom in around the place to correct
+    ui.page.wait_for_function("document.getElementById('view-canvas').style.transform !== ''")
     ui.drag([(0.10 * width, 0.60 * height), (0.20 * width, 0.70 * height)])
     wait_until(lambda: CORRECTED in studio.state()["prompts"], "the correction's prompt")
     corrected = studio.prompt_ids(CORRECTED)
     changed = corrected != tracked
     assert changed.any(), "the brush stroke changed nothing"
     assert (corrected[changed] == 1).all(), "the brush painted only object 1"
+    rows, columns = np.nonzero(changed)  # where the stroke went in the frame, through the zoom
+    assert abs(columns.mean() - 0.15 * width) < 10 and abs(rows.mean() - 0.65 * height) < 10
+    ui.page.keyboard.press("0")
     # The correction starts from the tracked mask: object 2 there is the tracked object 2.
     np.testing.assert_array_equal(corrected == 2, tracked == 2)
     assert ui.page.is_visible("#stale-note")  # "propagate again"
