@@ -38,6 +38,7 @@ them.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections import OrderedDict
@@ -318,8 +319,8 @@ class InteractiveSession:
         mask = np.asarray(mask)
         if mask.shape != self.frame_size:
             raise ValueError(
-                f"the mask of object {object_id} is {mask.shape[1:2]}x{mask.shape[:1]}, "
-                f"the frames {self.frame_size[1]}x{self.frame_size[0]}"
+                f"the mask of object {object_id} has shape {mask.shape}; the frames are "
+                f"{self.frame_size[1]}x{self.frame_size[0]}: give an [H, W] mask of that size"
             )
         with self._lock:
             self._clicks.pop((index, object_id), None)
@@ -471,8 +472,6 @@ class InteractiveSession:
         Raises:
             ValueError: Not a JSON object, or larger than :data:`MAX_SETTINGS_BYTES`.
         """
-        import json
-
         if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
             raise ValueError("settings must be a JSON object")
         with self._lock:
