@@ -122,7 +122,8 @@ async function main() {
     return;
   }
   const { frames, width, height, fps } = store.video;
-  document.getElementById("video-info").textContent = `${frames} frames, ${width}x${height}, ${fps} fps`;
+  const rate = Number(Number(fps).toFixed(2)); // 29.97, not 29.97002997002997
+  document.getElementById("video-info").textContent = `${frames} frames, ${width}x${height}, ${rate} fps`;
   const state = await refreshState();
   view.setup();
   tools.setup();

@@ -10,6 +10,7 @@ const marks = document.getElementById("marks");
 const strip = document.getElementById("thumbs");
 const playButton = document.getElementById("play");
 let timer = null;
+const THUMB_HEIGHT = 48; // CSS pixels
 
 export function goTo(frame) {
   const clamped = Math.max(0, Math.min(store.video.frames - 1, frame));
@@ -26,7 +27,7 @@ function updatePosition() {
   const current = strip.children[store.frame];
   if (current) {
     current.classList.add("current");
-    current.scrollIntoView({ block: "nearest", inline: "nearest" });
+    current.scrollIntoView({ block: "nearest", inline: "center" });
   }
 }
 
@@ -59,6 +60,9 @@ function buildStrip() {
     thumb.dataset.frame = frame;
     const image = document.createElement("img");
     image.loading = "lazy";
+    // Its size before it loads, so that the strip does not shift as thumbnails arrive.
+    image.height = THUMB_HEIGHT;
+    image.width = Math.round((THUMB_HEIGHT * store.video.width) / store.video.height);
     image.alt = `frame ${frame}`;
     image.src = tokenUrl(`api/frames/${frame}`, { thumb: 1 });
     thumb.append(image);
