@@ -4,7 +4,6 @@
 import { getJson, sendJson, tokenUrl } from "./api.js";
 import { guarded, showError, showStatus } from "./notify.js";
 import { emit, forgetLabels, on, refreshState, store } from "./store.js";
-import { goTo } from "./timeline.js";
 
 const bar = document.getElementById("progress");
 const progressText = document.getElementById("progress-text");
@@ -41,7 +40,10 @@ function onFrame(frame) {
   store.results.add(frame);
   forgetLabels(frame);
   emit("marks");
-  if (follow.checked && frame !== store.frame) goTo(frame);
+  if (follow.checked && lastState === "running" && frame !== store.frame) {
+    store.frame = frame;
+    emit("frame");
+  }
   else if (frame === store.frame && !store.prompts.has(frame)) emit("repaint");
 }
 
@@ -180,6 +182,10 @@ export function setup(job) {
   );
   document.getElementById("export").addEventListener("click", exportResults);
   // The masks were computed from other prompts: say so (export refuses them until then).
+  // The user moved or drew during a propagation: stop pulling the view along.
+  on("interacted", () => {
+    if (lastState === "running") follow.checked = false;
+  });
   on("edited", () => {
     if (lastState === "running") editedDuringJob = true;
     else if (store.results.size) staleNote.hidden = false;

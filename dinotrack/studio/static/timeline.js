@@ -12,7 +12,9 @@ const playButton = document.getElementById("play");
 let timer = null;
 const THUMB_HEIGHT = 48; // CSS pixels
 
+/** Shows `frame` (the user's move: it stops the view following a propagation). */
 export function goTo(frame) {
+  emit("interacted");
   const clamped = Math.max(0, Math.min(store.video.frames - 1, frame));
   if (clamped === store.frame) return;
   store.frame = clamped;

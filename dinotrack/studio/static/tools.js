@@ -164,6 +164,7 @@ function closePolygon() {
 
 function onPointerDown(event) {
   if (!store.video) return;
+  emit("interacted");
   const point = framePoint(event);
   const frame = store.frame;
   const negative = event.button === 2 || !tool.positive;
