@@ -265,6 +265,7 @@ def test_load_mask_png_and_undo(browser, studio):
     wait_until(lambda: studio.state()["prompts"] == [1], "the loaded prompt on frame 1")
     expected = np.asarray(Image.open(annotation)) > 0
     np.testing.assert_array_equal(studio.prompt_ids(1), expected.astype(np.uint8))
+    ui.page.wait_for_selector(".thumb.has-prompt")  # the page has taken the edit in
     assert ui.page.locator(".thumb.has-prompt").count() == 1
     ui.page.keyboard.press("Control+z")
     wait_until(lambda: studio.state()["prompts"] == [], "the undo")
@@ -404,7 +405,10 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     # (server-sent events) to the last one.
     ui.propagate("forward")
     assert sorted(studio.state()["results"]) == list(range(N_FRAMES))
-    assert ui.frame_label().startswith(f"frame {N_FRAMES - 1} /")
+    ui.page.wait_for_function(  # the last frame's event may come just after the job's end
+        f"document.getElementById('frame-label').textContent.startsWith('frame {N_FRAMES - 1} /')",
+        timeout=10_000,
+    )
     ui.page.screenshot(path=artifacts / "studio-tracked.png")
 
     # 3. Scrub to a later frame with the keyboard, and correct object 1 there with the brush.

@@ -15,6 +15,7 @@ let events = null;
 let pollTimer = null;
 let lastState = "idle";
 let resultsVersion;
+let userMoved = false; // whether the user moved or drew since the last job started
 let editedDuringJob = false; // a job computes from the prompts as they were when it started
 
 function showProgress(job) {
@@ -35,16 +36,21 @@ function showProgress(job) {
   document.body.dataset.job = job.state;
 }
 
-/** A frame's mask was computed (an event): mark it and show it if it is on screen. */
+/**
+ * A frame's mask was computed (an event): mark it, show it if it is on screen, and move the
+ * view to it while following (events may come in after a poll saw the job end: the view
+ * still follows them, unless the user has moved since the job started).
+ */
 function onFrame(frame) {
   store.results.add(frame);
   forgetLabels(frame);
   emit("marks");
-  if (follow.checked && lastState === "running" && frame !== store.frame) {
+  if (follow.checked && !userMoved && frame !== store.frame) {
     store.frame = frame;
     emit("frame");
+  } else if (frame === store.frame && !store.prompts.has(frame)) {
+    emit("repaint");
   }
-  else if (frame === store.frame && !store.prompts.has(frame)) emit("repaint");
 }
 
 /**
@@ -59,9 +65,10 @@ function isStale(job) {
 
 /** One progress report (an event or a poll): update the bar; at the end, read the results. */
 async function onProgress(job) {
-  if (isStale(job)) return;
-  showProgress(job);
+  const stale = isStale(job);
   if (job.frame !== undefined && job.frame !== null) onFrame(job.frame);
+  if (stale) return;
+  showProgress(job);
   const ended = job.state !== "running" && lastState === "running";
   const newResults = job.results_version !== undefined && job.results_version !== resultsVersion;
   lastState = job.state;
@@ -116,6 +123,7 @@ async function propagate(direction) {
     const reply = await sendJson("POST", "api/propagate", { direction });
     lastState = "running";
     editedDuringJob = false;
+    userMoved = false;
     showProgress({ state: "running", done: 0, total: 0, direction, ...(reply && reply.job) });
     startPolling();
     return true;
@@ -184,7 +192,7 @@ export function setup(job) {
   // The masks were computed from other prompts: say so (export refuses them until then).
   // The user moved or drew during a propagation: stop pulling the view along.
   on("interacted", () => {
-    if (lastState === "running") follow.checked = false;
+    userMoved = true;
   });
   on("edited", () => {
     if (lastState === "running") editedDuringJob = true;

@@ -59,23 +59,28 @@ function setupToolPanel() {
     file.value = "";
     if (!chosen) return;
     const frame = store.frame;
-    const before = await tools.promptBefore(frame);
-    const saved = await guarded(async () => {
-      const reply = await request("PUT", `api/prompts/${frame}`, chosen);
-      const body = await reply.json().catch(() => ({}));
-      if (body.objects) store.objects = body.objects;
-      return true;
-    });
-    if (saved) {
-      tools.remember(frame, before);
-      emit("edited");
-      forgetLabels(frame);
-      await refreshState();
-      showStatus(`frame ${frame}: ${chosen.name} loaded as its prompt`);
-      emit("repaint");
-    }
+    await tools.serial(() => loadMask(frame, chosen));
   });
   choose("brush");
+}
+
+/** Makes a mask file the prompt of `frame`, read by the server as `--mask` reads it. */
+async function loadMask(frame, chosen) {
+  const before = await tools.promptBefore(frame);
+  const saved = await guarded(async () => {
+    const reply = await request("PUT", `api/prompts/${frame}`, chosen);
+    const body = await reply.json().catch(() => ({}));
+    if (body.objects) store.objects = body.objects;
+    return true;
+  });
+  if (saved) {
+    tools.remember(frame, before);
+    emit("edited");
+    forgetLabels(frame);
+    await refreshState();
+    showStatus(`frame ${frame}: ${chosen.name} loaded as its prompt`);
+    emit("repaint");
+  }
 }
 
 function setupViewPanel() {

@@ -19,6 +19,23 @@ let dragBox = null; // {from: [x, y], to: [x, y]} while a box is being dragged
 let clicks = newClicks(-1, -1);
 let hover = null; // [x, y] under the mouse
 const undoStack = []; // [{frame, labels: the prompt before, or null when there was none}]
+let edits = Promise.resolve(); // the chain of prompt edits, run one after the other
+
+/**
+ * Runs `task` (an edit of a prompt on the server) after the edits before it, so that each
+ * starts from the result of the last, however fast the user goes. Resolves to its value.
+ */
+export function serial(task) {
+  const run = edits.then(task);
+  edits = run.catch(() => {});
+  return run;
+}
+
+/** The label map of `frame` once the edits under way are done (what the next edit starts from). */
+async function settledLabels(frame) {
+  await edits;
+  return labelsOf(frame);
+}
 
 function newClicks(frame, object) {
   return { frame, object, points: [], box: null, clear: true };
@@ -54,7 +71,11 @@ async function deletePrompt(frame) {
   emit("edited");
 }
 
-async function commit(frame, labels, before) {
+function commit(frame, labels, before) {
+  return serial(() => save(frame, labels, before));
+}
+
+async function save(frame, labels, before) {
   const empty = !labels.ids.some((id) => id !== 0);
   const saved = await guarded(async () => {
     if (!empty) await putPrompt(frame, labels);
@@ -76,7 +97,11 @@ async function commit(frame, labels, before) {
 }
 
 /** Undoes the last brush, eraser or polygon edit (the prompt goes back to what it was). */
-export async function undo() {
+export function undo() {
+  return serial(undoLast);
+}
+
+async function undoLast() {
   const last = undoStack.pop();
   if (!last) return;
   await guarded(async () => {
@@ -89,8 +114,11 @@ export async function undo() {
 }
 
 /** Deletes the current frame's prompt. */
-export async function clearPrompt() {
-  const frame = store.frame;
+export function clearPrompt() {
+  return serial(() => clearPromptOf(store.frame));
+}
+
+async function clearPromptOf(frame) {
   if (!store.prompts.has(frame)) return;
   const entry = await labelsOf(frame);
   await guarded(async () => {
@@ -112,7 +140,11 @@ export function remember(frame, before) {
   undoStack.push({ frame, labels: before });
 }
 
-async function sendClicks() {
+function sendClicks() {
+  return serial(sendPendingClicks);
+}
+
+async function sendPendingClicks() {
   const frame = clicks.frame;
   const before = await promptBefore(frame);
   await guarded(async () => {
@@ -153,7 +185,7 @@ function closePolygon() {
   const frame = store.frame;
   guarded(async () => {
     const object = await activeObject();
-    const entry = await labelsOf(frame);
+    const entry = await settledLabels(frame);
     const labels = copyLabels(entry.labels);
     fillPolygon(labels, points, object);
     renderOverlay(labels);
@@ -174,7 +206,7 @@ function onPointerDown(event) {
     stroke = { frame, labels: null, before: null, last: point, pending: [point] };
     guarded(async () => {
       const object = await activeObject();
-      const entry = await labelsOf(frame);
+      const entry = await settledLabels(frame);
       if (!stroke || stroke.frame !== frame) return;
       stroke.object = object;
       stroke.before = entry.source === "prompt" ? entry.labels : null;
