@@ -280,8 +280,8 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
     if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
         if not clicked:
             raise ValueError(
-                "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, --point "
-                "X,Y, --box X0,Y0,X1,Y1, or --auto"
+                "give the objects: --prompt FRAME:MASK, --prompts DIR, --point X,Y, --box "
+                "X0,Y0,X1,Y1, --mask FILE, or --auto"
             )
     console = Console(stderr=True)
     auto_flags = [f"--{n}" for n in ("objects", "mass") if getattr(args, n) is not None]
