@@ -280,8 +280,8 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
     if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
         if not clicked:
             raise ValueError(
-                "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, --point "
-                "X,Y, --box X0,Y0,X1,Y1, or --auto"
+                "give the objects: --prompt FRAME:MASK, --prompts DIR, --point X,Y, --box "
+                "X0,Y0,X1,Y1, --mask FILE, or --auto"
             )
     console = Console(stderr=True)
     auto_flags = [f"--{n}" for n in ("objects", "mass") if getattr(args, n) is not None]
@@ -309,7 +309,7 @@ def run_segment(args: argparse.Namespace, tracker=None, progress=None) -> int:
             auto_start, prompts = _start_masks(args, info, results)
             tracker = tracker or build_tracker(args)
             if clicks:
-                from dinotrack.clicks import click_prompts
+                from dinotrack.cli_clicks import click_prompts
 
                 prompts = click_prompts(tracker, args.input, clicks, prompts)
         except BaseException:
@@ -397,7 +397,7 @@ def _start_masks(args: argparse.Namespace, info, results: ResultWriter):
 def _click_flags(args: argparse.Namespace, info) -> list:
     """The clicks and boxes of ``--point``, ``--neg-point`` and ``--box`` (without
     ``--auto``), checked against the video before any model loads."""
-    from dinotrack.clicks import parse_click_flags
+    from dinotrack.cli_clicks import parse_click_flags
 
     if args.auto:
         if args.point or args.neg_point:

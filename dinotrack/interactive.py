@@ -17,6 +17,11 @@ directly::
     list(session.propagate("forward"))                   # recomputes frames 40.. only
     session.export(["png", "coco"])                      # clip-studio/results/
 
+This module is one idea, the state of one interactive session behind one class, hence its
+length: objects, prompts, clicks, propagation and export are that state's methods, while the
+work itself lives in :mod:`dinotrack.resumable` (resumable passes), :mod:`dinotrack.clicks`,
+:mod:`dinotrack.project` (the project file) and :mod:`dinotrack.results` (the writer).
+
 The tracking is :class:`dinotrack.Tracker`'s (the same sessions, batches and frame reader as
 ``dinotrack segment``): the results for a set of prompts are byte-identical to ``segment
 --prompt FRAME:MASK ...`` with the same prompts (see ``tests/test_interactive.py``).

@@ -6,9 +6,9 @@ addressed by index and id, never by a file path; request bodies are size-limited
 input gets 400 with the one line the CLI would print, a missing thing 404, a conflict (a
 propagation running, results out of date, a folder dinotrack did not write) 409.
 
-A propagation runs in a worker thread (:class:`Job`): a client that goes away does not stop
-it; ``POST /api/cancel`` does. Blocking work (decoding, the backbone, PNG and JPEG coding)
-runs in the thread pool, so the event loop keeps answering.
+A propagation runs in a worker thread (:class:`dinotrack.studio.job.Job`): a client that goes
+away does not stop it; ``POST /api/cancel`` does. Blocking work (decoding, the backbone, PNG
+and JPEG coding) runs in the thread pool, so the event loop keeps answering.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import io
 import json
 import secrets
 import tempfile
-import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -37,8 +36,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from dinotrack.clikit import error_line
 from dinotrack.interactive import BusyError, InteractiveSession, StaleResultsError
 from dinotrack.masks import mask_to_image, read_mask
+from dinotrack.studio.job import Job
 
-__all__ = ["Job", "create_app", "new_token"]
+__all__ = ["create_app", "loopback", "new_token"]
 
 STATIC = Path(__file__).parent / "static"
 """The page's files (index.html, studio.css, ES modules)."""
@@ -62,80 +62,6 @@ def new_token() -> str:
 
 class TooLarge(ValueError):
     """A request body over its limit (413)."""
-
-
-class Job:
-    """The propagation job: one at a time, in a worker thread, with its progress.
-
-    Attributes:
-        state: ``"idle"``, ``"running"``, ``"done"``, ``"cancelled"`` or ``"failed"``.
-        done: Frames yielded so far. total: Frames the job yields in all.
-        frames: The frames yielded, in order (for the event stream).
-        results_version: Grows with every frame computed (and every prompt change).
-    """
-
-    def __init__(self, session: InteractiveSession) -> None:
-        self.session = session
-        self.state = "idle"
-        self.done = 0
-        self.total = 0
-        self.direction: str | None = None
-        self.error: str | None = None
-        self.frames: list[int] = []
-        self.results_version = 0
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def progress(self) -> dict[str, Any]:
-        """The job's progress as the API reports it."""
-        return {
-            "state": self.state,
-            "done": self.done,
-            "total": self.total,
-            "direction": self.direction,
-            "error": self.error,
-            "results_version": self.results_version,
-        }
-
-    def start(self, direction: str) -> None:
-        """Start propagating in ``direction``.
-
-        Raises:
-            BusyError: A job is running.
-            ValueError: A bad direction, or no prompt.
-        """
-        with self._lock:
-            if self.state == "running" or self.session.running:
-                raise BusyError("a propagation is running; cancel it first (POST /api/cancel)")
-            results = self.session.propagate(direction)
-            self.total = self.session.propagation_length(direction)
-            self.state, self.direction, self.error = "running", direction, None
-            self.done, self.frames = 0, []
-            self._thread = threading.Thread(
-                target=self._run, args=(results,), name="dinotrack-propagate", daemon=True
-            )
-            self._thread.start()
-
-    def _run(self, results) -> None:
-        try:
-            for index, _ in results:
-                self.frames.append(index)
-                self.done += 1
-                self.results_version += 1
-            self.state = "cancelled" if self.done < self.total else "done"
-        except Exception as error:  # reported to the client: the server goes on
-            self.error = error_line(error)
-            self.state = "failed"
-
-    def cancel(self) -> None:
-        """Ask the running job to stop after its current frame."""
-        self.session.cancel()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Cancel the job and wait for its thread (shutdown)."""
-        self.cancel()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 class TokenMiddleware:
