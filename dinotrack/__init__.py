@@ -24,6 +24,7 @@ _EXPORTS = {
     "list_backbones": "dinotrack.models.registry",
     "load_backbone": "dinotrack.models.build",
     "TrackerConfig": "dinotrack.config",
+    "InteractiveSession": "dinotrack.pipeline.interactive",
     "LabelPropagator": "dinotrack.tracking.memory",
     "propagate_labels": "dinotrack.tracking.propagation",
     "propagate_sequence": "dinotrack.tracking.memory",
@@ -34,6 +35,7 @@ _EXPORTS = {
 __all__ = [
     "AutoStart",
     "BackboneSpec",
+    "InteractiveSession",
     "LabelPropagator",
     "Tracker",
     "TrackerConfig",
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from dinotrack.models.attention import mass_threshold
     from dinotrack.models.build import load_backbone
     from dinotrack.models.registry import BackboneSpec, get_backbone_spec, list_backbones
+    from dinotrack.pipeline.interactive import InteractiveSession
     from dinotrack.tracking.autostart import AutoStart, auto_start_mask
     from dinotrack.tracking.memory import LabelPropagator, propagate_sequence
     from dinotrack.tracking.propagation import propagate_labels

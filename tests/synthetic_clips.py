@@ -22,3 +22,18 @@ def moving_square_video(n=6, height=72, width=120):
         frames.append(frame)
         masks.append(mask)
     return frames, masks
+
+
+def moving_square_folder(folder, n=10):
+    """:func:`moving_square_video` written as a frames folder of PNGs (``00000.png``, ...).
+
+    Returns:
+        The ``n`` masks.
+    """
+    from PIL import Image
+
+    frames, masks = moving_square_video(n=n)
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    return masks

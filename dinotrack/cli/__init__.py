@@ -21,6 +21,7 @@ from dinotrack import __version__
 from dinotrack.cli import attention, export, models, segment
 from dinotrack.cli.common import ArgumentParser, run_command
 from dinotrack.results.writer import START_MASK_NAME
+from dinotrack.studio import cli as studio
 
 __all__ = ["START_MASK_NAME", "build_parser", "main"]
 
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"dinotrack {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in (segment, attention, models, export):
+    for command in (segment, attention, models, export, studio):
         command.register(subparsers)
     for entry in sorted(
         importlib.metadata.entry_points(group="dinotrack.commands"), key=lambda e: e.name

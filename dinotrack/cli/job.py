@@ -55,8 +55,13 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
         # Checked before any work; --save without png writes no palette PNGs.
         results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
         try:
+            clicks = _click_flags(args, info)
             auto_start, prompts = _start_masks(args, info, results)
             tracker = tracker or build_tracker(args)
+            if clicks:
+                from dinotrack.cli.clicks import click_prompts
+
+                prompts = click_prompts(tracker, args.input, clicks, prompts)
         except BaseException:
             results.abort()  # removes the overlay's temporary file and new parent folders
             raise
@@ -130,11 +135,14 @@ def _check_flags(args: argparse.Namespace) -> None:
     """Refuse flags that do not go together, before reading anything."""
     if args.input is None:
         raise InputError("give the input video (or frames directory), or --batch LIST.csv")
-    if args.mask is None and not args.auto and not args.prompt and args.prompts is None:
+    clicked = args.point or args.neg_point or (args.box and not args.auto)
+    given = args.mask is not None or args.auto or args.prompt or args.prompts is not None
+    if not given and not clicked:
         raise InputError(
-            "give the objects: --prompt FRAME:MASK, --prompts DIR, --mask FILE, or --auto"
+            "give the objects: --prompt FRAME:MASK, --prompts DIR, --point X,Y, --box "
+            "X0,Y0,X1,Y1, --mask FILE, or --auto"
         )
-    auto_flags = [f"--{n}" for n in ("objects", "box", "mass") if getattr(args, n) is not None]
+    auto_flags = [f"--{n}" for n in ("objects", "mass") if getattr(args, n) is not None]
     if auto_flags and not args.auto:
         raise InputError(f"{', '.join(auto_flags)} can only be used with --auto")
     if args.start_frame < 0:
@@ -145,6 +153,20 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise InputError(f"--direction {args.direction} needs a prompt (--mask or --prompt)")
     if args.direction != "forward" and args.overlay:
         raise InputError("--overlay needs --direction forward (frames are written in order)")
+
+
+def _click_flags(args: argparse.Namespace, info) -> list:
+    """The clicks and boxes of ``--point``, ``--neg-point`` and ``--box`` (without
+    ``--auto``), checked against the video before any model loads."""
+    from dinotrack.cli.clicks import parse_click_flags
+
+    if args.auto:
+        if args.point or args.neg_point:
+            raise InputError("--point and --neg-point do not go with --auto")
+        return []
+    boxes = args.box or []
+    size = (info.height, info.width)
+    return parse_click_flags(args.point, args.neg_point, boxes, size, info.num_frames)
 
 
 def _start_masks(args: argparse.Namespace, info, results: ResultWriter):
@@ -238,7 +260,9 @@ def _auto_start(args: argparse.Namespace, info):
         )
     box = None
     if args.box is not None:
-        box = check_box(parse_box(args.box), (info.height, info.width))
+        if len(args.box) > 1:
+            raise InputError("--auto takes one --box")
+        box = check_box(parse_box(args.box[0]), (info.height, info.width))
     mass = DEFAULT_MASS if args.mass is None else args.mass
     objects = 1 if args.objects is None else args.objects
     return AutoStart(mass=mass, objects=objects, box=box)

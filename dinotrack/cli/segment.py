@@ -66,12 +66,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--objects", type=int, default=None, help="--auto: number of objects (default 1)"
     )
-    p.add_argument(
-        "--box",
-        default=None,
-        metavar="X0,Y0,X1,Y1",
-        help="--auto: restrict the start to this box (pixels of the first frame)",
-    )
+    _click_arguments(p)
     p.add_argument(
         "--mass",
         type=float,
@@ -104,6 +99,28 @@ def register(subparsers) -> None:
     )
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)
+
+
+def _click_arguments(p: argparse.ArgumentParser) -> None:
+    """``--point``, ``--neg-point`` and ``--box``: prompts grown from clicks
+    (:mod:`dinotrack.cli.clicks`)."""
+    where = "pixels of frame FRAME (default 0), object OBJ (default 1), repeatable"
+    clicks = {
+        "--point": "a positive click: grow the object's mask there from feature similarity",
+        "--neg-point": "a negative click: not the object",
+    }
+    for flag, what in clicks.items():
+        p.add_argument(
+            flag, action="append", default=[], metavar="[FRAME:]X,Y[:OBJ]", help=f"{what} ({where})"
+        )
+    p.add_argument(
+        "--box",
+        action="append",
+        default=None,
+        metavar="[FRAME:]X0,Y0,X1,Y1[:OBJ]",
+        help=f"the object lies in this box ({where}); with --auto: X0,Y0,X1,Y1 restricts the "
+        "start to the box",
+    )
 
 
 def run_segment(args: argparse.Namespace) -> int:

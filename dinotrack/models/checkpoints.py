@@ -1,4 +1,5 @@
-"""Reading, recognising and writing backbone checkpoints.
+"""Reading, recognising and writing backbone checkpoints (one idea: a weights file in, a
+checked timm state dict out, and back; hence its length).
 
 Recognised families (each remapped to the keys of a timm ``VisionTransformer``):
 

@@ -253,6 +253,11 @@ class Tracker:
         state = SessionState(object_ids, frame_size, input_size, [group])
         return TrackingSession(state, self.extractor, self.new_propagator, self.config.group_merge)
 
+    def resume(self, state: SessionState) -> TrackingSession:
+        """A session that goes on from ``state`` (e.g. a state rebuilt from cached features
+        and labels, see :mod:`dinotrack.tracking.resumable`), with this tracker's settings."""
+        return TrackingSession(state, self.extractor, self.new_propagator, self.config.group_merge)
+
     def grid_size(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """Patch grid ``(h/p, w/p)`` of a network input of ``input_size`` ``(h, w)``."""
         return self.extractor.grid_size(input_size)

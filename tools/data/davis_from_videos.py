@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from dinotrack.io.video import iter_frames, probe_video
-from dinotrack.results import ResultWriter
+from dinotrack.results.writer import ResultWriter
 
 
 def rebuild(videos: Path, root: Path, quality: int = 95) -> list[str]:

@@ -1,0 +1,180 @@
+"""The studio's project file: objects, prompts and settings of one video, saved as they change.
+
+Layout, inside the output directory (``studio --out``)::
+
+    studio.json              objects, the frames that hold a prompt, settings (JSON)
+    .studio/prompts/NNNNN.png  each prompt, a palette PNG of object ids (NNNNN: frame index)
+
+Every file is written to a temporary name and renamed, so a crash (or Ctrl-C, or a killed
+process) leaves either the old or the new version. ``studio.json`` is the authority: a prompt
+is saved by writing its PNG first and then the JSON that lists it, and deleted by writing the
+JSON first; a PNG the JSON does not list is a leftover and is ignored (and removed). Nothing
+else in the directory is touched, and a ``studio.json`` that dinotrack did not write is never
+replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dinotrack.io.atomic import atomic_output, remove_stale_temporaries
+from dinotrack.io.decoders import VideoInfo
+from dinotrack.io.masks import read_mask, write_mask
+from dinotrack.tracking.objects import check_prompt
+
+__all__ = ["PROJECT_NAME", "ProjectFile", "ProjectObject"]
+
+PROJECT_NAME = "studio.json"
+"""The project file's name inside the output directory."""
+
+PROJECT_FORMAT = "dinotrack.studio"
+PROJECT_VERSION = 1
+_PROMPTS = Path(".studio", "prompts")
+
+
+@dataclass
+class ProjectObject:
+    """An object of the project: its id (the palette index of its masks), name, visibility."""
+
+    id: int
+    name: str
+    hidden: bool = False
+
+
+@dataclass
+class ProjectState:
+    """What a project file holds, read back."""
+
+    objects: list[ProjectObject]
+    prompts: dict[int, np.ndarray]
+    settings: dict[str, Any]
+
+
+class ProjectFile:
+    """The project file of one video in one directory.
+
+    Args:
+        directory: The output directory (created when the first change is saved).
+        info: The video's description; a project of another video is refused.
+
+    Raises:
+        NotADirectoryError: ``directory`` (or its ``.studio``) is a file.
+        FileExistsError: ``directory`` holds a ``studio.json`` that dinotrack did not write.
+        ValueError: The project there belongs to another video.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], info: VideoInfo) -> None:
+        self.directory = Path(directory)
+        self.info = info
+        self.path = self.directory / PROJECT_NAME
+        for place in (self.directory, self.directory / ".studio"):
+            if os.path.lexists(place) and not place.is_dir():
+                raise NotADirectoryError(f"{place} exists and is not a directory")
+        self._data = self._read()
+
+    def _read(self) -> dict[str, Any] | None:
+        if not os.path.lexists(self.path):
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict) or data.get("format") != PROJECT_FORMAT:
+            raise FileExistsError(
+                f"{self.path} is not a dinotrack studio project, and is not replaced; name "
+                "another --out directory"
+            )
+        video = data.get("video", {})
+        if video.get("path") != str(os.path.realpath(self.info.path)):
+            raise ValueError(
+                f"{self.path} is the project of {video.get('path')}, not of {self.info.path}; "
+                "open that video, or name another --out directory"
+            )
+        if (video.get("frames"), video.get("width"), video.get("height")) != (
+            self.info.num_frames,
+            self.info.width,
+            self.info.height,
+        ):
+            raise ValueError(
+                f"{self.info.path} has changed since {self.path} was saved (it had "
+                f"{video.get('frames')} frames of {video.get('width')}x{video.get('height')}); "
+                "name another --out directory"
+            )
+        return data
+
+    @property
+    def exists(self) -> bool:
+        """Whether a project was saved there."""
+        return self._data is not None
+
+    def load(self) -> ProjectState:
+        """The saved objects, prompts and settings (empty when nothing was saved).
+
+        Warns:
+            UserWarning: A prompt the project lists could not be read (it is left out).
+        """
+        if self._data is None:
+            return ProjectState([], {}, {})
+        objects = [
+            ProjectObject(int(o["id"]), str(o["name"]), bool(o.get("hidden", False)))
+            for o in self._data.get("objects", [])
+        ]
+        prompts = {}
+        size = (self.info.height, self.info.width)
+        for frame in self._data.get("prompts", []):
+            try:
+                loaded = read_mask(self.prompt_path(int(frame)))
+                prompts[int(frame)] = check_prompt(loaded.ids.astype(np.uint8), size, frame)
+            except (OSError, ValueError) as error:
+                warnings.warn(f"the prompt of frame {frame} is left out: {error}", stacklevel=2)
+        settings = self._data.get("settings", {})
+        return ProjectState(objects, prompts, settings if isinstance(settings, dict) else {})
+
+    def prompt_path(self, frame: int) -> Path:
+        """Where the prompt of ``frame`` is kept."""
+        return self.directory / _PROMPTS / f"{frame:05d}.png"
+
+    def write_prompt(self, frame: int, ids: np.ndarray) -> None:
+        """Write a prompt's PNG (before :meth:`save` lists it)."""
+        folder = self.directory / _PROMPTS
+        folder.mkdir(parents=True, exist_ok=True)
+        write_mask(self.prompt_path(frame), ids)
+
+    def save(
+        self,
+        objects: list[ProjectObject],
+        prompt_frames: list[int],
+        settings: dict[str, Any],
+    ) -> None:
+        """Write ``studio.json`` (atomically), then remove the prompt PNGs it no longer lists."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        data = {
+            "format": PROJECT_FORMAT,
+            "version": PROJECT_VERSION,
+            "video": {
+                "path": str(os.path.realpath(self.info.path)),
+                "frames": self.info.num_frames,
+                "width": self.info.width,
+                "height": self.info.height,
+            },
+            "objects": [asdict(o) for o in objects],
+            "prompts": sorted(prompt_frames),
+            "settings": settings,
+        }
+        remove_stale_temporaries(self.path)
+        with atomic_output(self.path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+        self._data = data
+        folder = self.directory / _PROMPTS
+        if folder.is_dir():
+            listed = {self.prompt_path(f).name for f in prompt_frames}
+            for entry in folder.iterdir():
+                if entry.suffix == ".png" and entry.name not in listed:
+                    entry.unlink(missing_ok=True)

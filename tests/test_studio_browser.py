@@ -1,0 +1,504 @@
+"""`dinotrack studio` in a real browser: headless Chromium (Debian's `chromium`) driven by
+Playwright with real mouse and keyboard events, against the real server on a few frames of a
+DAVIS dev clip with the random `test_vit_tiny` backbone.
+
+The scenario of issue 21: a box and a brush stroke on frame 0 (two objects), propagate, scrub
+to a later frame and correct it with the brush, propagate again, export PNG and COCO, and the
+exported masks are byte-identical to `dinotrack segment` given the prompts the studio stored.
+Screenshots go to `$DINOTRACK_ARTIFACTS` (default: the test's temporary folder).
+
+Without Chromium, Playwright or the shared data the tests skip with the reason; under CI
+(`CI=true`) they fail instead, so that CI never passes them silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_support import tiny_flags
+from PIL import Image
+
+from dinotrack.cli import main as dinotrack_main
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CLIP = ("davis2016-dev", "JPEGImages", "480p", "dog-agility")
+ANNOTATIONS = ("davis2016-dev", "Annotations", "480p", "dog-agility")
+N_FRAMES = 6
+CORRECTED = 3  # the later frame corrected in the browser
+MODEL_FLAGS = tiny_flags(64)
+
+pytestmark = pytest.mark.slow  # a server and a browser start: ~45 s on 2 CPU cores
+
+
+def _missing(reason: str) -> None:
+    """Skip, or fail under CI, where these tests must run."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the browser tests must run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    folder = os.environ.get("DINOTRACK_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("studio-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """A fresh headless Chromium (its own user-data folder) as a Playwright context."""
+    if not CHROMIUM.exists():
+        _missing(f"{CHROMIUM} is absent (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            tmp_path_factory.mktemp("chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 860},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """The first frames of a DAVIS dev clip, as a frames folder."""
+    from tool_support import load_tool
+
+    source = load_tool("data_location").data_path(*CLIP)
+    if not source.is_dir():
+        _missing(f"shared data {source} is absent (set DINOTRACK_DATA to the data folder)")
+    folder = tmp_path_factory.mktemp("clip")
+    for frame in sorted(source.glob("*.jpg"))[:N_FRAMES]:
+        shutil.copy(frame, folder / frame.name)
+    return folder
+
+
+class Studio:
+    """A `dinotrack studio --no-browser` process and the URL it printed."""
+
+    def __init__(self, clip: Path, out: Path, log: Path):
+        self.out = out
+        self.log = log
+        command = [sys.executable, "-m", "dinotrack", "studio", str(clip), "--out", str(out)]
+        command += ["--no-browser", "--port", "0", *MODEL_FLAGS]
+        self._log_file = log.open("w")
+        self.process = subprocess.Popen(
+            command, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
+        )
+        self.url = self._wait_for_url()
+        self.base, self.token = re.match(r"(http://[^/]+)/\?token=(\S+)", self.url).groups()
+
+    def _wait_for_url(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", self.log.read_text())
+            if found:
+                return found.group(0)
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"the studio did not print its URL:\n{self.log.read_text()}")
+
+    def api(
+        self, path: str, method: str = "GET", body: dict | None = None, raw: bytes | None = None
+    ) -> bytes:
+        """The body of an API answer (with the token); `body` is sent as JSON, `raw` as a PNG."""
+        data = raw if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("X-Dinotrack-Token", self.token)
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        elif raw is not None:
+            request.add_header("Content-Type", "image/png")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
+
+    def state(self) -> dict:
+        return json.loads(self.api("/api/state"))
+
+    def prompt_ids(self, frame: int) -> np.ndarray:
+        return _png_ids(self.api(f"/api/prompts/{frame}"))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+def _png_ids(data: bytes) -> np.ndarray:
+    import io
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture(scope="module")
+def studio(clip, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("studio")
+    server = Studio(clip, folder / "out", folder / "studio.log")
+    yield server
+    server.stop()
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 30):
+    """Polls `condition` until it returns a true value, which it returns."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Page:
+    """The studio page in the browser, driven with real mouse and keyboard events."""
+
+    def __init__(self, page, studio: Studio):
+        self.page = page
+        self.studio = studio
+        self.errors: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on(
+            "console",
+            lambda message: self.errors.append(message.text) if message.type == "error" else None,
+        )
+
+    def open(self) -> None:
+        self.page.goto(self.studio.url)
+        self.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+
+    def to_screen(self, x: float, y: float) -> tuple[float, float]:
+        """Screen coordinates of frame pixel (x, y) in the frame view."""
+        box = self.page.locator("#view-canvas").bounding_box()
+        width, height = self.studio.video["width"], self.studio.video["height"]
+        return box["x"] + x * box["width"] / width, box["y"] + y * box["height"] / height
+
+    def drag(self, points: list[tuple[float, float]], steps: int = 6) -> None:
+        mouse = self.page.mouse
+        mouse.move(*self.to_screen(*points[0]))
+        mouse.down()
+        for point in points[1:]:
+            mouse.move(*self.to_screen(*point), steps=steps)
+        mouse.up()
+
+    def select_object(self, object_id: int) -> None:
+        self.page.click(f"#objects li[data-id='{object_id}'] .swatch")
+
+    def tool(self, name: str) -> None:
+        self.page.click(f"[data-tool={name}]")
+
+    def propagate(self, direction: str = "forward") -> None:
+        self.page.click(f"[data-direction={direction}]")
+        self.page.wait_for_function(
+            "document.body.dataset.job && document.body.dataset.job !== 'running'",
+            timeout=60_000,
+        )
+        assert self.page.get_attribute("body", "data-job") == "done", self.page.inner_text(
+            "#progress-text"
+        )
+
+    def frame_label(self) -> str:
+        return self.page.inner_text("#frame-label")
+
+
+def _objects_in(ids: np.ndarray) -> set[int]:
+    return set(np.unique(ids).tolist()) - {0}
+
+
+def test_token_is_required(browser, studio):
+    page = browser.new_page()
+    response = page.goto(studio.base + "/")
+    assert response.status == 403
+    response = page.goto(studio.base + "/?token=wrong" + studio.token[:4])
+    assert response.status == 403
+    page.close()
+
+
+def test_load_mask_png_and_undo(browser, studio):
+    """Load mask PNG makes the file the current frame's prompt, read as `--mask` reads it (a
+    0/255 DAVIS annotation is object 1); undo deletes it again."""
+    from tool_support import load_tool
+
+    annotation = load_tool("data_location").data_path(*ANNOTATIONS, "00001.png")
+    if not annotation.exists():
+        _missing(f"shared data {annotation} is absent")
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    ui.page.locator("#frame-label").click()
+    ui.page.keyboard.press("ArrowRight")
+    ui.page.set_input_files("#mask-file", annotation)
+    wait_until(lambda: studio.state()["prompts"] == [1], "the loaded prompt on frame 1")
+    expected = np.asarray(Image.open(annotation)) > 0
+    np.testing.assert_array_equal(studio.prompt_ids(1), expected.astype(np.uint8))
+    ui.page.wait_for_selector(".thumb.has-prompt")  # the page has taken the edit in
+    assert ui.page.locator(".thumb.has-prompt").count() == 1
+    ui.page.keyboard.press("Control+z")
+    wait_until(lambda: studio.state()["prompts"] == [], "the undo")
+    studio.api("/api/objects/1", "DELETE")  # the file made object 1: leave the studio empty
+    assert not ui.errors, ui.errors
+    ui.page.close()
+
+
+def test_server_errors_reach_the_user(browser, studio, tmp_path):
+    """An invalid mask loaded as a prompt is refused; the page shows the server's one line."""
+    bad = tmp_path / "small.png"
+    Image.new("L", (100, 50)).save(bad)
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    ui.page.set_input_files("#mask-file", bad)
+    ui.page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    message = ui.page.inner_text("#error-text")
+    try:
+        studio.api("/api/prompts/0", "PUT", raw=bad.read_bytes())
+    except urllib.error.HTTPError as error:
+        assert error.code == 400
+        assert message == json.loads(error.read())["error"]
+    else:
+        raise AssertionError("the server took a 100x50 mask for 854x480 frames")
+    assert studio.state()["prompts"] == []
+    ui.page.close()
+
+
+def _filtered_png(ids: np.ndarray, palette: np.ndarray) -> bytes:
+    """A palette PNG of `ids` whose rows use the five PNG filter types in turn (PIL writes
+    only some of them, the page must read all)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    def paeth(a: int, b: int, c: int) -> int:
+        p = a + b - c
+        pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+        return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+    height, width = ids.shape
+    rows = b""
+    for y in range(height):
+        kind = y % 5
+        row, above = ids[y].astype(int), ids[y - 1].astype(int) if y else np.zeros(width, int)
+        out = []
+        for x in range(width):
+            left = row[x - 1] if x else 0
+            up_left = above[x - 1] if x else 0
+            predictor = [0, left, above[x], (left + above[x]) // 2, paeth(left, above[x], up_left)]
+            out.append((row[x] - predictor[kind]) % 256)
+        rows += bytes([kind, *out])
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"PLTE", palette.tobytes())
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_page_reads_and_writes_label_pngs_exactly(browser, studio):
+    """The page's PNG codec: it reads every filter type, and the palette PNG it writes holds the
+    same ids with the DAVIS palette (what the server reads as `--mask` reads it)."""
+    import base64
+    import io
+
+    from dinotrack.io.masks import davis_palette
+
+    rng = np.random.default_rng(0)
+    ids = np.zeros((23, 41), np.uint8)
+    ids[3:15, 5:30] = 1
+    ids[10:20, 20:40] = 7
+    ids[18:, :12] = rng.integers(0, 256, (5, 12))  # every filter sees large differences
+    page = browser.new_page()
+    page.goto(studio.url)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    result = page.evaluate(
+        """async (data) => {
+          const png = await import("/static/png.js");
+          const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+          const labels = await png.decodeLabelPng(bytes);
+          const blob = await png.encodeLabelPng(labels.ids, labels.width, labels.height);
+          const written = new Uint8Array(await blob.arrayBuffer());
+          return {
+            width: labels.width, height: labels.height, ids: Array.from(labels.ids),
+            written: btoa(String.fromCharCode(...written)),
+          };
+        }""",
+        base64.b64encode(_filtered_png(ids, davis_palette())).decode(),
+    )
+    page.close()
+    decoded = np.array(result["ids"], np.uint8).reshape(result["height"], result["width"])
+    np.testing.assert_array_equal(decoded, ids)
+    written = Image.open(io.BytesIO(base64.b64decode(result["written"])))
+    assert written.mode == "P"
+    np.testing.assert_array_equal(np.asarray(written), ids)
+    palette = np.array(written.getpalette(), np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(palette, davis_palette())
+    Image.open(io.BytesIO(base64.b64decode(result["written"]))).verify()  # chunk CRCs
+
+
+def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_path):
+    studio.video = json.loads(studio.api("/api/video"))
+    width, height = studio.video["width"], studio.video["height"]
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+
+    # 1. Two objects on frame 0: a box for the first, a brush stroke for the second.
+    ui.page.click("#add-object")
+    ui.page.click("#add-object")
+    ui.select_object(1)
+    ui.tool("box")
+    ui.drag([(0.38 * width, 0.42 * height), (0.93 * width, 0.88 * height)])  # the dog
+    wait_until(lambda: 0 in studio.state()["prompts"], "the box's prompt on frame 0")
+    ui.select_object(2)
+    ui.tool("brush")
+    for _ in range(9):  # "]" widens the brush: 24 -> 60 px, an object of a few patches
+        ui.page.keyboard.press("]")
+    assert ui.page.inner_text("#brush-size-value") == "60 px"
+    ui.drag([(0.70 * width, 0.20 * height), (0.85 * width, 0.25 * height)])
+    wait_until(lambda: _objects_in(studio.prompt_ids(0)) == {1, 2}, "both objects on frame 0")
+    prompt0 = studio.prompt_ids(0)
+    assert prompt0.shape == (height, width)
+    stroke_pixel = (int(0.78 * width), int(0.22 * height))
+    assert prompt0[stroke_pixel[1], stroke_pixel[0]] == 2
+    page_name = ui.page.locator("#objects li[data-id='1'] .object-name")
+    page_name.fill("dog")
+    page_name.press("Enter")
+    wait_until(lambda: studio.state()["objects"][0]["name"] == "dog", "the rename")
+
+    # 2. Propagate forward; every frame gets a mask, and the view follows the computed frames
+    # (server-sent events) to the last one.
+    ui.propagate("forward")
+    assert sorted(studio.state()["results"]) == list(range(N_FRAMES))
+    ui.page.wait_for_function(  # the last frame's event may come just after the job's end
+        f"document.getElementById('frame-label').textContent.startsWith('frame {N_FRAMES - 1} /')",
+        timeout=10_000,
+    )
+    ui.page.screenshot(path=artifacts / "studio-tracked.png")
+
+    # 3. Scrub to a later frame with the keyboard, and correct object 1 there with the brush.
+    ui.page.locator("#frame-label").click()  # the keys go to the page, not to a button
+    ui.page.keyboard.press("Home")
+    for _ in range(CORRECTED):
+        ui.page.keyboard.press("ArrowRight")
+    assert ui.frame_label().startswith(f"frame {CORRECTED} /")
+    assert ui.page.input_value("#frame-slider") == str(CORRECTED)
+    before = [studio.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
+    tracked = _png_ids(before[CORRECTED])
+    ui.select_object(1)
+    ui.page.mouse.move(*ui.to_screen(0.15 * width, 0.65 * height))
+    ui.page.mouse.wheel(0, -400)  # zoom in around the place to correct
+    ui.page.wait_for_function("document.getElementById('view-canvas').style.transform !== ''")
+    ui.drag([(0.10 * width, 0.60 * height), (0.20 * width, 0.70 * height)])
+    wait_until(lambda: CORRECTED in studio.state()["prompts"], "the correction's prompt")
+    corrected = studio.prompt_ids(CORRECTED)
+    changed = corrected != tracked
+    assert changed.any(), "the brush stroke changed nothing"
+    assert (corrected[changed] == 1).all(), "the brush painted only object 1"
+    rows, columns = np.nonzero(changed)  # where the stroke went in the frame, through the zoom
+    assert abs(columns.mean() - 0.15 * width) < 10 and abs(rows.mean() - 0.65 * height) < 10
+    ui.page.keyboard.press("0")
+    # The correction starts from the tracked mask: object 2 there is the tracked object 2.
+    np.testing.assert_array_equal(corrected == 2, tracked == 2)
+    assert ui.page.is_visible("#stale-note")  # "propagate again"
+    ui.page.screenshot(path=artifacts / "studio-corrected.png")
+
+    # 4. Propagate again: the frames before the correction keep their masks, the corrected
+    # frame's result is its prompt (it holds both objects); then export PNG and COCO (checked
+    # by default).
+    ui.propagate("forward")
+    assert not ui.page.is_visible("#stale-note")
+    after = [studio.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
+    assert after[:CORRECTED] == before[:CORRECTED]
+    np.testing.assert_array_equal(_png_ids(after[CORRECTED]), corrected)
+    assert after[CORRECTED + 1 :] != before[CORRECTED + 1 :]
+    ui.page.click("#export")
+    ui.page.wait_for_selector("#written li", timeout=30_000)
+    written = ui.page.inner_text("#written")
+    assert "coco.json" in written and "00000.png" in written
+    ui.page.locator("#export-panel").screenshot(path=artifacts / "studio-export-panel.png")
+    folder = re.search(r"(\S*)00000\.png", written).group(1)  # where the masks went in --out
+    out = studio.out / folder
+    exported = sorted(p.name for p in out.glob("*.png"))
+    assert exported == [f"{i:05d}.png" for i in range(N_FRAMES)]
+    coco = json.loads((out / "coco.json").read_text())
+    assert {a["id"] for a in coco["annotations"]} == {1, 2}
+
+    # 5. The same prompts through `dinotrack segment` (its CLI entry point, in this process)
+    # give byte-identical masks.
+    prompt_args = []
+    for frame in sorted(studio.state()["prompts"]):
+        path = tmp_path / f"prompt{frame}.png"
+        path.write_bytes(studio.api(f"/api/prompts/{frame}"))
+        prompt_args += ["--prompt", f"{frame}:{path}"]
+    assert len(prompt_args) == 4  # frames 0 and CORRECTED
+    reference = tmp_path / "segment"
+    arguments = ["segment", str(clip), *prompt_args, "--out", str(reference), *MODEL_FLAGS]
+    assert dinotrack_main([*arguments, "--save", "png,coco"]) == 0
+    for name in [*exported, "coco.json"]:
+        assert (out / name).read_bytes() == (reference / name).read_bytes(), name
+
+    # Reload: the objects, their names and visibility, the prompts, the results and the
+    # overlay's opacity come back.
+    ui.page.click("#objects li[data-id='2'] .object-hide")
+    wait_until(lambda: studio.state()["objects"][1]["hidden"], "object 2 hidden")
+    slider = ui.page.locator("#opacity").bounding_box()
+    ui.page.mouse.click(slider["x"] + 0.2 * slider["width"], slider["y"] + slider["height"] / 2)
+    opacity = int(ui.page.input_value("#opacity"))
+    assert 10 <= opacity <= 30
+    wait_until(lambda: studio.state()["settings"].get("opacity") == opacity / 100, "the opacity")
+    ui.page.reload()
+    ui.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    names = ui.page.locator("#objects .object-name")
+    assert [names.nth(i).input_value() for i in range(names.count())] == ["dog", "object 2"]
+    assert ui.page.locator(".thumb.has-prompt").count() == 2
+    assert ui.page.locator(".thumb.has-result").count() == N_FRAMES
+    assert ui.page.inner_text("#objects li[data-id='2'] .object-hide") == "show"
+    assert ui.page.input_value("#opacity") == str(opacity)
+
+    # Delete asks for a second click, then removes the object from every prompt.
+    delete = ui.page.locator("#objects li[data-id='2'] .object-delete")
+    delete.click()
+    assert delete.inner_text() == "sure?"
+    assert [o["id"] for o in studio.state()["objects"]] == [1, 2]
+    delete.click()
+    wait_until(lambda: [o["id"] for o in studio.state()["objects"]] == [1], "the deletion")
+    assert 2 not in _objects_in(studio.prompt_ids(0))
+    ui.page.wait_for_selector("#objects li[data-id='2']", state="detached")
+    assert not ui.errors, ui.errors
+    ui.page.close()
