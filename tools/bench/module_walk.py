@@ -7,7 +7,10 @@ profile hook that sees every call between two modules of the package, and prints
 - the re-entries: calls into a module that the walk had already left, i.e. calls from module
   ``B`` into a module ``A`` first visited before ``B`` (counted once per distinct ``B -> A``
   pair, so that a per-frame loop counts as one);
-- the pairs themselves.
+- the pairs themselves;
+- the upward calls: a module of a lower layer (io < models < tracking < results < pipeline <
+  cli, studio) calling one of a higher layer, i.e. a return up the stack through a callback;
+  modules of the flat tree of 0.1 are ranked by the layer they moved to.
 
 A walk that goes one way (each layer calling only lower ones) has few re-entries; calls into
 the base modules (``errors``, ``config``) are left out, as every layer uses them.
@@ -26,6 +29,39 @@ import numpy as np
 from PIL import Image
 
 BASE = ("dinotrack.config", "dinotrack.errors", "dinotrack")
+LAYERS = ("io", "models", "tracking", "results", "pipeline", "cli", "studio")
+# Where the modules of the flat tree of dinotrack 0.1 went, to rank them in the same layers.
+FLAT = {
+    "video_io": "io",
+    "decoders": "io",
+    "image_files": "io",
+    "atomic_files": "io",
+    "masks": "io",
+    "backbones": "models",
+    "checkpoints": "models",
+    "features": "models",
+    "attention": "models",
+    "propagation": "tracking",
+    "session": "tracking",
+    "autostart": "tracking",
+    "results": "results",
+    "export": "results",
+    "overlay": "results",
+    "colour_map": "results",
+    "batch": "cli",
+    "distributed": "pipeline",
+    "cli_attention": "cli",
+    "cli_export": "cli",
+    "clikit": "cli",
+    "cli": "cli",
+}
+
+
+def layer(module: str) -> int:
+    """Rank of a module's layer (io lowest, the front ends highest)."""
+    part = FLAT.get(module.split(".")[1], module.split(".")[1])
+    part = "cli" if part == "studio" else part  # the two front ends are one layer
+    return LAYERS.index(part) if part in LAYERS else -1
 
 
 def module_of(frame) -> str | None:
@@ -33,12 +69,14 @@ def module_of(frame) -> str | None:
     return name if name.startswith("dinotrack") else None
 
 
-def walk(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Run the CLI with ``argv``; the modules in first-visit order and the re-entry pairs."""
+def walk(argv: list[str]) -> tuple[list[str], list[tuple[str, str]], list[tuple[str, str]]]:
+    """Run the CLI with ``argv``; the modules in first-visit order, the re-entry pairs and the
+    upward pairs (a lower layer calling a higher one: callbacks)."""
     from dinotrack.cli import main
 
     order: dict[str, int] = {}
     reentries: set[tuple[str, str]] = set()
+    upward: set[tuple[str, str]] = set()
 
     def hook(frame, event, _arg):
         if event != "call" or frame.f_code.co_name == "<module>":  # imports are not the walk
@@ -52,6 +90,8 @@ def walk(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         if caller is not None and caller != callee and caller in order:
             if order[callee] < order[caller]:
                 reentries.add((caller, callee))
+            if layer(callee) > layer(caller) >= 0:
+                upward.add((caller, callee))
 
     sys.setprofile(hook)
     try:
@@ -60,7 +100,7 @@ def walk(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
         sys.setprofile(None)
     if status != 0:
         raise SystemExit(f"segment failed with status {status}")
-    return sorted(order, key=order.get), sorted(reentries)
+    return sorted(order, key=order.get), sorted(reentries), sorted(upward)
 
 
 def synthetic_clip(folder: Path) -> tuple[Path, Path]:
@@ -86,12 +126,15 @@ def main(argv: list[str] | None = None) -> int:
             args.input, args.mask = synthetic_clip(Path(tmp))
         flags = ["segment", str(args.input), "--mask", str(args.mask), "--out"]
         flags += [str(Path(tmp) / "out"), "--model", "test_vit_tiny", "--device", "cpu"]
-        modules, reentries = walk(flags + ["--max-frames", "3", "--short-side", "64"])
+        modules, reentries, upward = walk(flags + ["--max-frames", "3", "--short-side", "64"])
     print(f"modules visited: {len(modules)}")
     for name in modules:
         print(f"  {name}")
     print(f"re-entries (distinct caller -> earlier module): {len(reentries)}")
     for caller, callee in reentries:
+        print(f"  {caller} -> {callee}")
+    print(f"upward calls (distinct lower layer -> higher layer): {len(upward)}")
+    for caller, callee in upward:
         print(f"  {caller} -> {callee}")
     return 0
 
