@@ -151,9 +151,9 @@ def flag_words(message: str, args: argparse.Namespace) -> str:
         if name in ("func", "command", "input"):
             continue
         flag = "--" + name.replace("_", "-")
-        message = re.sub(rf"(?<![\w-]){name}=\s?", flag + " ", message)
+        message = re.sub(rf"(?<![\w.-]){name}=\s?", flag + " ", message)
         if "_" in name:
-            message = re.sub(rf"(?<![\w-]){name}\b", flag, message)
+            message = re.sub(rf"(?<![\w.-]){name}\b", flag, message)
     return re.sub(" {2,}", " ", message)
 
 
