@@ -31,6 +31,7 @@ from cli_support import tiny_flags
 from PIL import Image
 
 from dinotrack.cli import main as dinotrack_main
+from tools.data.location import data_path
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -91,9 +92,7 @@ def browser(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """The first frames of a DAVIS dev clip, as a frames folder."""
-    from tool_support import load_tool
-
-    source = load_tool("data_location").data_path(*CLIP)
+    source = data_path(*CLIP)
     if not source.is_dir():
         _missing(f"shared data {source} is absent (set DINOTRACK_DATA to the data folder)")
     folder = tmp_path_factory.mktemp("clip")
@@ -252,9 +251,7 @@ def test_token_is_required(browser, studio):
 def test_load_mask_png_and_undo(browser, studio):
     """Load mask PNG makes the file the current frame's prompt, read as `--mask` reads it (a
     0/255 DAVIS annotation is object 1); undo deletes it again."""
-    from tool_support import load_tool
-
-    annotation = load_tool("data_location").data_path(*ANNOTATIONS, "00001.png")
+    annotation = data_path(*ANNOTATIONS, "00001.png")
     if not annotation.exists():
         _missing(f"shared data {annotation} is absent")
     ui = Page(browser.new_page(), studio)

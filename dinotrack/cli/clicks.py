@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dinotrack.errors import InputError
 from dinotrack.tracking.clicks import check_clicks
 
 __all__ = ["ClickPrompt", "click_prompts", "parse_click_flags"]
@@ -56,7 +57,7 @@ def parse_click_flags(
         try:
             check_clicks([values], [label], None, frame_size)
         except ValueError as error:
-            raise ValueError(f"{flag} {text}: {error}") from None
+            raise InputError(f"{flag} {text}: {error}") from None
         entry(frame, object_id)["points"].append(tuple(values))
         entry(frame, object_id)["labels"].append(label)
     for text in boxes:
@@ -64,14 +65,14 @@ def parse_click_flags(
         try:
             _, _, box = check_clicks([], [], values, frame_size)
         except ValueError as error:
-            raise ValueError(f"--box {text}: {error}") from None
+            raise InputError(f"--box {text}: {error}") from None
         if entry(frame, object_id)["box"] is not None:
-            raise ValueError(f"--box {text}: object {object_id} has a box on frame {frame} already")
+            raise InputError(f"--box {text}: object {object_id} has a box on frame {frame} already")
         entry(frame, object_id)["box"] = box
     prompts = []
     for (frame, object_id), given in sorted(grouped.items()):
         if 1 not in given["labels"] and given["box"] is None:
-            raise ValueError(
+            raise InputError(
                 f"object {object_id} on frame {frame} has only negative clicks; give it a "
                 "--point or a --box there too"
             )
@@ -90,25 +91,25 @@ def _parse_flag(text: str, flag: str, count: int, num_frames: int) -> tuple[int,
     parts = text.split(":")
     coords = [i for i, part in enumerate(parts) if "," in part]
     if len(parts) > 3 or len(coords) != 1 or coords[0] > 1 or len(parts) - coords[0] > 2:
-        raise ValueError(f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}")
+        raise InputError(f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}")
     frame_text = parts[0] if coords[0] == 1 else "0"
     object_text = parts[coords[0] + 1] if len(parts) > coords[0] + 1 else "1"
     try:
         values = [float(v) for v in parts[coords[0]].split(",")]
         frame, object_id = int(frame_text), int(object_text)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}"
         ) from None
     if len(values) != count:
-        raise ValueError(f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}")
+        raise InputError(f"{flag} expects [FRAME:]{shape}[:OBJ] (e.g. {example}), got {text!r}")
     if not 0 <= frame < num_frames:
-        raise ValueError(
+        raise InputError(
             f"{flag} {text}: frame {frame} does not exist (the video has {num_frames} frames, 0 "
             f"to {num_frames - 1})"
         )
     if not 1 <= object_id <= 254:
-        raise ValueError(f"{flag} {text}: object ids go from 1 to 254, got {object_id}")
+        raise InputError(f"{flag} {text}: object ids go from 1 to 254, got {object_id}")
     return frame, values, object_id
 
 

@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from dinotrack.errors import InputError
 from dinotrack.io.decoders import VideoInfo
 from dinotrack.io.video import iter_frames, probe_video
 
@@ -41,7 +42,7 @@ class FrameCache:
 
     def __init__(self, path: str | os.PathLike[str], capacity: int = 48, chunk: int = 8) -> None:
         if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+            raise InputError(f"capacity must be an integer >= 1, got {capacity!r}")
         self.info: VideoInfo = probe_video(path)
         self.capacity = capacity
         self.chunk = 1 if self.info.backend == "frames" else max(1, min(chunk, capacity))
@@ -79,7 +80,7 @@ class FrameCache:
                 self._frames.popitem(last=False)
             frame = self._frames.get(index)
         if frame is None:
-            raise ValueError(f"cannot decode frame {index} of {self.info.path}")
+            raise InputError(f"cannot decode frame {index} of {self.info.path}")
         return frame
 
     def cached(self) -> list[int]:

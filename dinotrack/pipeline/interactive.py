@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from dinotrack.config import DIRECTIONS, check_int
+from dinotrack.errors import InputError
 from dinotrack.io.frame_cache import FrameCache
 from dinotrack.io.masks import MAX_OBJECT_ID, davis_palette
 from dinotrack.pipeline.project import ProjectFile, ProjectObject
@@ -203,13 +204,13 @@ class InteractiveSession:
             if object_id is None:
                 free = [i for i in range(1, MAX_OBJECT_ID) if i not in self._objects]
                 if not free:
-                    raise ValueError(f"no free object id: {MAX_OBJECT_ID - 1} objects exist")
+                    raise InputError(f"no free object id: {MAX_OBJECT_ID - 1} objects exist")
                 object_id = free[0]
             object_id = check_int("object id", object_id, minimum=1)
             if object_id >= MAX_OBJECT_ID:
-                raise ValueError(f"object ids go from 1 to {MAX_OBJECT_ID - 1}, got {object_id}")
+                raise InputError(f"object ids go from 1 to {MAX_OBJECT_ID - 1}, got {object_id}")
             if object_id in self._objects:
-                raise ValueError(f"object {object_id} exists already")
+                raise InputError(f"object {object_id} exists already")
             info = ObjectInfo(object_id, _check_name(name, f"object {object_id}"))
             self._objects[object_id] = info
             self._save()
@@ -230,7 +231,7 @@ class InteractiveSession:
                 info = ObjectInfo(info.id, _check_name(name, info.name), info.hidden)
             if hidden is not None:
                 if not isinstance(hidden, bool):
-                    raise ValueError(f"hidden must be true or false, got {hidden!r}")
+                    raise InputError(f"hidden must be true or false, got {hidden!r}")
                 info = ObjectInfo(info.id, info.name, hidden)
             self._objects[object_id] = info
             self._save()
@@ -295,7 +296,7 @@ class InteractiveSession:
         self._check_frame_index(index)
         ids = check_prompt(ids, self.frame_size, index)
         if int(ids.max()) >= MAX_OBJECT_ID:
-            raise ValueError(
+            raise InputError(
                 f"the prompt of frame {index} holds id {int(ids.max())}; object ids go from 1 "
                 f"to {MAX_OBJECT_ID - 1}"
             )
@@ -328,7 +329,7 @@ class InteractiveSession:
         self._check_frame_index(index)
         mask = np.asarray(mask)
         if mask.shape != self.frame_size:
-            raise ValueError(
+            raise InputError(
                 f"the mask of object {object_id} has shape {mask.shape}; the frames are "
                 f"{self.frame_size[1]}x{self.frame_size[0]}: give an [H, W] mask of that size"
             )
@@ -484,16 +485,16 @@ class InteractiveSession:
             ValueError: Not a JSON object, or larger than :data:`MAX_SETTINGS_BYTES`.
         """
         if not isinstance(values, dict) or not all(isinstance(k, str) for k in values):
-            raise ValueError("settings must be a JSON object")
+            raise InputError("settings must be a JSON object")
         with self._lock:
             merged = {**self._settings, **values}
             merged = {k: v for k, v in merged.items() if v is not None}
             try:
                 size = len(json.dumps(merged))
             except (TypeError, ValueError):
-                raise ValueError("settings must hold JSON values only") from None
+                raise InputError("settings must hold JSON values only") from None
             if size > MAX_SETTINGS_BYTES:
-                raise ValueError(f"settings are limited to {MAX_SETTINGS_BYTES} bytes of JSON")
+                raise InputError(f"settings are limited to {MAX_SETTINGS_BYTES} bytes of JSON")
             self._settings = merged
             self._save()
             return dict(merged)
@@ -554,18 +555,18 @@ class InteractiveSession:
             BusyError: When iteration starts: another propagation is running.
         """
         if direction not in DIRECTIONS:
-            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+            raise InputError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         start = check_int("start", start, minimum=0)
         end = self.num_frames if stop is None else min(check_int("stop", stop), self.num_frames)
         if end <= start:
-            raise ValueError(f"stop must be greater than start ({start}), got {stop}")
+            raise InputError(f"stop must be greater than start ({start}), got {stop}")
         with self._lock:
             prompts = dict(self._prompts)
         if not prompts:
-            raise ValueError("there is no prompt yet: give an object a mask, clicks or a box")
+            raise InputError("there is no prompt yet: give an object a mask, clicks or a box")
         outside = [f for f in prompts if not start <= f < end]
         if outside:
-            raise ValueError(
+            raise InputError(
                 f"the prompt of frame {outside[0]} is outside the frames tracked ({start} to "
                 f"{end - 1})"
             )
@@ -657,14 +658,14 @@ class InteractiveSession:
 
         unknown = [f for f in formats if f not in (*FORMATS, "overlay")]
         if unknown or not formats:
-            raise ValueError(
+            raise InputError(
                 f"unknown export format {unknown[0]!r}; choose from "
                 f"{', '.join((*FORMATS, 'overlay'))}"
                 if unknown
                 else "give at least one export format"
             )
         if directory is None and self.out is None:
-            raise ValueError("give the export directory (the session has no out directory)")
+            raise InputError("give the export directory (the session has no out directory)")
         directory = Path(directory) if directory is not None else self.out / RESULTS_NAME
         if overlay is None and "overlay" in formats:
             overlay = (self.out or directory.parent) / OVERLAY_NAME
@@ -715,5 +716,5 @@ def _check_name(name: str | None, default: str) -> str:
     if name is None:
         return default
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ValueError("an object's name must be a non-empty string of at most 200 characters")
+        raise InputError("an object's name must be a non-empty string of at most 200 characters")
     return name.strip()

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output, remove_stale_temporaries
 from dinotrack.io.decoders import VideoInfo
 from dinotrack.io.masks import read_mask, write_mask
@@ -93,7 +94,7 @@ class ProjectFile:
             )
         video = data.get("video", {})
         if video.get("path") != str(os.path.realpath(self.info.path)):
-            raise ValueError(
+            raise InputError(
                 f"{self.path} is the project of {video.get('path')}, not of {self.info.path}; "
                 "open that video, or name another --out directory"
             )
@@ -102,7 +103,7 @@ class ProjectFile:
             self.info.width,
             self.info.height,
         ):
-            raise ValueError(
+            raise InputError(
                 f"{self.info.path} has changed since {self.path} was saved (it had "
                 f"{video.get('frames')} frames of {video.get('width')}x{video.get('height')}); "
                 "name another --out directory"

@@ -14,6 +14,7 @@ import webbrowser
 from pathlib import Path
 
 from dinotrack.cli.common import add_tracker_arguments, build_tracker
+from dinotrack.errors import InputError
 
 __all__ = ["default_out", "register", "run_studio"]
 
@@ -69,7 +70,7 @@ def run_studio(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else default_out(args.input)
     args.on_interrupt = f"the studio stopped; its project is saved in {out}"
     if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be from 0 to 65535, got {args.port}")
+        raise InputError(f"--port must be from 0 to 65535, got {args.port}")
     ProjectFile(out, probe_video(args.input))  # checked before the model loads
     sock = _bind(args.host, args.port)
     try:

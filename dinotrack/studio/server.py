@@ -34,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from dinotrack.cli.common import error_line
+from dinotrack.errors import InputError
 from dinotrack.io.masks import mask_to_image, read_mask
 from dinotrack.pipeline.interactive import BusyError, InteractiveSession, StaleResultsError
 from dinotrack.studio.job import Job
@@ -163,12 +164,12 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
         body = await _json(request)
         object_id = body.get("object")
         if not isinstance(object_id, int) or isinstance(object_id, bool):
-            raise ValueError(f'"object" must be an object id (an integer), got {object_id!r}')
+            raise InputError(f'"object" must be an object id (an integer), got {object_id!r}')
         points = body.get("points") or []
         if not isinstance(points, list) or not all(
             isinstance(p, list) and len(p) == 3 for p in points
         ):
-            raise ValueError('"points" must be a list of [x, y, 1 or 0]')
+            raise InputError('"points" must be a list of [x, y, 1 or 0]')
         await run_in_threadpool(
             session.add_clicks,
             index,
@@ -211,7 +212,7 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
         body = await _json(request)
         formats = body.get("formats", ["png"])
         if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
-            raise ValueError('"formats" must be a list of format names')
+            raise InputError('"formats" must be a list of format names')
         written = await run_in_threadpool(session.export, formats)
         base = session.out.resolve()
         relative = [p.resolve().relative_to(base).as_posix() for p in written]
@@ -329,9 +330,9 @@ async def _json(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ValueError("the request body is not JSON") from None
+        raise InputError("the request body is not JSON") from None
     if not isinstance(body, dict):
-        raise ValueError("the request body must be a JSON object")
+        raise InputError("the request body must be a JSON object")
     return body
 
 
@@ -344,14 +345,14 @@ def _read_upload(data: bytes, name: str) -> np.ndarray:
         try:
             return read_mask(path).ids
         except ValueError as error:
-            raise ValueError(str(error).replace(str(path), name)) from None
+            raise InputError(str(error).replace(str(path), name)) from None
 
 
 def _set_prompt(session: InteractiveSession, index: int, ids: np.ndarray, name: str):
     try:
         return session.set_prompt(index, ids)
     except ValueError as error:
-        raise ValueError(f"{name}: {error}") from None
+        raise InputError(f"{name}: {error}") from None
 
 
 def _jpeg(frame: np.ndarray, thumb: bool) -> bytes:

@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from dinotrack.errors import InputError
+
 __all__ = ["check_clicks", "click_mask", "guided_filter"]
 
 GUIDE_SIDE = 240
@@ -68,30 +70,30 @@ def check_clicks(
         try:
             x, y = (float(v) for v in point)
         except (TypeError, ValueError):
-            raise ValueError(f"a click must be two numbers x, y (pixels), got {point!r}") from None
+            raise InputError(f"a click must be two numbers x, y (pixels), got {point!r}") from None
         if not (0 <= x < width and 0 <= y < height):
-            raise ValueError(
+            raise InputError(
                 f"click ({x:g}, {y:g}) is outside the frame ({width}x{height}: x from 0 to "
                 f"{width - 1}, y from 0 to {height - 1})"
             )
         checked.append((x, y))
     labels = list(labels)
     if len(labels) != len(checked):
-        raise ValueError(f"{len(checked)} clicks but {len(labels)} labels; give one label each")
+        raise InputError(f"{len(checked)} clicks but {len(labels)} labels; give one label each")
     if any(label not in (0, 1) or isinstance(label, float) for label in labels):
-        raise ValueError(f"click labels must be 1 (positive) or 0 (negative), got {labels}")
+        raise InputError(f"click labels must be 1 (positive) or 0 (negative), got {labels}")
     if box is not None:
         try:
             x0, y0, x1, y1 = (float(v) for v in box)
         except (TypeError, ValueError):
-            raise ValueError(f"a box must be four numbers x0, y0, x1, y1, got {box!r}") from None
+            raise InputError(f"a box must be four numbers x0, y0, x1, y1, got {box!r}") from None
         if not (x0 < x1 and y0 < y1):
-            raise ValueError("a box must have x0 < x1 and y0 < y1 (corners, in pixels)")
+            raise InputError("a box must have x0 < x1 and y0 < y1 (corners, in pixels)")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise ValueError(f"the box is not inside the frame ({width}x{height})")
+            raise InputError(f"the box is not inside the frame ({width}x{height})")
         box = (x0, y0, x1, y1)
     if not checked and box is None:
-        raise ValueError("give at least one click or a box")
+        raise InputError("give at least one click or a box")
     return checked, [int(label) for label in labels], box
 
 
@@ -143,7 +145,7 @@ def click_mask(
         elif current is not None:
             region = _cells_covered(current, (grid_h, grid_w))
         else:
-            raise ValueError(
+            raise InputError(
                 "nothing to grow the mask from: give a positive click or a box (negative "
                 "clicks only remove from an object that has a mask)"
             )
