@@ -66,7 +66,7 @@ function isStale(job) {
 /** One progress report (an event or a poll): update the bar; at the end, read the results. */
 async function onProgress(job) {
   const stale = isStale(job);
-  if (job.frame !== undefined && job.frame !== null) onFrame(job.frame);
+  if (job.frame !== undefined && job.frame !== null) onFrame(job.frame); // new even when late
   if (stale) return;
   showProgress(job);
   const ended = job.state !== "running" && lastState === "running";
@@ -189,11 +189,11 @@ export function setup(job) {
     }),
   );
   document.getElementById("export").addEventListener("click", exportResults);
-  // The masks were computed from other prompts: say so (export refuses them until then).
-  // The user moved or drew during a propagation: stop pulling the view along.
+  // The user moved or drew since the job started: stop pulling the view along.
   on("interacted", () => {
     userMoved = true;
   });
+  // The masks were computed from other prompts: say so (export refuses them until then).
   on("edited", () => {
     if (lastState === "running") editedDuringJob = true;
     else if (store.results.size) staleNote.hidden = false;

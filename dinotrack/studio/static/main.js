@@ -23,8 +23,9 @@ function setupToolPanel() {
   for (const button of buttons) button.addEventListener("click", () => choose(button.dataset.tool));
   const keys = { b: "brush", e: "eraser", p: "polygon", x: "box", c: "click" };
   window.addEventListener("keydown", (event) => {
-    if (event.target.closest("input:not([type=range]), textarea") || event.ctrlKey || event.metaKey) {
-      if ((event.ctrlKey || event.metaKey) && event.key === "z") {
+    if (event.target.closest("input:not([type=range]), textarea")) return; // typing a name
+    if (event.ctrlKey || event.metaKey) {
+      if (event.key === "z") {
         event.preventDefault();
         tools.undo();
       }
@@ -113,14 +114,12 @@ function describeModel() {
 }
 
 async function main() {
-  if (!token) {
-    document.body.classList.add("no-token");
-  }
   try {
     store.video = await getJson("api/video");
   } catch (error) {
     if (error instanceof ApiError && error.status === 403) {
-      showError(new Error("Access refused: open the page with the URL that `dinotrack studio` printed (it holds ?token=...)."));
+      const line = "open the page with the URL that `dinotrack studio` printed (with ?token=...)";
+      showError(new Error(token ? `Access refused: ${line}` : `No token: ${line}`));
     } else {
       showError(error);
     }
