@@ -149,3 +149,50 @@ def zeroed_payload(path: Path, count: int = 6) -> Path:
     data[start:] = bytes(len(data) - start)
     path.write_bytes(data)
     return path
+
+
+NUMBERED_CODECS = {
+    "h264": ("libx264", {"crf": "10", "bf": "0", "x264-params": "keyint=9:scenecut=0"}),
+    "h264-bframes": ("libx264", {"crf": "10", "bf": "3", "x264-params": "keyint=9:scenecut=0"}),
+    "mpeg4-bframes": ("mpeg4", {"bf": "2", "g": "9", "qmax": "3"}),
+    "vp9": ("libvpx-vp9", {"crf": "10", "b": "0", "g": "9"}),
+    "mjpeg": ("mjpeg", {}),
+}
+"""Codecs PyAV writes here, with keyframes every 9 frames: name -> (encoder, options)."""
+
+
+CONTAINERS = {"mp4", "mkv", "avi", "webm"}
+WEBM_CODECS = {"vp9"}
+"""webm holds only VP8/VP9/AV1 video."""
+
+
+def numbered_frame(number: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """A frame showing ``number`` (0..63) in binary: six stripes, white for a 1 bit."""
+    frame = np.zeros((*size, 3), np.uint8)
+    for bit in range(6):
+        if number >> bit & 1:
+            frame[:, bit * 10 + 2 : bit * 10 + 10] = 255
+    return frame
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The number :func:`numbered_frame` drew into ``frame`` (robust to lossy coding)."""
+    grey = frame.mean(axis=2)
+    return sum(1 << bit for bit in range(6) if grey[8:40, bit * 10 + 3 : bit * 10 + 9].mean() > 128)
+
+
+def numbered_video(path: Path, codec: str, count: int = 40) -> Path:
+    """A ``count``-frame video of :func:`numbered_frame` in ``codec`` (a key of
+    :data:`NUMBERED_CODECS`), in the container that ``path``'s suffix names."""
+    encoder, options = NUMBERED_CODECS[codec]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder, rate=24, options=dict(options))
+        stream.width, stream.height = SIZE[1], SIZE[0]
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for number in range(count):
+            image = av.VideoFrame.from_ndarray(numbered_frame(number), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
