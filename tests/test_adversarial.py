@@ -892,3 +892,90 @@ def test_segment_on_a_video_equals_segment_on_its_frames(
         n for n in results["video"] if not np.array_equal(results["video"][n], results["folder"][n])
     ]
     assert not differ, f"{len(differ)} of {len(results['video'])} masks differ: {differ}"
+
+
+# Silently wrong results: RGB prompts numbered per file, and the void colour (issue 20).
+
+
+def _rgb_prompt(path: Path, colours: list[tuple[int, int, int]]) -> Path:
+    """An RGB mask with one block per colour, left to right (their raster order)."""
+    rgb = np.zeros((*bad.SIZE, 3), np.uint8)
+    for k, colour in enumerate(colours):
+        rgb[10:30, 2 + 6 * k : 6 + 6 * k] = colour
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_colour_is_one_object_in_every_prompt_of_a_run(seed, tmp_path):
+    from dinotrack.io.masks import davis_palette
+    from dinotrack.pipeline.prompts import load_prompts
+
+    rng = np.random.default_rng(seed)
+    davis = [tuple(int(v) for v in c) for c in davis_palette()[1:]]  # 255's colour included
+    others = [tuple(int(v) for v in rng.integers(1, 256, 3)) for _ in range(6)]
+    pool = davis[:4] + [davis[-1]] + (others if seed % 2 else [])  # all DAVIS in even seeds
+    sources, shown = {}, {}
+    for frame in sorted(rng.choice(30, size=4, replace=False).tolist()):
+        picked = [pool[i] for i in rng.choice(len(pool), size=rng.integers(1, 6), replace=False)]
+        sources[frame] = _rgb_prompt(tmp_path / f"p{frame}.png", picked)
+        shown[frame] = picked
+    prompts, _ = load_prompts(sources, bad.SIZE)
+    ids: dict[tuple[int, int, int], int] = {}
+    seen_ids: set[int] = set()
+    for frame in sorted(sources):
+        for k, colour in enumerate(shown[frame]):
+            found = np.unique(prompts[frame][10:30, 2 + 6 * k : 6 + 6 * k])
+            assert len(found) == 1 and 0 < found[0] < 255, (frame, colour, found)
+            if colour in ids:
+                assert found[0] == ids[colour], f"{colour} changed id at frame {frame}"
+            else:  # a colour first seen later is a new object
+                assert found[0] not in seen_ids, f"{colour} took an earlier object's id"
+                ids[colour] = int(found[0])
+                seen_ids.add(int(found[0]))
+
+
+def test_the_issue_example_red_and_green_then_green_alone(tmp_path):
+    from dinotrack.pipeline.prompts import load_prompts
+
+    red, green = (255, 0, 0), (0, 255, 0)
+    sources = {0: _rgb_prompt(tmp_path / "a.png", [red, green])}
+    sources[4] = _rgb_prompt(tmp_path / "b.png", [(0, 0, 0), green])  # green in the same place
+    prompts, _ = load_prompts(sources, bad.SIZE)
+    assert prompts[0][20, 10] == prompts[4][20, 10] == 2 and prompts[0][20, 4] == 1
+
+
+@pytest.mark.parametrize(
+    "colours",
+    [
+        [(224, 224, 192)],  # the DAVIS palette's colour 255 alone
+        [(128, 0, 0), (224, 224, 192)],  # with DAVIS object colours
+        [(224, 224, 192), (128, 0, 0), (0, 128, 0)],  # first in raster order
+        [(10, 200, 30), (224, 224, 192)],  # with a colour outside the palette
+    ],
+)
+def test_the_void_colour_in_an_rgb_mask_is_not_object_255(colours, tmp_path):
+    from dinotrack.io.masks import read_mask
+
+    ids = read_mask(_rgb_prompt(tmp_path / "m.png", colours)).ids
+    found = [int(ids[20, 2 + 6 * k]) for k in range(len(colours))]
+    assert 255 not in found and 0 not in found and len(set(found)) == len(colours), found
+
+
+def test_gray_value_255_as_an_id_is_refused(tmp_path):
+    from dinotrack.io.masks import read_mask
+
+    Image.fromarray(np.array([[0, 3, 255]] * 20, dtype=np.uint16)).save(tmp_path / "g.png")
+    with pytest.raises(ValueError, match="255 = void"):
+        read_mask(tmp_path / "g.png")
+
+
+def test_a_void_coloured_object_survives_segment_and_export(clip, tmp_path, capsys):
+    frames, _ = clip
+    mask = _rgb_prompt(tmp_path / "m.png", [(224, 224, 192)] * 3)  # one 12-pixel-wide object
+    code, err = cli(["segment", frames, "--mask", mask, "--out", tmp_path / "o", *FAST], capsys)
+    assert code == 0, err
+    code, err = cli(["export", tmp_path / "o", "--to", "objects"], capsys)
+    assert code == 0, err
+    exported = list((tmp_path / "o" / "objects").rglob("*.png"))
+    assert exported and any(np.asarray(Image.open(p)).any() for p in exported), exported

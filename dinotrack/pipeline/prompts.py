@@ -18,7 +18,10 @@ def load_prompts(
 
     Args:
         sources: ``{frame index: mask file}`` (palette, grayscale or RGB PNG, read as
-            :func:`dinotrack.io.masks.read_mask` reads them).
+            :func:`dinotrack.io.masks.read_mask` reads them). The colours of RGB prompts are
+            numbered once for the whole run (:class:`dinotrack.io.masks.ColourIds`): a
+            colour is the same object in every prompt, and a colour first seen in a later
+            prompt is a new object.
         frame_size: ``(H, W)`` of the frames; a mask that is a rescale of it is resized with
             a warning.
 
@@ -31,12 +34,12 @@ def load_prompts(
             names the file).
         MissingFileError: A missing mask file.
     """
-    from dinotrack.io.masks import read_mask
+    from dinotrack.io.masks import ColourIds, read_mask
     from dinotrack.tracking.objects import check_prompt
 
-    prompts, palette = {}, None
+    prompts, palette, colours = {}, None, ColourIds()
     for index in sorted(sources):
-        loaded = read_mask(sources[index])
+        loaded = read_mask(sources[index], colours)
         if palette is None:
             palette = loaded.palette
         try:
