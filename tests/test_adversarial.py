@@ -979,3 +979,45 @@ def test_a_void_coloured_object_survives_segment_and_export(clip, tmp_path, caps
     assert code == 0, err
     exported = list((tmp_path / "o" / "objects").rglob("*.png"))
     assert exported and any(np.asarray(Image.open(p)).any() for p in exported), exported
+
+
+# Silently wrong results: --mask with --start-frame N and a backward direction (issue 20). The
+# mask is frame N's prompt; the run tracks down to frame 0, as --prompt N:MASK does.
+
+
+@pytest.mark.parametrize("direction", ["backward", "both"])
+@pytest.mark.parametrize("start", [0, 2, 5])
+def test_api_first_mask_at_start_tracks_down_to_frame_0(start, direction, tiny_tracker):
+    tracker = tiny_tracker()
+    frames = bad.frames(8)
+    mask = np.zeros(bad.SIZE, np.int64)
+    mask[10:30, 10:30] = 1
+    indices = [i for i, _ in tracker.track(frames, mask, start=start, direction=direction)]
+    wanted = {"backward": list(range(start, -1, -1))}
+    wanted["both"] = list(range(start, 8)) + list(range(start - 1, -1, -1))
+    assert indices == wanted[direction]
+    with_prompts = tracker.track(frames, prompts={start: mask}, direction=direction)
+    for (i, got), (j, want) in zip(
+        tracker.track(frames, mask, start=start, direction=direction), with_prompts, strict=True
+    ):
+        assert i == j and np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("direction", ["backward", "both"])
+def test_cli_mask_at_start_frame_tracks_down_to_frame_0(direction, tmp_path, capsys):
+    frames = bad.frames_dir(tmp_path / "frames", count=6)
+    mask = bad.mask(tmp_path / "mask.png")
+    written = {}
+    for name, objects in (
+        ("mask", ["--mask", mask, "--start-frame", "3"]),
+        ("prompt", ["--prompt", f"3:{mask}"]),
+    ):
+        out = tmp_path / name
+        args = ["segment", frames, *objects, "--direction", direction, "--out", out, *FAST]
+        code, err = cli(args, capsys)
+        assert code == 0, err
+        written[name] = {p.name: np.asarray(Image.open(p)) for p in out.glob("0*.png")}
+    expected = 4 if direction == "backward" else 6
+    assert sorted(written["mask"]) == [f"{i:05d}.png" for i in range(expected)]
+    assert sorted(written["mask"]) == sorted(written["prompt"])
+    assert all(np.array_equal(written["mask"][n], written["prompt"][n]) for n in written["mask"])

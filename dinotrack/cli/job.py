@@ -67,7 +67,9 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
                 args.save, video_name, scratch=results.staging / ".objects"
             )
             end = info.num_frames if stop is None else min(stop, info.num_frames)
-            total = frames_to_track(args.direction, sorted(prompts), start_frame, end)
+            # --mask is frame --start-frame's prompt: a backward pass goes on down to frame 0.
+            first = 0 if args.mask is not None and args.direction != "forward" else start_frame
+            total = frames_to_track(args.direction, sorted(prompts), first, end)
             with _progress_bar(progress, total) as advance:
                 done = segment_video(
                     tracker,
@@ -77,7 +79,7 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
                     prompts=None if args.auto else prompts,
                     auto_start=auto_start,
                     direction=args.direction,
-                    start=start_frame,
+                    start=first,
                     stop=stop,
                     overlay=args.overlay is not None,
                     on_frame=advance,

@@ -100,7 +100,8 @@ def register(subparsers) -> None:
         default=0,
         metavar="N",
         help="the mask is frame N's (counted from 0): track from there on, skipping the frames "
-        "before it (default 0)",
+        "before it (default 0); with --direction backward or both, also from there down to "
+        "frame 0",
     )
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)
