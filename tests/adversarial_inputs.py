@@ -75,18 +75,29 @@ def symlink_loop(path: Path) -> Path:
     return path
 
 
-def bomb_png(path: Path, side: int = 100_000) -> Path:
-    """A 100 KB-free PNG declaring ``side`` x ``side`` pixels (10 billion): a decompression
-    bomb."""
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grayscale
+def bomb_png(
+    path: Path, side: int = 100_000, height: int | None = None, colour_type: int = 0
+) -> Path:
+    """A 100 KB-free PNG declaring ``side`` x ``side`` pixels (10 billion; ``side`` x
+    ``height`` if given): a decompression bomb. ``colour_type``: 0 = 1-bit grayscale, 2 =
+    8-bit RGB, 3 = 8-bit palette."""
+    depth = 1 if colour_type == 0 else 8
+    header = struct.pack(
+        ">IIBBBBB", side, side if height is None else height, depth, colour_type, 0, 0, 0
+    )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     idat = zlib.compress(b"\0" * 1024)
+    palette = chunk(b"PLTE", bytes(range(6))) if colour_type == 3 else b""
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + palette
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
     )
     return path
 

@@ -1021,3 +1021,45 @@ def test_cli_mask_at_start_frame_tracks_down_to_frame_0(direction, tmp_path, cap
     assert sorted(written["mask"]) == [f"{i:05d}.png" for i in range(expected)]
     assert sorted(written["mask"]) == sorted(written["prompt"])
     assert all(np.array_equal(written["mask"][n], written["prompt"][n]) for n in written["mask"])
+
+
+# Resource exhaustion: a small file declaring a huge mask (issue 20). A mask far larger than
+# the frames is refused from its header, before it is decoded.
+
+HUGE_MASKS = [
+    (13856, 10392, 2),  # the issue's RGB PNG (431 KB on disk, 10.9 GB decoded)
+    (13856, 10392, 3),  # palette
+    (13856, 10392, 0),  # grayscale
+    (64 * 17, 48, 2),  # only wider than 16 frames
+    (64, 48 * 17, 3),  # only taller
+]
+
+
+@pytest.mark.parametrize("flag", ["--mask", "--prompt"])
+@pytest.mark.parametrize(("width", "height", "colour_type"), HUGE_MASKS)
+def test_a_mask_far_larger_than_the_frames_is_refused_before_decoding(
+    width, height, colour_type, flag, clip, tmp_path, capsys, monkeypatch
+):
+    from PIL import ImageFile
+
+    load = ImageFile.ImageFile.load
+
+    def never_decode_the_huge_mask(self, *args, **kwargs):
+        assert self.size[0] * self.size[1] < 50_000, "the huge mask was decoded"
+        return load(self, *args, **kwargs)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", never_decode_the_huge_mask)
+    frames, _ = clip
+    huge = bad.bomb_png(tmp_path / "huge.png", width, height, colour_type)
+    objects = ["--mask", huge] if flag == "--mask" else ["--prompt", f"1:{huge}"]
+    code, err = cli(["segment", frames, *objects, "--out", tmp_path / "o", *FAST], capsys)
+    one_line_error(code, err, f"is {width}x{height} but the frames are 64x48")
+
+
+def test_a_mask_at_a_rescale_of_the_frames_is_still_read(clip, tmp_path):
+    from dinotrack.pipeline.prompts import load_prompts
+
+    big = bad.mask(tmp_path / "big.png", size=(48 * 16, 64 * 16))
+    with pytest.warns(UserWarning):
+        prompts, _ = load_prompts({0: big}, bad.SIZE)
+    assert prompts[0].shape == bad.SIZE and prompts[0].any()

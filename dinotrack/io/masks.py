@@ -23,7 +23,7 @@ from PIL import Image
 
 from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output
-from dinotrack.io.images import check_input_path, open_image
+from dinotrack.io.images import check_input_path, image_size, open_image
 
 MAX_OBJECT_ID = 255
 """Largest object id a palette PNG can hold."""
@@ -35,6 +35,11 @@ mask it is background, as DAVIS's own tools treat it, not an object."""
 MAX_TRACKED_ID = VOID_ID - 1
 """Largest id an object read from a mask may have: an object 255 would be written as the void
 label, and read back as background (by ``export``, by DAVIS's tools)."""
+
+MAX_MASK_SCALE = 16
+"""A mask read for frames of a known size may be at most this many times their width and
+height (a rescale of the frames, e.g. a 4K mask for 480p frames); a larger one is refused from
+its header, before it is decoded."""
 
 MAX_GRAY_IDS = 64
 """Most distinct non-zero values a grayscale mask may hold: more looks like a photo or a
@@ -78,7 +83,11 @@ class LoadedMask:
     format: str
 
 
-def read_mask(path: str | os.PathLike[str], colours: ColourIds | None = None) -> LoadedMask:
+def read_mask(
+    path: str | os.PathLike[str],
+    colours: ColourIds | None = None,
+    frame_size: tuple[int, int] | None = None,
+) -> LoadedMask:
     """Reads an object-id mask from an image file (PNG, or another lossless format PIL reads).
 
     How pixel values become ids depends on the image mode:
@@ -107,6 +116,10 @@ def read_mask(path: str | os.PathLike[str], colours: ColourIds | None = None) ->
         path: Image file.
         colours: The ids of the colours seen in a run's earlier RGB masks, which this call
             extends; None: this mask alone.
+        frame_size: ``(H, W)`` of the frames the mask is for: a mask more than
+            :data:`MAX_MASK_SCALE` (16) times their width or height is refused from its
+            header, before it is decoded (a small file may declare a huge image); None: no
+            such check.
 
     Returns:
         The ids, the file's palette (palette images only) and the interpretation used.
@@ -122,6 +135,8 @@ def read_mask(path: str | os.PathLike[str], colours: ColourIds | None = None) ->
             looks anti-aliased or like a photo (see above).
     """
     path = check_input_path(path, "mask file")
+    if frame_size is not None:
+        _check_not_far_larger(path, frame_size)
     with open_image(path, "mask") as image:
         lossy = _lossy_format(image, path)
         if lossy is not None:
@@ -130,6 +145,17 @@ def read_mask(path: str | os.PathLike[str], colours: ColourIds | None = None) ->
                 "that would become spurious objects. Save the mask as a PNG"
             )
         return _image_to_mask(image, path, ColourIds() if colours is None else colours)
+
+
+def _check_not_far_larger(path: Path, frame_size: tuple[int, int]) -> None:
+    width, height = image_size(path, "mask")
+    frame_height, frame_width = frame_size
+    if width > MAX_MASK_SCALE * frame_width or height > MAX_MASK_SCALE * frame_height:
+        raise InputError(
+            f"mask {path} is {width}x{height} but the frames are {frame_width}x{frame_height}; "
+            f"a mask more than {MAX_MASK_SCALE} times the frames' size is refused before it is "
+            "decoded. Give a mask of the frames' size"
+        )
 
 
 def _lossy_format(image: Image.Image, path: Path) -> str | None:

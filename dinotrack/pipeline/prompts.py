@@ -39,7 +39,7 @@ def load_prompts(
 
     prompts, palette, colours = {}, None, ColourIds()
     for index in sorted(sources):
-        loaded = read_mask(sources[index], colours)
+        loaded = read_mask(sources[index], colours, frame_size)
         if palette is None:
             palette = loaded.palette
         try:
