@@ -1063,3 +1063,155 @@ def test_a_mask_at_a_rescale_of_the_frames_is_still_read(clip, tmp_path):
     with pytest.warns(UserWarning):
         prompts, _ = load_prompts({0: big}, bad.SIZE)
     assert prompts[0].shape == bad.SIZE and prompts[0].any()
+
+
+# Messages about prompts (issue 20): "prompt" only for prompts; a frame that is not an ASCII
+# number is one clear line; negative frames count from the end; prompt files inside --out are
+# refused as --mask is.
+
+
+def _bad_masks(tmp_path: Path) -> dict[str, Path]:
+    small = tmp_path / "small.png"
+    write_mask(small, np.ones((100, 100), np.uint8))  # another aspect ratio
+    empty = tmp_path / "empty.png"
+    write_mask(empty, np.zeros(bad.SIZE, np.uint8))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    huge = bad.bomb_png(tmp_path / "huge.png", 13856, 10392, 2)
+    return {"small": small, "empty": empty, "broken": broken, "huge": huge}
+
+
+@pytest.mark.parametrize("which", ["small", "empty", "broken", "huge"])
+def test_a_mask_error_does_not_speak_of_prompts(which, clip, tmp_path, capsys):
+    frames, _ = clip
+    mask = _bad_masks(tmp_path)[which]
+    code, err = cli(["segment", frames, "--mask", mask, "--out", tmp_path / "o", *FAST], capsys)
+    one_line_error(code, err, str(mask))
+    assert "prompt" not in err.lower(), err
+
+
+@pytest.mark.parametrize(
+    "value", ["²:m.png", "١:m.png", "1.5:m.png", ":m.png", "x:m.png", "1:", "--1:m.png", "+1:m.png"]
+)
+def test_a_prompt_frame_that_is_no_number_is_one_line(value, clip, tmp_path, capsys):
+    frames, mask = clip
+    value = value.replace("m.png", str(mask))
+    code, err = cli(
+        ["segment", frames, f"--prompt={value}", "--out", tmp_path / "o", *FAST], capsys
+    )
+    one_line_error(code, err, "--prompt expects FRAME:MASK")
+
+
+@pytest.mark.parametrize(
+    ("flags", "written"),
+    [
+        (["--prompt", "-1:{m}"], [2]),  # the clip has 3 frames
+        (["--prompt=-1:{m}"], [2]),
+        (["--prompt", "-3:{m}"], [0, 1, 2]),
+        (["--prompt", "-2:{m}", "--direction", "backward"], [0, 1]),
+    ],
+)
+def test_negative_prompt_frames_count_from_the_end(flags, written, clip, tmp_path, capsys):
+    frames, mask = clip
+    flags = [flag.format(m=mask) for flag in flags]
+    code, err = cli(["segment", frames, *flags, "--out", tmp_path / "o", *FAST], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o").glob("0*.png")) == [
+        f"{i:05d}.png" for i in written
+    ]
+
+
+def test_a_prompt_frame_before_the_first_is_one_line(clip, tmp_path, capsys):
+    frames, mask = clip
+    code, err = cli(["segment", frames, "--prompt", f"-4:{mask}", "--out", tmp_path / "o"], capsys)
+    one_line_error(code, err, "counts from the end", "3 frames")
+
+
+@pytest.mark.parametrize("where", ["--prompt", "--prompt-later", "--prompts", "--prompts-is-out"])
+def test_prompt_files_inside_out_are_refused(where, clip, tmp_path, capsys):
+    frames, mask = clip
+    out = tmp_path / "o"
+    code, err = cli(["segment", frames, "--mask", mask, "--out", out, *FAST], capsys)
+    assert code == 0, err
+    inside = out / "prompts" if where == "--prompts" else out
+    inside.mkdir(exist_ok=True)
+    (inside / "00001.png").write_bytes(mask.read_bytes())
+    before = bad.snapshot(out)
+    objects = {
+        "--prompt": ["--prompt", f"1:{inside / '00001.png'}"],
+        "--prompt-later": ["--prompt", f"0:{mask}", "--prompt", f"1:{inside / '00001.png'}"],
+        "--prompts": ["--prompts", inside],
+        "--prompts-is-out": ["--prompts", inside],
+    }[where]
+    code, err = cli(["segment", frames, *objects, "--out", out, *FAST], capsys)
+    one_line_error(code, err, "is inside --out")
+    assert bad.snapshot(out) == before
+
+
+# Inputs that need no model are checked before it is loaded (issue 20).
+
+NO_MODEL_NEEDED = {
+    "box-three-numbers": ["--auto", "--box", "1,2,3"],
+    "box-backwards": ["--auto", "--box", "30,30,10,10"],
+    "box-outside": ["--auto", "--box", "0,0,999,999"],
+    "box-without-auto": ["--mask", "{mask}", "--box", "0,0,10,10"],
+    "objects-0": ["--auto", "--objects", "0"],
+    "mass-2": ["--auto", "--mass", "2"],
+    "mask-missing": ["--mask", "{tmp}/missing.png"],
+    "mask-wrong-size": ["--mask", "{tmp}/small.png"],
+    "mask-empty": ["--mask", "{tmp}/empty.png"],
+    "prompt-past-the-end": ["--prompt", "7:{mask}"],
+    "prompt-malformed": ["--prompt", "x:{mask}"],
+    "prompts-missing": ["--prompts", "{tmp}/nowhere"],
+    "start-frame-past-the-end": ["--mask", "{mask}", "--start-frame", "9"],
+    "weights-missing": ["--mask", "{mask}", "--weights", "{tmp}/missing.pth"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_MODEL_NEEDED))
+def test_inputs_that_need_no_model_are_checked_before_loading_it(
+    case, clip, tmp_path, capsys, monkeypatch
+):
+    import dinotrack.cli.common
+    import dinotrack.cli.job
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(dinotrack.cli.common, "build_tracker", no_model)
+    monkeypatch.setattr(dinotrack.cli.job, "build_tracker", no_model)
+    frames, mask = clip
+    _bad_masks(tmp_path)
+    flags = [flag.format(mask=mask, tmp=tmp_path) for flag in NO_MODEL_NEEDED[case]]
+    code, err = cli(["segment", frames, *flags, "--out", tmp_path / "o", *FAST], capsys)
+    one_line_error(code, err)
+
+
+ATTENTION_NO_MODEL_NEEDED = {
+    "mass-2": ["{frame}", "--mass", "2", "--out", "{tmp}/a"],
+    "alpha-2": ["{frame}", "--alpha", "2", "--out", "{tmp}/a"],
+    "input-missing": ["{tmp}/missing.png", "--out", "{tmp}/a"],
+    "weights-missing": ["{frame}", "--weights", "{tmp}/missing.pth", "--out", "{tmp}/a"],
+    "head-on-an-image": ["{frame}", "--head", "0", "--out", "{tmp}/a"],
+    "video-to-a-folder": ["{video}", "--out", "{tmp}/a"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ATTENTION_NO_MODEL_NEEDED))
+def test_attention_inputs_are_checked_before_loading_the_model(
+    case, clip, tmp_path, capsys, monkeypatch
+):
+    import dinotrack.cli.attention
+    import dinotrack.cli.common
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(dinotrack.cli.common, "build_tracker", no_model)
+    monkeypatch.setattr(dinotrack.cli.attention, "build_tracker", no_model)
+    frames, _ = clip
+    video = bad.video(tmp_path / "v.mp4")
+    values = {"frame": frames / "00000.png", "video": video, "tmp": tmp_path}
+    flags = [flag.format(**values) for flag in ATTENTION_NO_MODEL_NEEDED[case]]
+    code, err = cli(["attention", *flags, "--model", "test_vit_tiny", "--device", "cpu"], capsys)
+    one_line_error(code, err)

@@ -45,8 +45,9 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="FRAME:MASK",
-        help="the mask of frame FRAME (counted from 0), repeatable: new ids are objects from "
-        "that frame on, known ids are corrected there, others go on being tracked",
+        help="the mask of frame FRAME (counted from 0; negative from the end: -1 is the last "
+        "frame), repeatable: new ids are objects from that frame on, known ids are corrected "
+        "there, others go on being tracked; an RGB colour is one object in every prompt",
     )
     start.add_argument(
         "--prompts",
