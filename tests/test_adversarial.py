@@ -1168,18 +1168,23 @@ NO_MODEL_NEEDED = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(NO_MODEL_NEEDED))
-def test_inputs_that_need_no_model_are_checked_before_loading_it(
-    case, clip, tmp_path, capsys, monkeypatch
-):
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails a command that loads its model (a test of inputs checked before that)."""
+    import dinotrack.cli.attention
     import dinotrack.cli.common
     import dinotrack.cli.job
 
-    def no_model(*args, **kwargs):
+    def load(*args, **kwargs):
         raise AssertionError("the model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(dinotrack.cli.common, "build_tracker", no_model)
-    monkeypatch.setattr(dinotrack.cli.job, "build_tracker", no_model)
+    for module in (dinotrack.cli.common, dinotrack.cli.job, dinotrack.cli.attention):
+        monkeypatch.setattr(module, "build_tracker", load)
+
+
+@pytest.mark.usefixtures("no_model")
+@pytest.mark.parametrize("case", sorted(NO_MODEL_NEEDED))
+def test_inputs_that_need_no_model_are_checked_before_loading_it(case, clip, tmp_path, capsys):
     frames, mask = clip
     _bad_masks(tmp_path)
     flags = [flag.format(mask=mask, tmp=tmp_path) for flag in NO_MODEL_NEEDED[case]]
@@ -1197,18 +1202,9 @@ ATTENTION_NO_MODEL_NEEDED = {
 }
 
 
+@pytest.mark.usefixtures("no_model")
 @pytest.mark.parametrize("case", sorted(ATTENTION_NO_MODEL_NEEDED))
-def test_attention_inputs_are_checked_before_loading_the_model(
-    case, clip, tmp_path, capsys, monkeypatch
-):
-    import dinotrack.cli.attention
-    import dinotrack.cli.common
-
-    def no_model(*args, **kwargs):
-        raise AssertionError("the model was loaded before the inputs were checked")
-
-    monkeypatch.setattr(dinotrack.cli.common, "build_tracker", no_model)
-    monkeypatch.setattr(dinotrack.cli.attention, "build_tracker", no_model)
+def test_attention_inputs_are_checked_before_loading_the_model(case, clip, tmp_path, capsys):
     frames, _ = clip
     video = bad.video(tmp_path / "v.mp4")
     values = {"frame": frames / "00000.png", "video": video, "tmp": tmp_path}
