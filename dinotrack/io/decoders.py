@@ -296,7 +296,7 @@ def frame_pts(path: str | os.PathLike) -> tuple[int, ...] | None:
     return _frame_pts(str(path), status.st_size, status.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=256)
 def _frame_pts(path: str, size: int, mtime_ns: int) -> tuple[int, ...] | None:
     av = import_av()
     with av.open(path) as container:
