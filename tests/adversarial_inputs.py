@@ -75,18 +75,29 @@ def symlink_loop(path: Path) -> Path:
     return path
 
 
-def bomb_png(path: Path, side: int = 100_000) -> Path:
-    """A 100 KB-free PNG declaring ``side`` x ``side`` pixels (10 billion): a decompression
-    bomb."""
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit grayscale
+def bomb_png(
+    path: Path, side: int = 100_000, height: int | None = None, colour_type: int = 0
+) -> Path:
+    """A 100 KB-free PNG declaring ``side`` x ``side`` pixels (10 billion; ``side`` x
+    ``height`` if given): a decompression bomb. ``colour_type``: 0 = 1-bit grayscale, 2 =
+    8-bit RGB, 3 = 8-bit palette."""
+    depth = 1 if colour_type == 0 else 8
+    header = struct.pack(
+        ">IIBBBBB", side, side if height is None else height, depth, colour_type, 0, 0, 0
+    )
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         body = kind + data
         return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
 
     idat = zlib.compress(b"\0" * 1024)
+    palette = chunk(b"PLTE", bytes(range(6))) if colour_type == 3 else b""
     path.write_bytes(
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + palette
+        + chunk(b"IDAT", idat)
+        + chunk(b"IEND", b"")
     )
     return path
 
@@ -148,4 +159,51 @@ def zeroed_payload(path: Path, count: int = 6) -> Path:
     start = data.find(b"mdat") + 4
     data[start:] = bytes(len(data) - start)
     path.write_bytes(data)
+    return path
+
+
+NUMBERED_CODECS = {
+    "h264": ("libx264", {"crf": "10", "bf": "0", "x264-params": "keyint=9:scenecut=0"}),
+    "h264-bframes": ("libx264", {"crf": "10", "bf": "3", "x264-params": "keyint=9:scenecut=0"}),
+    "mpeg4-bframes": ("mpeg4", {"bf": "2", "g": "9", "qmax": "3"}),
+    "vp9": ("libvpx-vp9", {"crf": "10", "b": "0", "g": "9"}),
+    "mjpeg": ("mjpeg", {}),
+}
+"""Codecs PyAV writes here, with keyframes every 9 frames: name -> (encoder, options)."""
+
+
+CONTAINERS = {"mp4", "mkv", "avi", "webm"}
+WEBM_CODECS = {"vp9"}
+"""webm holds only VP8/VP9/AV1 video."""
+
+
+def numbered_frame(number: int, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """A frame showing ``number`` (0..63) in binary: six stripes, white for a 1 bit."""
+    frame = np.zeros((*size, 3), np.uint8)
+    for bit in range(6):
+        if number >> bit & 1:
+            frame[:, bit * 10 + 2 : bit * 10 + 10] = 255
+    return frame
+
+
+def frame_number(frame: np.ndarray) -> int:
+    """The number :func:`numbered_frame` drew into ``frame`` (robust to lossy coding)."""
+    grey = frame.mean(axis=2)
+    return sum(1 << bit for bit in range(6) if grey[8:40, bit * 10 + 3 : bit * 10 + 9].mean() > 128)
+
+
+def numbered_video(path: Path, codec: str, count: int = 40) -> Path:
+    """A ``count``-frame video of :func:`numbered_frame` in ``codec`` (a key of
+    :data:`NUMBERED_CODECS`), in the container that ``path``'s suffix names."""
+    encoder, options = NUMBERED_CODECS[codec]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(encoder, rate=24, options=dict(options))
+        stream.width, stream.height = SIZE[1], SIZE[0]
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        for number in range(count):
+            image = av.VideoFrame.from_ndarray(numbered_frame(number), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
     return path

@@ -461,6 +461,9 @@ def test_auto_reads_on_with_pyav_after_a_decord_failure(synthetic_mp4, monkeypat
         for a, b in zip(got, expected, strict=True):
             np.testing.assert_array_equal(a, b)
 
+    if start > 0:  # decord's seeks are not trusted: a later start is read with PyAV
+        assert len(list(iter_frames(synthetic_mp4, "decord", start=start))) == 40 - start
+        return
     received = []
     message = f"cannot decode frame 12 of {synthetic_mp4}: Error while feeding the filter graph"
     with pytest.raises(ValueError) as caught:

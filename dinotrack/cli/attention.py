@@ -25,6 +25,7 @@ from dinotrack.cli.common import (
     add_tracker_arguments,
     build_tracker,
     check_not_input,
+    check_tracker_flags,
     positive_int,
 )
 from dinotrack.config import DEFAULT_MASS, UPSAMPLE_MODES
@@ -77,6 +78,7 @@ def run_attention(args: argparse.Namespace) -> int:
     from dinotrack.io.video import IMAGE_SUFFIXES
 
     source = check_input_path(args.input, "input", directory_ok=True)
+    check_tracker_flags(args)
     if not 0.0 < args.mass <= 1.0:
         raise InputError(f"--mass must be in (0, 1], got {args.mass}")
     if not 0.0 <= args.alpha <= 1.0:

@@ -285,12 +285,28 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_NEGATIVE_PROMPT = re.compile(r"-[0-9]+:")
+"""A ``--prompt`` value whose frame counts from the end."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with dinotrack's rule for bad input: one error line and exit status 2 (the
     usage block is for ``--help``); sub-command parsers made from it are of this class too."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """As argparse's, with ``--prompt -1:m.png`` read as ``--prompt=-1:m.png`` (argparse
+        takes a value that starts with "-" for a flag)."""
+        given = sys.argv[1:] if args is None else list(args)
+        joined: list[str] = []
+        for arg in given:
+            if joined and joined[-1] == "--prompt" and _NEGATIVE_PROMPT.match(arg):
+                joined[-1] = f"--prompt={arg}"
+            else:
+                joined.append(arg)
+        return super().parse_known_args(joined, namespace)
 
 
 def positive_int(text: str) -> int:
@@ -327,13 +343,24 @@ def tracker_config_from_args(
     )
 
 
+def check_tracker_flags(args: argparse.Namespace) -> None:
+    """Refuse bad flags of :func:`add_tracker_arguments` and a missing or unreadable
+    ``--weights`` file: what needs no model, checked before one is loaded (a command calls
+    this with its other checks, before reading its inputs)."""
+    from dinotrack.io.images import check_input_path
+
+    tracker_config_from_args(args)
+    if args.weights is not None:
+        check_input_path(args.weights, "--weights file")
+
+
 def build_tracker(args: argparse.Namespace):
     """A :class:`dinotrack.Tracker` from the flags of :func:`add_tracker_arguments`; the
     propagation preset is ``--preset`` or, by default, the backbone's."""
     from dinotrack.models.build import load_backbone
     from dinotrack.tracking.tracker import Tracker
 
-    tracker_config_from_args(args)  # bad flags are refused before any weights are loaded
+    check_tracker_flags(args)  # bad flags are refused before any weights are loaded
     net, spec = load_backbone(args.model, args.weights)
     config = tracker_config_from_args(args, spec.preset)
     return Tracker(net, spec, config, device=args.device)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import time
 from pathlib import Path
 
-from dinotrack.cli.common import build_tracker
+from dinotrack.cli.common import build_tracker, check_tracker_flags
 from dinotrack.config import DEFAULT_MASS
 from dinotrack.errors import InputError
 from dinotrack.results.writer import START_MASK_NAME, ResultWriter
@@ -41,6 +42,8 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
     from dinotrack.results.formats import format_writers
 
     _check_flags(args)
+    if tracker is None:
+        check_tracker_flags(args)
     start_frame = args.start_frame
     stop = None if args.max_frames is None else start_frame + args.max_frames
     reader = FrameReader(args.input, start=start_frame, stop=stop)  # checks the input exists first
@@ -52,6 +55,8 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
                 f"{info.num_frames} frames (0 to {info.num_frames - 1})"
             )
         inputs = [("input", args.input), ("--mask", args.mask), ("--weights", args.weights)]
+        inputs += [("--prompt", text.partition(":")[2] or None) for text in args.prompt]
+        inputs.append(("--prompts", args.prompts))
         # Checked before any work; --save without png writes no palette PNGs.
         results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
         try:
@@ -72,7 +77,9 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
                 args.save, video_name, scratch=results.staging / ".objects"
             )
             end = info.num_frames if stop is None else min(stop, info.num_frames)
-            total = frames_to_track(args.direction, sorted(prompts), start_frame, end)
+            # --mask is frame --start-frame's prompt: a backward pass goes on down to frame 0.
+            first = 0 if args.mask is not None and args.direction != "forward" else start_frame
+            total = frames_to_track(args.direction, sorted(prompts), first, end)
             with _progress_bar(progress, total) as advance:
                 done = segment_video(
                     tracker,
@@ -82,7 +89,7 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
                     prompts=None if args.auto else prompts,
                     auto_start=auto_start,
                     direction=args.direction,
-                    start=start_frame,
+                    start=first,
                     stop=stop,
                     overlay=args.overlay is not None,
                     on_frame=advance,
@@ -181,7 +188,9 @@ def _start_masks(args: argparse.Namespace, info, results: ResultWriter):
 
         auto_start = None
         # Checked (and resized if need be) before any weights are loaded or frames decoded.
-        prompts, palette = load_prompts(prompt_sources(args, info), (info.height, info.width))
+        mask_frame = args.start_frame if args.mask is not None else None
+        sources = prompt_sources(args, info)
+        prompts, palette = load_prompts(sources, (info.height, info.width), mask_frame)
         if palette is not None:
             results.palette = palette
     if args.overlay:
@@ -220,14 +229,35 @@ def prompt_sources(args: argparse.Namespace, info) -> dict[int, str]:
     if args.mask is not None:
         add(args.start_frame, args.mask, "--mask")
     for text in args.prompt:
-        frame, sep, path = text.partition(":")
-        if not sep or not frame.strip().isdigit() or not path:
-            raise InputError(f"--prompt expects FRAME:MASK (e.g. 120:car.png), got {text!r}")
-        add(int(frame), path, "--prompt")
+        add(*_prompt_frame(text, info.num_frames, args.input), "--prompt")
     if args.prompts is not None:
         for index, path in prompt_files(args.prompts, info.frame_names):
             add(index, str(path), "--prompts")
     return sources
+
+
+_FRAME_NUMBER = re.compile(r"-?[0-9]+")
+"""A prompt's frame: ASCII digits (``int`` would also take "²" or "١"), negative from the end."""
+
+
+def _prompt_frame(text: str, num_frames: int, video) -> tuple[int, str]:
+    """``(frame index, mask file)`` of a ``--prompt FRAME:MASK``; a negative frame counts
+    from the end of the video (-1 is its last frame)."""
+    frame, sep, path = text.partition(":")
+    if not sep or not _FRAME_NUMBER.fullmatch(frame.strip()) or not path:
+        raise InputError(
+            f"--prompt expects FRAME:MASK, FRAME a frame number (e.g. 120:car.png, or "
+            f"-1:car.png for the last frame), got {text!r}"
+        )
+    index = int(frame)
+    if index < 0:
+        if index < -num_frames:
+            raise InputError(
+                f"--prompt {text}: frame {index} counts from the end, but {video} has only "
+                f"{num_frames} frames (-1 to -{num_frames})"
+            )
+        index += num_frames
+    return index, path
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:

@@ -45,8 +45,9 @@ def register(subparsers) -> None:
         action="append",
         default=[],
         metavar="FRAME:MASK",
-        help="the mask of frame FRAME (counted from 0), repeatable: new ids are objects from "
-        "that frame on, known ids are corrected there, others go on being tracked",
+        help="the mask of frame FRAME (counted from 0; negative from the end: -1 is the last "
+        "frame), repeatable: new ids are objects from that frame on, known ids are corrected "
+        "there, others go on being tracked; an RGB colour is one object in every prompt",
     )
     start.add_argument(
         "--prompts",
@@ -95,7 +96,8 @@ def register(subparsers) -> None:
         default=0,
         metavar="N",
         help="the mask is frame N's (counted from 0): track from there on, skipping the frames "
-        "before it (default 0)",
+        "before it (default 0); with --direction backward or both, also from there down to "
+        "frame 0",
     )
     add_tracker_arguments(p)
     p.set_defaults(func=run_segment)

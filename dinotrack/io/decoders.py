@@ -9,6 +9,7 @@ frame it cannot decode, and random access to chosen frames. Their failures come 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -165,19 +166,27 @@ def iter_decord(
 ) -> Iterator[np.ndarray]:
     """Frames `start` to `stop - 1` from decord; with `fallback`, PyAV decodes the file again
     from the start and yields on from the frame decord failed at, so the frames stay in order
-    with none repeated or skipped."""
+    with none repeated or skipped.
+
+    decord's seeks are not trusted: they return other frames than asked for in some files
+    (MPEG-4 part 2 with B-frames, H.264 in AVI). decord reads only from frame 0 on; a later
+    `start` is read with PyAV's checked seek (:func:`iter_pyav_exact`), or, without PyAV, by
+    decoding from frame 0 with decord and dropping the frames before `start`.
+    """
     decord = import_decord()
-    index = start
+    if start > 0 and import_av_if_installed() is not None:
+        yield from iter_pyav_exact(info, start, stop)
+        return
+    index = 0
     try:
-        if start < stop and start > 0:
-            reader.seek_accurate(start)
         while index < stop:
             try:
                 frame = reader.next().asnumpy()
             except StopIteration:
                 warn_cut_off(info, index)
                 return
-            yield checked_size(frame, info, index)
+            if index >= start:
+                yield checked_size(frame, info, index)
             index += 1
         return
     except (decord.DECORDError, RuntimeError) as error:
@@ -190,7 +199,7 @@ def iter_decord(
         container = open_container(av, info.path)
     except ValueError:
         raise error from failure
-    yield from iter_pyav(container, info, index, stop)
+    yield from iter_pyav(container, info, max(index, start), stop)
 
 
 def checked_size(frame: np.ndarray, info: VideoInfo, index: int) -> np.ndarray:
@@ -275,6 +284,90 @@ def iter_pyav(container: Any, info: VideoInfo, start: int, stop: int) -> Iterato
         container.close()
 
 
+def frame_pts(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The presentation timestamp of each frame of a video file, frame 0 first: the pts of its
+    video packets, sorted, found by demuxing (without decoding). None when a packet has no pts
+    or two packets share one: seeks into such a file cannot be checked.
+
+    Cached for the file's (path, size, mtime), so that the chunks of a backward read demux it
+    once.
+    """
+    status = os.stat(path)
+    return _frame_pts(str(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _frame_pts(path: str, size: int, mtime_ns: int) -> tuple[int, ...] | None:
+    av = import_av()
+    with av.open(path) as container:
+        stream = video_stream(container)
+        stamps = [packet.pts for packet in container.demux(stream) if packet.size]
+    if any(stamp is None for stamp in stamps) or len(set(stamps)) != len(stamps):
+        return None
+    return tuple(sorted(stamps))
+
+
+def iter_pyav_exact(
+    info: VideoInfo, start: int, stop: int, container: Any = None
+) -> Iterator[np.ndarray]:
+    """Frames `start` to `stop - 1` of a video file read with PyAV, exactly the frames that
+    decoding from frame 0 gives at these numbers.
+
+    A `start` after frame 0 seeks to the keyframe before it, and every decoded frame's number
+    is checked, from its pts (:func:`frame_pts`): they must follow one another (n, n + 1, ...)
+    and reach `start`. At the first frame that breaks this (a seek that lands after the
+    target, timestamps in decoding order as AVI stores them, a frame without pts), the file
+    is decoded again from frame 0 (:func:`iter_pyav`, which counts frames) and the frames go
+    on from the one that failed: none is repeated, skipped or wrong.
+
+    Args:
+        container: The file already opened with PyAV, or None.
+    """
+    index = start
+    if 0 < start < stop:
+        if container is not None:
+            container.close()
+            container = None
+        for frame in _iter_checked_seek(info, start, stop):
+            yield frame
+            index += 1
+    if container is None:
+        container = open_container(import_av(), info.path)
+    yield from iter_pyav(container, info, index, stop)
+
+
+def _iter_checked_seek(info: VideoInfo, start: int, stop: int) -> Iterator[np.ndarray]:
+    """The frames from `start` on that a seek gives and the pts check confirms (see
+    :func:`iter_pyav_exact`); it stops at the first frame that cannot be confirmed."""
+    av = import_av()
+    stamps = frame_pts(info.path)
+    if stamps is None or len(stamps) < stop:
+        return
+    numbers = {stamp: number for number, stamp in enumerate(stamps)}
+    with open_container(av, info.path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        previous = None
+        try:
+            container.seek(stamps[start], stream=stream, backward=True)
+            for frame in container.decode(stream):
+                number = numbers.get(frame.pts)
+                expected = start if previous is None else previous + 1
+                if (
+                    number is None
+                    or number > expected
+                    or (previous is not None and number != expected)
+                ):
+                    return
+                previous = number
+                if number >= start:
+                    yield checked_size(frame.to_ndarray(format="rgb24"), info, number)
+                    if number + 1 >= stop:
+                        return
+        except av.error.FFmpegError:
+            return
+
+
 def close_handle(handle: Any) -> None:
     av = sys.modules.get("av")  # a PyAV handle exists only if PyAV was imported
     if av is not None and isinstance(handle, av.container.InputContainer):
@@ -309,50 +402,47 @@ def decord_reader(path: str | os.PathLike) -> Any:
 
 
 def read_decord(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
+    """The frames at `wanted` (sorted, >= 0) decoded with decord from frame 0 on: its seeks are
+    not trusted (see :func:`iter_decord`). An index past the end gets the last frame."""
     reader = decord_reader(path)
-    last = len(reader) - 1
-    batch = reader.get_batch([min(i, last) for i in wanted]).asnumpy()
-    return {index: batch[k] for k, index in enumerate(wanted)}
+    last = min(len(reader) - 1, wanted[-1])
+    keep = set(wanted)
+    out: dict[int, np.ndarray] = {}
+    for index in range(last + 1):
+        frame = reader.next().asnumpy()
+        if index in keep or index == last:
+            out[index] = frame
+    out.update((index, out[last]) for index in wanted if index > last)
+    return out
 
 
 def read_pyav(path: str | os.PathLike, wanted: list[int]) -> dict[int, np.ndarray]:
-    av = import_av()
+    """The frames at `wanted` (sorted, >= 0) with PyAV: decoding forward to a near frame, and
+    a checked seek (:func:`iter_pyav_exact`) to a far one. An index past the last decodable
+    frame gets the last frame."""
+    try:
+        info, container = open_pyav(Path(path))
+    except InputError as error:  # the reason alone: the caller's message names the file
+        raise InputError(str(error).removeprefix(f"cannot read video {path}: ")) from error
+    container.close()
     out: dict[int, np.ndarray] = {}
-    pending = list(wanted)
-    with av.open(str(path)) as container:
-        stream = video_stream(container)
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        time_base = float(stream.time_base) if stream.time_base else 0.0
-        start = stream.start_time or 0
-        seekable = fps > 0 and time_base > 0
-        frames = None
-        position = -1  # index of the last decoded frame
-        sought = -1  # the target of the last seek
-        last = None
-        while pending:
-            target = pending[0]
-            far = seekable and target - position > _SEEK_GAP and sought != target
-            if frames is None or far:
-                if seekable and target > 0:
-                    # Lands on the keyframe at or before the target's timestamp.
-                    container.seek(start + int(target / fps / time_base), stream=stream)
-                    sought = target
-                frames = container.decode(stream)
-            frame = next(frames, None)
-            if frame is None:  # end of stream: repeat the last frame
-                if last is None:
-                    raise InputError(f"no frame could be decoded from {path}")
-                image = last.to_ndarray(format="rgb24")
-                out.update((index, image) for index in pending)
-                break
-            if frame.pts is not None and seekable:
-                position = round((frame.pts - start) * time_base * fps)
-            else:
-                position += 1
-            last = frame
-            if position >= target:
-                image = frame.to_ndarray(format="rgb24")
-                while pending and pending[0] <= position:
-                    out[pending.pop(0)] = image
+    frames: Iterator[np.ndarray] | None = None
+    position = -1  # the number of the last decoded frame
+    image = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a cut-off file: its last frame stands for the rest
+        for index in wanted:
+            target = min(index, info.num_frames - 1)
+            if frames is None or target - position > _SEEK_GAP:
+                if frames is not None:
+                    frames.close()
+                frames = iter_pyav_exact(info, target, info.num_frames)
+                position = target - 1
+            while position < target and (frame := next(frames, None)) is not None:
+                image, position = frame, position + 1
+            if image is None:
+                raise InputError(f"no frame could be decoded from {path}")
+            out[index] = image
+    if frames is not None:
+        frames.close()
     return out

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dinotrack.errors import InputError, MissingFileError
 
-__all__ = ["IMAGE_ERRORS", "check_input_path", "image_to_rgb", "open_image"]
+__all__ = ["IMAGE_ERRORS", "check_input_path", "image_size", "image_to_rgb", "open_image"]
 
 IMAGE_ERRORS = (
     UnidentifiedImageError,
@@ -115,6 +115,25 @@ def open_image(path: str | os.PathLike[str], what: str = "image") -> Iterator[Im
         yield image
     finally:
         image.close()
+
+
+def image_size(path: str | os.PathLike[str], what: str = "image") -> tuple[int, int]:
+    """``(width, height)`` of an image file, read from its header without decoding it: to
+    refuse an image far larger than needed before it takes memory.
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a regular file, not a readable image, or more pixels than Pillow's
+            decompression-bomb limit.
+    """
+    path = check_input_path(path, what)
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Image.DecompressionBombError as error:
+        raise InputError(_bomb_message(path, what, error)) from None
+    except IMAGE_ERRORS as error:
+        raise InputError(f"cannot read {what} {path}: {_reason(error)}") from None
 
 
 def _bomb_message(path: Path, what: str, error: Exception) -> str:

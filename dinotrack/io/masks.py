@@ -23,7 +23,7 @@ from PIL import Image
 
 from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output
-from dinotrack.io.images import check_input_path, open_image
+from dinotrack.io.images import check_input_path, image_size, open_image
 
 MAX_OBJECT_ID = 255
 """Largest object id a palette PNG can hold."""
@@ -31,6 +31,15 @@ MAX_OBJECT_ID = 255
 VOID_ID = 255
 """Palette index of the DAVIS / PASCAL VOC "void" label (unlabelled borders): in a palette
 mask it is background, as DAVIS's own tools treat it, not an object."""
+
+MAX_TRACKED_ID = VOID_ID - 1
+"""Largest id an object read from a mask may have: an object 255 would be written as the void
+label, and read back as background (by ``export``, by DAVIS's tools)."""
+
+MAX_MASK_SCALE = 16
+"""A mask read for frames of a known size may be at most this many times their width and
+height (a rescale of the frames, e.g. a 4K mask for 480p frames); a larger one is refused from
+its header, before it is decoded."""
 
 MAX_GRAY_IDS = 64
 """Most distinct non-zero values a grayscale mask may hold: more looks like a photo or a
@@ -74,7 +83,11 @@ class LoadedMask:
     format: str
 
 
-def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
+def read_mask(
+    path: str | os.PathLike[str],
+    colours: ColourIds | None = None,
+    frame_size: tuple[int, int] | None = None,
+) -> LoadedMask:
     """Reads an object-id mask from an image file (PNG, or another lossless format PIL reads).
 
     How pixel values become ids depends on the image mode:
@@ -89,15 +102,24 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
       levels would become spurious objects), and one holding more than `MAX_GRAY_IDS` (64)
       distinct non-zero values (a photo or a smoothed mask). Threshold such an image, or save
       the objects as a palette PNG.
-    - colour ("RGB", "RGBA"): black is background and each other colour is one object. If every
-      colour present is an entry of the DAVIS palette, its palette index is the id, so a
-      DAVIS-coloured RGB export keeps its ids; otherwise the colours are numbered 1..n in the
-      order they first appear in raster order (row by row, left to right).
+    - colour ("RGB", "RGBA"): black is background and each other colour is one object, its id
+      given by `colours` (:class:`ColourIds`): pass one `ColourIds` to every mask of a run so
+      that a colour is the same object in all of them. In short: if every colour of the file
+      is an entry of the DAVIS palette, its palette index is the id, so a DAVIS-coloured RGB
+      export keeps its ids; otherwise new colours are numbered 1, 2, ... in the order they
+      first appear in raster order (row by row, left to right). No colour gets id 255 (the
+      void label), not even the DAVIS palette's colour 255 (224, 224, 192).
     - any alpha channel: fully transparent pixels (alpha 0) are background, whatever their
       colour; other alpha values are ignored.
 
     Args:
         path: Image file.
+        colours: The ids of the colours seen in a run's earlier RGB masks, which this call
+            extends; None: this mask alone.
+        frame_size: ``(H, W)`` of the frames the mask is for: a mask more than
+            :data:`MAX_MASK_SCALE` (16) times their width or height is refused from its
+            header, before it is decoded (a small file may declare a huge image); None: no
+            such check.
 
     Returns:
         The ids, the file's palette (palette images only) and the interpretation used.
@@ -108,10 +130,13 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
             or too large to decode safely), is stored lossily (JPEG, lossy WebP, JPEG 2000),
             looks like compression noise (an RGB mask of many colours, most of them a few
             pixels each), has an unsupported mode,
-            holds more than 255 colours, holds ids above 255, or is a grayscale image that
+            holds more than 254 colours (in all of `colours`), holds ids above 254, or is a
+            grayscale image that
             looks anti-aliased or like a photo (see above).
     """
     path = check_input_path(path, "mask file")
+    if frame_size is not None:
+        _check_not_far_larger(path, frame_size)
     with open_image(path, "mask") as image:
         lossy = _lossy_format(image, path)
         if lossy is not None:
@@ -119,7 +144,18 @@ def read_mask(path: str | os.PathLike[str]) -> LoadedMask:
                 f"mask {path} is a {lossy}; lossy compression adds colours at object borders "
                 "that would become spurious objects. Save the mask as a PNG"
             )
-        return _image_to_mask(image, path)
+        return _image_to_mask(image, path, ColourIds() if colours is None else colours)
+
+
+def _check_not_far_larger(path: Path, frame_size: tuple[int, int]) -> None:
+    width, height = image_size(path, "mask")
+    frame_height, frame_width = frame_size
+    if width > MAX_MASK_SCALE * frame_width or height > MAX_MASK_SCALE * frame_height:
+        raise InputError(
+            f"mask {path} is {width}x{height} but the frames are {frame_width}x{frame_height}; "
+            f"a mask more than {MAX_MASK_SCALE} times the frames' size is refused before it is "
+            "decoded. Give a mask of the frames' size"
+        )
 
 
 def _lossy_format(image: Image.Image, path: Path) -> str | None:
@@ -143,7 +179,7 @@ def _lossy_format(image: Image.Image, path: Path) -> str | None:
     return None
 
 
-def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
+def _image_to_mask(image: Image.Image, path: Path, colours: ColourIds) -> LoadedMask:
     mode = image.mode
     if mode in ("P", "PA"):
         ids = np.asarray(image.getchannel(0) if mode == "PA" else image, dtype=np.int64)
@@ -174,7 +210,7 @@ def _image_to_mask(image: Image.Image, path: Path) -> LoadedMask:
     if mode in ("RGB", "RGBA"):
         rgb = np.asarray(image.convert("RGB"), dtype=np.int64)
         alpha = np.asarray(image.getchannel("A")) if mode == "RGBA" else None
-        return _rgb_to_mask(rgb, alpha, path)
+        return _rgb_to_mask(rgb, alpha, path, colours)
     raise InputError(
         f"mask {path} has image mode {mode!r}; save it as a palette, grayscale or RGB PNG"
     )
@@ -198,36 +234,77 @@ def _gray_to_mask(values: np.ndarray, full: int, path: Path) -> LoadedMask:
             f"at most {MAX_GRAY_IDS} object ids. Is it a photo or a blurred mask rather than "
             "an id mask? Threshold it, or save the objects as a palette PNG"
         )
-    if present[0] < 0 or present[-1] > MAX_OBJECT_ID:
+    if present[0] < 0 or present[-1] > MAX_TRACKED_ID:
         raise InputError(
             f"mask {path} holds gray values {present[0]}..{present[-1]}; object ids must be "
-            f"0..{MAX_OBJECT_ID} (0 = background), or the mask binary (0 and {full})"
+            f"0..{MAX_TRACKED_ID} (0 = background, {VOID_ID} = void), or the mask binary "
+            f"(0 and {full})"
         )
     return LoadedMask(ids=values, palette=None, format="gray")
 
 
-def _rgb_to_mask(rgb: np.ndarray, alpha: np.ndarray | None, path: Path) -> LoadedMask:
+def _rgb_to_mask(
+    rgb: np.ndarray, alpha: np.ndarray | None, path: Path, colours: ColourIds
+) -> LoadedMask:
     height, width = rgb.shape[:2]
     packed = _pack_rgb(rgb).ravel()
     if alpha is not None:
         packed[alpha.ravel() == 0] = 0
-    colours, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
-    objects = colours != 0
-    if objects.sum() > MAX_OBJECT_ID:
+    found, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    objects = found != 0
+    if objects.sum() > MAX_TRACKED_ID:
         raise InputError(
             f"mask {path} holds {objects.sum()} colours besides black; a mask may hold at most "
-            f"{MAX_OBJECT_ID} objects. Is it a photo rather than a mask?"
+            f"{MAX_TRACKED_ID} objects. Is it a photo rather than a mask?"
         )
     _check_not_noise(np.bincount(inverse.ravel())[objects], path)
-    davis_index = {int(c): i for i, c in enumerate(_pack_rgb(davis_palette().astype(np.int64)))}
-    colour_ids = np.zeros(len(colours), dtype=np.int64)
-    if all(int(c) in davis_index for c in colours):
-        colour_ids[:] = [davis_index[int(c)] for c in colours]
-    else:
-        order = np.flatnonzero(objects)[np.argsort(first[objects], kind="stable")]
-        colour_ids[order] = np.arange(1, len(order) + 1)
+    in_order = found[objects][np.argsort(first[objects], kind="stable")]
+    known = dict(zip(in_order.tolist(), colours.number(in_order.tolist(), path), strict=True))
+    colour_ids = np.array([known.get(int(c), 0) for c in found], dtype=np.int64)
     ids = colour_ids[inverse.ravel()].reshape(height, width)
     return LoadedMask(ids=ids, palette=None, format="rgb")
+
+
+class ColourIds:
+    """The object id of each colour of a run's RGB masks (prompts): a colour has one id in
+    every mask of the run, and a colour first seen in a later mask is a new object.
+
+    The colours of a mask are numbered in the order they first appear in it (raster order).
+    A new colour gets its DAVIS palette index when every colour of its mask is a DAVIS
+    palette entry (a DAVIS-coloured export keeps its ids) and that id is free; otherwise the
+    smallest free id from 1. No colour gets id 255, the void label.
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[int, int] = {}  # packed 0xRRGGBB colour -> object id
+        palette = _pack_rgb(davis_palette().astype(np.int64)).tolist()
+        self._davis = {colour: index for index, colour in enumerate(palette) if index}
+
+    def number(self, colours: list[int], path: Path) -> list[int]:
+        """The ids of `colours` (packed 0xRRGGBB, not black), in their order in mask `path`;
+        new ones are numbered as the class says.
+
+        Raises:
+            InputError: The run's colours would need more than 254 ids.
+        """
+        new = [colour for colour in colours if colour not in self._ids]
+        taken = set(self._ids.values())
+        if all(colour in self._davis for colour in colours):
+            for colour in new:
+                index = self._davis[colour]
+                if index <= MAX_TRACKED_ID and index not in taken:
+                    self._ids[colour] = index
+                    taken.add(index)
+        free = (i for i in range(1, MAX_TRACKED_ID + 1) if i not in taken)
+        for colour in new:
+            if colour not in self._ids:
+                self._ids[colour] = next(free, 0)
+                if not self._ids[colour]:
+                    raise InputError(
+                        f"mask {path} brings the colours of the run's masks to more than "
+                        f"{MAX_TRACKED_ID}, the most objects a run may have"
+                    )
+        return [self._ids[colour] for colour in colours]
 
 
 NOISE_MIN_COLOURS = 8

@@ -13,26 +13,32 @@ from dinotrack.errors import InputError
 from dinotrack.io import decoders
 
 
-def video_backends(name: str) -> tuple[str, ...]:
+def video_backends(name: str, seeking: bool = False) -> tuple[str, ...]:
     """The video backends to try in turn for ``name``: "auto" is decord (when it is installed)
     then PyAV, so that a file decord cannot read is read with PyAV; "decord" and "pyav" are
-    themselves alone.
+    themselves alone. With `seeking` (random access), "auto" tries PyAV first: its seeks are
+    checked against timestamps, while decord's cannot be trusted and are replaced by decoding
+    from frame 0.
 
     Raises:
         ValueError: Another name.
     """
     if name == "auto":
-        return ("pyav",) if decoders.import_decord() is None else ("decord", "pyav")
+        if decoders.import_decord() is None:
+            return ("pyav",)
+        return ("pyav", "decord") if seeking else ("decord", "pyav")
     if name not in ("decord", "pyav"):
         raise InputError(f"unknown video backend {name!r}; use auto, decord or pyav")
     return (name,)
 
 
-def _first_working(backend: str, read: Callable[[str], Any], failure: str) -> Any:
+def _first_working(
+    backend: str, read: Callable[[str], Any], failure: str, seeking: bool = False
+) -> Any:
     """``read(name)`` with each of :func:`video_backends` in turn until one succeeds; when
     none does, a one-line ValueError of ``failure`` and each backend's reason."""
     reasons = {}
-    for name in video_backends(backend):
+    for name in video_backends(backend, seeking):
         try:
             return read(name)
         except Exception as exc:  # the libraries raise their own exception types
@@ -71,9 +77,11 @@ def read_video_frames(
     access, for sampling training frames (:func:`iter_frames` streams a whole range).
 
     Each frame is decoded once, in increasing order, without reading the whole video into
-    memory: decord reads them as one batch, PyAV seeks to the keyframe before a far frame
-    and decodes forward. An index past the last decodable frame yields the last frame. With
-    "auto", a video that decord fails on is read with PyAV.
+    memory, and each is the frame a sequential read gives at its index: PyAV seeks to the
+    keyframe before a far frame and checks the decoded frames' timestamps (decoding from
+    frame 0 where they cannot be trusted); decord decodes from frame 0, as its seeks return
+    wrong frames in some files. An index past the last decodable frame yields the last frame.
+    "auto" reads with PyAV, and with decord when PyAV fails.
 
     Returns:
         One uint8 ``[H, W, 3]`` RGB array per index, in the order of ``indices``.
@@ -88,5 +96,5 @@ def read_video_frames(
         raise InputError(f"negative frame index {wanted[0]} for {path}")
     readers = {"decord": decoders.read_decord, "pyav": decoders.read_pyav}
     failure = f"cannot decode frames {wanted} of {path}"
-    frames = _first_working(backend, lambda name: readers[name](path, wanted), failure)
+    frames = _first_working(backend, lambda name: readers[name](path, wanted), failure, True)
     return [frames[int(i)] for i in indices]

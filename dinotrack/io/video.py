@@ -110,9 +110,11 @@ def iter_frames(
     """Streams frames `start, start + 1, ..., stop - 1` of a video, decoding one at a time.
 
     The video is opened (and its errors raised) when this is called; frames are decoded as
-    the iterator is advanced. `stop` past the end is clipped to the end. With "pyav" the
-    frames before `start` are decoded and dropped; "decord" seeks to them. A file that ends
-    before `stop` (a cut-off file) ends the iterator early with a `UserWarning`.
+    the iterator is advanced. `stop` past the end is clipped to the end. A `start` after frame
+    0 is reached by a seek whose frames are checked against their timestamps, and where the
+    file's timestamps cannot be trusted, by decoding from frame 0: the frames are always the
+    ones a sequential read gives at those numbers (decord's own seeks are never used). A file
+    that ends before `stop` (a cut-off file) ends the iterator early with a `UserWarning`.
 
     Args:
         path: Video file or directory of frames.
@@ -143,7 +145,7 @@ def _iter_open(
         return _iter_frame_files(handle, info, start, stop)
     if info.backend == "decord":
         return decoders.iter_decord(handle, info, start, stop, fallback)
-    return decoders.iter_pyav(handle, info, start, stop)
+    return decoders.iter_pyav_exact(info, start, stop, handle)
 
 
 def _reopen(info: VideoInfo, start: int, stop: int | None, fallback: bool) -> Iterator[np.ndarray]:

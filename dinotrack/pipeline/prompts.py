@@ -12,15 +12,22 @@ from dinotrack.errors import InputError, MissingFileError
 
 
 def load_prompts(
-    sources: Mapping[int, str | os.PathLike[str]], frame_size: tuple[int, int]
+    sources: Mapping[int, str | os.PathLike[str]],
+    frame_size: tuple[int, int],
+    mask_frame: int | None = None,
 ) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
     """Reads prompt mask files and checks them against the video's frames.
 
     Args:
         sources: ``{frame index: mask file}`` (palette, grayscale or RGB PNG, read as
-            :func:`dinotrack.io.masks.read_mask` reads them).
+            :func:`dinotrack.io.masks.read_mask` reads them). The colours of RGB prompts are
+            numbered once for the whole run (:class:`dinotrack.io.masks.ColourIds`): a
+            colour is the same object in every prompt, and a colour first seen in a later
+            prompt is a new object.
         frame_size: ``(H, W)`` of the frames; a mask that is a rescale of it is resized with
             a warning.
+        mask_frame: The frame whose source is the objects' mask (``--mask``) rather than a
+            prompt: its messages do not call it a prompt.
 
     Returns:
         ``({frame index: [H, W] object ids}, palette)``: the palette of the first palette PNG
@@ -31,16 +38,19 @@ def load_prompts(
             names the file).
         MissingFileError: A missing mask file.
     """
-    from dinotrack.io.masks import read_mask
-    from dinotrack.tracking.objects import check_prompt
+    from dinotrack.io.masks import ColourIds, read_mask
+    from dinotrack.tracking.objects import check_first_mask, check_prompt
 
-    prompts, palette = {}, None
+    prompts, palette, colours = {}, None, ColourIds()
     for index in sorted(sources):
-        loaded = read_mask(sources[index])
+        loaded = read_mask(sources[index], colours, frame_size)
         if palette is None:
             palette = loaded.palette
         try:
-            prompts[index] = check_prompt(loaded.ids, frame_size, index)
+            if index == mask_frame:
+                prompts[index] = check_first_mask(loaded.ids, frame_size)
+            else:
+                prompts[index] = check_prompt(loaded.ids, frame_size, index)
         except ValueError as error:
             raise InputError(f"{sources[index]}: {error}") from None
     return prompts, palette

@@ -303,7 +303,9 @@ class Tracker:
                 earliest prompt, and the frames before it by a backward pass from it).
             with_frames: Also yield each RGB frame (e.g. to draw overlays).
             start: Index of the first frame of the video to consider (frames before it are
-                skipped); the frame ``first_mask`` belongs to.
+                skipped); the frame ``first_mask`` belongs to. With ``first_mask`` and a
+                ``"backward"`` or ``"both"`` direction, frame ``start`` is where the backward
+                pass begins, and it tracks down to frame 0.
             stop: Index one past the last frame to process.
 
         Yields:
@@ -336,6 +338,8 @@ class Tracker:
             if callable(first_mask) and direction != "forward":
                 raise InputError(f"a start-mask function can only track forward, not {direction!r}")
             prompts = {start: first_mask}
+            if direction != "forward":  # the backward pass goes from frame start to frame 0
+                start = 0
         else:
             prompts = _check_prompt_indices(prompts, start, stop)
         return self._track(video, prompts, direction, with_frames, start, stop)
