@@ -25,23 +25,27 @@ Launch::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dinotrack.config import DIRECTIONS
 from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output
-from dinotrack.results.writer import owned_files
 
 __all__ = ["COLUMNS", "SUMMARY_FILE", "BatchItem", "read_batch_list", "run_batch"]
 
 SUMMARY_FILE = "batch-summary.json"
-REQUIRED_COLUMNS = ("video", "mask")
-COLUMNS = (*REQUIRED_COLUMNS, "start_frame", "out")
-"""The columns a batch list may have."""
+COLUMNS = ("video", "mask", "prompts", "start_frame", "direction", "out")
+"""The columns a batch list may have: ``video`` and one of ``mask`` or ``prompts`` are needed."""
+MAX_CELL = 128 * 1024
+"""The longest cell a batch list may have, in characters (the csv module's limit)."""
 
 
 @dataclass(frozen=True)
@@ -51,16 +55,22 @@ class BatchItem:
     Attributes:
         row: Line number in the CSV file (2 for the first video, after the header).
         video: The video file or frames directory.
-        mask: Its first mask.
+        mask: Its first mask (the mask of ``start_frame``), or None.
         start_frame: Index of the frame the mask belongs to.
         out: Result folder, relative to the batch's output folder.
+        prompt: ``FRAME:MASK`` prompts of the ``prompts`` cell (as ``segment --prompt``).
+        prompts: The folder of the ``prompts`` cell (as ``segment --prompts``), or None.
+        direction: The ``direction`` cell, or None (the batch's ``--direction``).
     """
 
     row: int
     video: Path
-    mask: Path
+    mask: Path | None
     start_frame: int
     out: str
+    prompt: tuple[str, ...] = ()
+    prompts: Path | None = None
+    direction: str | None = None
 
 
 def read_batch_list(path: str | os.PathLike[str]) -> list[BatchItem]:
@@ -69,57 +79,90 @@ def read_batch_list(path: str | os.PathLike[str]) -> list[BatchItem]:
     Files are not opened here: a missing video or mask is an error of that video alone.
 
     Raises:
-        FileNotFoundError: No such list.
-        ValueError: A missing or unknown column, an empty cell in ``video`` or ``mask``, a
-            ``start_frame`` that is not an integer >= 0, an ``out`` that leaves the output
-            folder, two videos with one ``out``, or no video at all.
+        MissingFileError: No such list.
+        InputError: The list is not a regular file, not UTF-8 text or not CSV (an unclosed
+            quote, a cell over :data:`MAX_CELL` characters); a missing, unknown or repeated
+            column; a row with more cells than the header; an empty ``video`` cell, or neither
+            ``mask`` nor ``prompts`` (or both); a ``start_frame`` that is not an integer >= 0;
+            an unknown ``direction``; an ``out`` that leaves the output folder, is the batch's
+            own file, lies inside another row's ``out``, or is shared by two rows; no video.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MissingFileError(f"batch list {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        reader = csv.DictReader(file, skipinitialspace=True)
-        header = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in REQUIRED_COLUMNS if name not in header]
-        if missing:
-            raise InputError(
-                f"batch list {path}: missing column(s) {', '.join(missing)}; its header must "
-                f"name {','.join(REQUIRED_COLUMNS)} (optional: start_frame,out), got "
-                f"{','.join(header) or 'nothing'}"
-            )
-        unknown = [name for name in header if name not in COLUMNS]
-        if unknown:
-            raise InputError(
-                f"batch list {path}: unknown column(s) {', '.join(unknown)}; the columns are "
-                f"{', '.join(COLUMNS)}"
-            )
-        rows = [
-            {key.strip(): (value or "").strip() for key, value in row.items() if key}
-            for row in reader
-        ]
+    if not path.is_file():
+        raise InputError(f"batch list {path} is not a regular file; give a CSV file")
+    header, rows = _read_csv(path)
     items = []
-    seen: dict[str, int] = {}
-    for number, row in enumerate(rows, start=2):
+    for number, cells in rows:
+        if len(cells) > len(header):
+            raise InputError(
+                f"batch list {path}, row {number}: {len(cells)} cells, but the header names "
+                f"{len(header)} columns ({','.join(header)}); quote cells that hold a comma"
+            )
+        row = dict(zip(header, cells, strict=False))  # short rows: empty cells
         if not any(row.values()):
             continue  # a blank line
         items.append(_item(path, number, row))
-        out = os.path.normcase(items[-1].out)
-        if out in seen:
-            raise InputError(
-                f"batch list {path}: rows {seen[out]} and {number} both write to "
-                f"{items[-1].out!r}; give them distinct out values"
-            )
-        seen[out] = number
     if not items:
         raise InputError(f"batch list {path} names no video")
+    _check_outs(path, items)
     return items
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The checked header and ``(line number, stripped cells)`` of each row of a batch list."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as file:
+            reader = csv.reader(file, skipinitialspace=True, strict=True)
+            lines = [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as error:
+        raise InputError(f"batch list {path} is not UTF-8 text ({error.reason})") from None
+    except csv.Error as error:
+        line = reader.line_num
+        if "field larger than field limit" in str(error):
+            reason = f"a cell is longer than {MAX_CELL // 1024} KiB"
+        elif "unexpected end of data" in str(error):
+            reason = 'a quote (") is opened and never closed'
+        else:
+            reason = str(error)
+        raise InputError(f"batch list {path}, near line {line}: {reason}") from None
+    header = [name.strip() for name in lines[0][1]] if lines else []
+    missing = [] if "video" in header else ["video"]
+    if not {"mask", "prompts"} & set(header):
+        missing.append("mask (or prompts)")
+    if missing:
+        raise InputError(
+            f"batch list {path}: missing column(s) {', '.join(missing)}; its header must name "
+            f"video and mask or prompts (optional: start_frame,direction,out), got "
+            f"{','.join(header) or 'nothing'}"
+        )
+    unknown = [name for name in header if name not in COLUMNS]
+    if unknown:
+        raise InputError(
+            f"batch list {path}: unknown column(s) {', '.join(unknown)}; the columns are "
+            f"{', '.join(COLUMNS)}"
+        )
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise InputError(f"batch list {path}: column(s) {', '.join(repeated)} named twice")
+    rows = [(number, [cell.strip() for cell in cells]) for number, cells in lines[1:]]
+    return header, rows
 
 
 def _item(path: Path, number: int, row: dict[str, str]) -> BatchItem:
     where = f"batch list {path}, row {number}"
-    for name in REQUIRED_COLUMNS:
-        if not row.get(name):
-            raise InputError(f"{where}: the {name} cell is empty")
+    if not row.get("video"):
+        raise InputError(f"{where}: the video cell is empty")
+    mask, prompts = row.get("mask"), row.get("prompts")
+    if not mask and not prompts:
+        cells = " or ".join(name for name in ("mask", "prompts") if name in row)
+        raise InputError(f"{where}: the {cells} cell is empty")
+    if mask and prompts:
+        raise InputError(
+            f"{where}: give the mask or the prompts, not both (a mask of frame N is the prompt "
+            "N:MASK of the prompts cell)"
+        )
     text = row.get("start_frame") or "0"
     try:
         start_frame = int(text)
@@ -127,6 +170,14 @@ def _item(path: Path, number: int, row: dict[str, str]) -> BatchItem:
         raise InputError(f"{where}: start_frame must be an integer, got {text!r}") from None
     if start_frame < 0:
         raise InputError(f"{where}: start_frame must be 0 or more, got {start_frame}")
+    if start_frame and not mask:
+        raise InputError(f"{where}: start_frame goes with mask; each prompt names its frame")
+    direction = row.get("direction") or None
+    if direction is not None and direction not in DIRECTIONS:
+        raise InputError(
+            f"{where}: direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}"
+        )
+    prompt, folder = _prompt_cell(where, path.parent, prompts) if prompts else ((), None)
     video = path.parent / row["video"]
     out = row.get("out") or Path(row["video"]).stem
     parts = Path(out).parts
@@ -134,7 +185,62 @@ def _item(path: Path, number: int, row: dict[str, str]) -> BatchItem:
         raise InputError(
             f"{where}: out {out!r} must be a folder name inside --out (relative, without ..)"
         )
-    return BatchItem(number, video, path.parent / row["mask"], start_frame, os.path.normpath(out))
+    out = os.path.normpath(out)
+    if os.path.normcase(Path(out).parts[0]) == SUMMARY_FILE:
+        raise InputError(f"{where}: out {out!r} is the batch's own file; name another folder")
+    return BatchItem(
+        number,
+        video,
+        path.parent / mask if mask else None,
+        start_frame,
+        out,
+        prompt=prompt,
+        prompts=folder,
+        direction=direction,
+    )
+
+
+def _prompt_cell(where: str, base: Path, text: str) -> tuple[tuple[str, ...], Path | None]:
+    """The ``prompts`` cell: ``FRAME:MASK;FRAME:MASK`` (``--prompt`` each) or a folder
+    (``--prompts``); paths relative to the list's folder."""
+    parts = [part.strip() for part in text.split(";")]
+    if not any(re.match(r"\d+:", part) for part in parts):
+        if len(parts) > 1:
+            raise InputError(f"{where}: prompts {text!r}: write each as FRAME:MASK")
+        return (), base / text
+    prompt = []
+    for part in parts:
+        frame, sep, mask = part.partition(":")
+        if not sep or not frame.strip().isdigit() or not mask.strip():
+            raise InputError(
+                f"{where}: prompts must be a folder or FRAME:MASK;FRAME:MASK (e.g. "
+                f"0:a.png;40:b.png), got {part!r} in {text!r}"
+            )
+        prompt.append(f"{int(frame)}:{base / mask.strip()}")
+    return tuple(prompt), None
+
+
+def _check_outs(path: Path, items: list[BatchItem]) -> None:
+    """Refuse two rows with one ``out``, or an ``out`` inside another row's (a result folder
+    is replaced as a whole)."""
+    seen: dict[tuple[str, ...], int] = {}
+    for item in items:
+        parts = Path(os.path.normcase(item.out)).parts
+        if parts in seen:
+            raise InputError(
+                f"batch list {path}: rows {seen[parts]} and {item.row} both write to "
+                f"{item.out!r}; give them distinct out values"
+            )
+        seen[parts] = item.row
+    for parts, row in seen.items():
+        for depth in range(1, len(parts)):
+            outer = seen.get(parts[:depth])
+            if outer is not None:
+                raise InputError(
+                    f"batch list {path}: row {row}'s out {os.path.join(*parts)!r} is inside "
+                    f"row {outer}'s out {os.path.join(*parts[:depth])!r}, which is replaced "
+                    "as a whole; give them separate folders"
+                )
 
 
 @dataclass
@@ -151,13 +257,15 @@ class _Record:
 
 def run_batch(args: argparse.Namespace) -> int:
     """Run ``dinotrack segment --batch``: returns 0 when every video is done (or was done
-    before), 1 when any failed.
+    before), 1 when any failed (0 under ``torchrun``, whose launcher turns any other status of
+    a process into a crash report: there the summary line and file count the failures).
 
     Each video is one :func:`dinotrack.cli.job.segment_one`, with the tracker built once.
 
     Raises:
-        ValueError: Flags that belong to a single video, or a bad list (see
-            :func:`read_batch_list`).
+        InputError: Flags that belong to a single video, a bad list (see
+            :func:`read_batch_list`), an ``out`` that leads outside ``--out`` through a
+            symbolic link, or another batch running on the same ``--out``.
         RuntimeError: A process of a distributed batch failed outside a video (e.g. the
             backbone could not be loaded).
     """
@@ -170,20 +278,63 @@ def run_batch(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out {root} is a file; batch results need a folder")
     info = distributed.setup(args.device)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        mine = [items[i] for i in distributed.shard(len(items), info.rank, info.world_size)]
-        records, fatal = _run_share(args, mine, root, info)
-        gathered = distributed.all_gather_objects((records, fatal))
-        everything = sorted((r for part, _ in gathered for r in part), key=lambda r: r.row)
-        failures = [f"rank {rank}: {err}" for rank, (_, err) in enumerate(gathered) if err]
-        if info.is_main:
-            _write_summary(root, args.batch, info.world_size, everything, failures)
-            _print_summary(root, everything)
-        if failures:
-            raise RuntimeError("; ".join(failures))
+        with _batch_lock(root, info, distributed):
+            _check_links(root, items)
+            mine = [items[i] for i in distributed.shard(len(items), info.rank, info.world_size)]
+            records, fatal = _run_share(args, mine, root, info)
+            gathered = distributed.all_gather_objects((records, fatal))
+            everything = sorted((r for part, _ in gathered for r in part), key=lambda r: r.row)
+            failures = [f"rank {rank}: {err}" for rank, (_, err) in enumerate(gathered) if err]
+            if info.is_main:
+                _write_summary(root, args.batch, info.world_size, everything, failures)
+                _print_summary(root, everything, info.distributed)
+            if failures:
+                raise RuntimeError("; ".join(failures))
     finally:
         distributed.teardown(info)
+    if info.distributed:
+        return 0
     return 1 if any(r.status == "failed" for r in everything) else 0
+
+
+@contextlib.contextmanager
+def _batch_lock(root: Path, info, distributed):
+    """Hold ``root`` (made if need be) locked for the batch (an ``flock`` of the folder
+    itself: no file is left behind, and a killed batch holds nothing): rank 0 takes it, and
+    every rank refuses when another batch holds it."""
+    handle, error = None, None
+    if info.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = os.open(root, os.O_RDONLY)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            handle = None
+            error = (
+                f"another batch is running on --out {root}; wait for it to end, or give "
+                "another --out"
+            )
+    error = distributed.broadcast_object(error)
+    if error is not None:
+        raise InputError(error)
+    try:
+        yield
+    finally:
+        if handle is not None:
+            os.close(handle)
+
+
+def _check_links(root: Path, items: list[BatchItem]) -> None:
+    """Refuse a row whose ``out`` leads out of ``root`` through a symbolic link."""
+    real_root = os.path.realpath(root)
+    for item in items:
+        if not Path(os.path.realpath(root / item.out)).is_relative_to(real_root):
+            raise InputError(
+                f"row {item.row}: out {item.out!r} leads "
+                f"outside --out {root} through a symbolic link "
+                f"(to {os.path.realpath(root / item.out)}); name a folder inside --out"
+            )
 
 
 def _check_batch_flags(args: argparse.Namespace) -> None:
@@ -194,6 +345,8 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
         )
     single = {
         "--mask": args.mask is not None,
+        "--prompt": bool(args.prompt),
+        "--prompts": args.prompts is not None,
         "--auto": args.auto,
         "--overlay": args.overlay is not None,
         "--start-frame": args.start_frame != 0,
@@ -201,20 +354,47 @@ def _check_batch_flags(args: argparse.Namespace) -> None:
     given = [flag for flag, present in single.items() if present]
     if given:
         raise InputError(
-            f"{', '.join(given)} cannot be used with --batch: each video's mask and start "
-            "frame come from the list's mask and start_frame columns"
+            f"{', '.join(given)} cannot be used with --batch: each video's masks and start "
+            "frame come from the list's mask (or prompts) and start_frame columns"
         )
+
+
+def _item_args(args: argparse.Namespace, item: BatchItem, target: Path) -> argparse.Namespace:
+    """The flags of ``dinotrack segment`` for one row of the list."""
+    return _with(
+        args,
+        batch=None,
+        input=str(item.video),
+        mask=None if item.mask is None else str(item.mask),
+        prompt=list(item.prompt),
+        prompts=None if item.prompts is None else str(item.prompts),
+        direction=item.direction or args.direction,
+        start_frame=item.start_frame,
+        out=str(target),
+    )
 
 
 def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Record], str | None]:
     """Segment this process's videos; returns their records and a fatal error (or None)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from dinotrack.cli.common import USER_ERRORS, build_tracker, error_line
-    from dinotrack.cli.job import segment_one
+    from dinotrack.cli.job import run_description, segment_one
+    from dinotrack.results.writer import reusable
 
     console = Console(stderr=True)
+
+    def say(text: str) -> None:
+        prefix = f"[rank {info.rank}] " if info.distributed else ""
+        console.print(prefix + text, soft_wrap=True, markup=False, highlight=False)
+
     records: list[_Record] = []
     tracker = None
     progress = Progress(
@@ -222,18 +402,21 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[fps]:.2f} fps"),
+        TimeRemainingColumn(),
         console=console,
         transient=True,
         disable=not (console.is_terminal and info.is_main),
     )
+    published = 0
+    args.on_interrupt = _interrupted(published)
     try:
         with progress:
             videos = progress.add_task("videos", total=len(items), fps=0.0)
-            for item in items:
+            for position, item in enumerate(items, start=1):
                 record = _Record(
                     row=item.row,
                     video=str(item.video),
-                    mask=str(item.mask),
+                    mask=str(item.mask or item.prompts or ";".join(item.prompt)),
                     out=item.out,
                     status="done",
                     error=None,
@@ -241,36 +424,44 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
                     rank=info.rank,
                 )
                 target = root / item.out
-                if owned_files(target) is not None:  # published whole by an earlier run
+                video_args = _item_args(args, item, target)
+                why = reusable(target, run_description(video_args))
+                if why is None:  # published whole by an earlier run, the same way
                     record.status = "skipped"
                 else:
+                    if why != "no result":
+                        say(f"row {item.row} ({item.out}): segmenting again: {why}")
                     if tracker is None:
                         tracker = build_tracker(_with(args, device=str(info.device)))
-                    video_args = _with(
-                        args,
-                        batch=None,
-                        input=str(item.video),
-                        mask=str(item.mask),
-                        start_frame=item.start_frame,
-                        out=str(target),
-                    )
                     started = time.perf_counter()
                     try:
                         segment_one(video_args, tracker=tracker, progress=progress)
+                        published += 1
+                        args.on_interrupt = _interrupted(published)
                     except USER_ERRORS as exc:
                         record.status, record.error = "failed", error_line(exc)
-                        console.print(
-                            f"dinotrack: error: {item.video} (row {item.row}): {record.error}",
-                            soft_wrap=True,
-                            markup=False,
-                            highlight=False,
-                        )
+                        say(f"dinotrack: error: {item.video} (row {item.row}): {record.error}")
                     record.seconds = time.perf_counter() - started
                 records.append(record)
                 progress.advance(videos)
+                if progress.disable:  # off a terminal (a log): one line per video
+                    took = "" if record.seconds is None else f" in {record.seconds:.1f} s"
+                    say(
+                        f"video {position}/{len(items)} (row {item.row}) {item.out}: "
+                        f"{record.status}{took}"
+                    )
     except Exception as exc:  # reported by every rank after the gather, not a hang
         return records, error_line(exc)
     return records, None
+
+
+def _interrupted(published: int) -> str:
+    """What an interrupted batch says after ``interrupted;``/``terminated;``."""
+    if published == 0:
+        done = "no video of this run was published (results of earlier runs are kept)"
+    else:
+        done = f"{published} video(s) of this run were published before it (complete, kept)"
+    return f"{done}; the video being segmented was discarded; run the same command again"
 
 
 def _with(args: argparse.Namespace, **changes) -> argparse.Namespace:
@@ -293,12 +484,17 @@ def _write_summary(
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _print_summary(root: Path, records: list[_Record]) -> None:
+def _print_summary(root: Path, records: list[_Record], distributed: bool = False) -> None:
     from rich.console import Console
 
     counts = {s: sum(r.status == s for r in records) for s in ("done", "skipped", "failed")}
     Console(stderr=True).print(
         f"batch: {counts['done']} done, {counts['skipped']} skipped (finished before), "
-        f"{counts['failed']} failed -> {root / SUMMARY_FILE}",
+        f"{counts['failed']} failed -> {root / SUMMARY_FILE}"
+        + (
+            " (under torchrun the exit status is 0 even when videos failed: count them here)"
+            if distributed and counts["failed"]
+            else ""
+        ),
         soft_wrap=True,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import time
 from pathlib import Path
@@ -53,7 +54,13 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
             )
         inputs = [("input", args.input), ("--mask", args.mask), ("--weights", args.weights)]
         # Checked before any work; --save without png writes no palette PNGs.
-        results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
+        results = ResultWriter(
+            args.out,
+            inputs=inputs,
+            flag="--out",
+            masks="png" in args.save,
+            run=run_description(args),
+        )
         try:
             auto_start, prompts = _start_masks(args, info, results)
             tracker = tracker or build_tracker(args)
@@ -124,6 +131,77 @@ def _progress_bar(progress, total: int):
             yield advance
         finally:
             shown.remove_task(task)
+
+
+RUN_SETTINGS = (
+    "preset",
+    "n_last_frames",
+    "radius",
+    "topk",
+    "temperature",
+    "short_side",
+    "resize_rule",
+    "max_prompt_frames",
+    "group_merge",
+    "pos_embed",
+    "precision",
+    "start_frame",
+    "max_frames",
+    "direction",
+    "auto",
+    "objects",
+    "box",
+    "mass",
+)
+"""The flags that change a result, recorded with it (not the device, --batch-size...)."""
+
+
+def run_description(args: argparse.Namespace) -> dict:
+    """What makes ``segment``'s result, as plain JSON values kept in its record (see
+    :func:`dinotrack.results.writer.reusable`): the input's and prompts' checksums (not their
+    paths: a moved file is the same input), the model, the weights' checksum, the settings
+    (:data:`RUN_SETTINGS`) and the formats."""
+    prompts = []
+    if args.mask is not None:
+        prompts.append([str(args.start_frame), _digest(args.mask)])
+    for text in args.prompt:
+        frame, _, path = text.partition(":")
+        prompts.append([frame.strip(), _digest(path)])
+    if args.prompts is not None and os.path.isdir(args.prompts):
+        for path in sorted(Path(args.prompts).iterdir()):
+            if path.suffix.lower() == ".png":
+                prompts.append([path.name, _digest(path)])
+    return {
+        "input": _digest(args.input),
+        "prompts": sorted(prompts),
+        "model": args.model,
+        "weights": None if args.weights is None else _digest(args.weights),
+        "settings": {name: getattr(args, name, None) for name in RUN_SETTINGS},
+        "formats": sorted(args.save),
+    }
+
+
+def _digest(path: str | os.PathLike[str]) -> str | None:
+    """The SHA-256 of a file or folder (None if it cannot be read: the run will say why); a
+    file's is kept while its size and time are the same (a batch reads one weights file per
+    video)."""
+    try:
+        stat = os.stat(path)
+        if os.path.isdir(path):  # a folder's time does not change with its files' contents
+            return _cached_digest.__wrapped__(path, 0, 0)
+    except OSError:
+        return None
+    return _cached_digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_digest(path: str, _size: int, _mtime_ns: int) -> str | None:
+    from dinotrack.results.writer import file_digest
+
+    try:
+        return file_digest(path)["sha256"]
+    except OSError:
+        return None
 
 
 def _check_flags(args: argparse.Namespace) -> None:

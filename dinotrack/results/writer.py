@@ -13,6 +13,13 @@ everything in it is exactly such a file: a file the user added (notes, a frame f
 or changed (an edited ``start_mask.png``) makes the run refuse, before any work, naming the
 file. A run also refuses when one of its inputs (the video, the frames, the mask, the weights)
 lies inside the output directory, which it would replace.
+
+The record also describes the run that made the result (``run``: checksums of the input and
+the prompts, the model and its weights' checksum, the settings and the formats; see
+:func:`dinotrack.cli.job.run_description`), so that a batch resumes from a result only when it
+was made the same way and is still whole (:func:`reusable`). ``dinotrack export`` adds the
+files it writes to the record (:func:`record_files`). Readers ignore fields they do not know:
+a record without ``run`` (an older dinotrack) is whole but never reused.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 
 from dinotrack.errors import InputError
 from dinotrack.io.atomic import (
+    atomic_output,
     check_parents,
     make_parents,
     output_file,
@@ -44,7 +52,11 @@ __all__ = [
     "FormatWriter",
     "ResultWriter",
     "check_output_directory",
+    "file_digest",
     "owned_files",
+    "read_record",
+    "record_files",
+    "reusable",
 ]
 
 RECORD_NAME = ".dinotrack-output"
@@ -116,9 +128,9 @@ def check_output_directory(
     return target
 
 
-def owned_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
-    """The record of what dinotrack wrote into `directory`: relative POSIX path -> ``size``
-    and ``sha256``; None when the directory holds no (readable, current) record."""
+def read_record(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ownership record of `directory` (see the module docstring); None when it holds no
+    readable, current record."""
     record = Path(directory) / RECORD_NAME
     try:
         data = json.loads(record.read_text())
@@ -126,10 +138,79 @@ def owned_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] 
         return None
     if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
         return None
-    files = data.get("files")
-    if not isinstance(files, dict):
+    if not isinstance(data.get("files"), dict):
         return None
-    return files
+    return data
+
+
+def owned_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The record of what dinotrack wrote into `directory`: relative POSIX path -> ``size``
+    and ``sha256``; None when the directory holds no (readable, current) record."""
+    data = read_record(directory)
+    return None if data is None else data["files"]
+
+
+def reusable(directory: str | os.PathLike[str], run: dict[str, Any]) -> str | None:
+    """Why the result in `directory` cannot stand for a run described by `run` (None: it can).
+
+    It can when its record describes the same run (same input and prompts, model, weights,
+    settings and formats) and every file the record lists is still there, unchanged.
+
+    Returns:
+        None, or a short reason: ``"no result"``, ``"its record does not describe the run"``
+        (an older dinotrack), ``"another mask, --short-side"`` (what changed, in the words of
+        `run`'s keys), ``"its file 00012.png is missing"``, ``"its file 00012.png was
+        changed"``.
+    """
+    directory = Path(directory)
+    data = read_record(directory)
+    if data is None:
+        return "no result"
+    old = data.get("run")
+    if not isinstance(old, dict):
+        return "its record does not describe the run (an older dinotrack)"
+    changed = [key for key in run if old.get(key) != run[key]]
+    changed += [key for key in old if key not in run]
+    if changed:
+        return "another " + ", ".join(changed)
+    for relative, expected in sorted(data["files"].items()):
+        path = directory / relative
+        if not path.is_file() or path.is_symlink():
+            return f"its file {relative} is missing"
+        if _describe(path) != expected:
+            return f"its file {relative} was changed"
+    return None
+
+
+def record_files(directory: str | os.PathLike[str], relatives: Iterable[str]) -> None:
+    """Adds files written into `directory` after it was published (``dinotrack export``'s)
+    to its record, which is made if there is none; directories are recorded file by file.
+
+    Args:
+        directory: The folder.
+        relatives: Paths relative to it (``coco.json``, ``objects``).
+    """
+    directory = Path(directory)
+    data = read_record(directory) or {
+        "format": RECORD_FORMAT,
+        "version": RECORD_VERSION,
+        "files": {},
+    }
+    for relative in relatives:
+        entry = directory / relative
+        if entry.is_dir() and not entry.is_symlink():
+            data["files"] = {
+                k: v
+                for k, v in data["files"].items()
+                if not k.startswith(f"{relative}/") or (directory / k).is_file()
+            }
+            for inner, path in _walk(entry):
+                if path.is_file() and not path.is_symlink():
+                    data["files"][f"{relative}/{inner}"] = _describe(path)
+        else:
+            data["files"][relative] = _describe(entry)
+    with atomic_output(directory / RECORD_NAME) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
 
 
 def _check_owned(target: Path) -> None:
@@ -180,6 +261,21 @@ def _walk(directory: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
+def file_digest(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"size": bytes, "sha256": hex}`` of a file, or of a directory's files (their names,
+    sizes and contents, hidden files and sub-folders included)."""
+    path = Path(path)
+    if not path.is_dir():
+        return _describe(path)
+    digest, size = hashlib.sha256(), 0
+    for relative, entry in _walk(path):
+        if entry.is_file():
+            described = _describe(entry)
+            size += described["size"]
+            digest.update(f"{relative}\0{described['sha256']}\0".encode())
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
 def _describe(path: Path) -> dict[str, Any]:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -219,6 +315,7 @@ class ResultWriter:
         formats: Sequence[FormatWriter] = (),
         flag: str = "the output directory",
         masks: bool = True,
+        run: dict[str, Any] | None = None,
     ) -> None:
         """Checks the output directory; nothing is written yet.
 
@@ -229,6 +326,8 @@ class ResultWriter:
             formats: Extra output formats (see :class:`FormatWriter`).
             flag: How messages name the directory (e.g. ``"--out"``).
             masks: Write the palette PNGs (False: only the formats, e.g. ``--save coco``).
+            run: What made the result (plain JSON values), kept in the record as ``run``
+                (see :func:`reusable`).
 
         Raises:
             As :func:`check_output_directory`.
@@ -239,6 +338,7 @@ class ResultWriter:
         self.palette = davis_palette() if palette is None else palette
         self.formats = list(formats)
         self.masks = masks
+        self.run = run
         self.staging: Path | None = None
         self.frames_written = 0
         self._overlay: Any = None
@@ -373,6 +473,8 @@ class ResultWriter:
                 if entry.is_file() and not entry.is_symlink()
             }
             record = {"format": RECORD_FORMAT, "version": RECORD_VERSION, "files": files}
+            if self.run is not None:
+                record["run"] = self.run
             if self._overlay is not None:  # so that the next run may replace it, unchanged
                 overlay = os.path.realpath(self._overlay.path)
                 record["published_with"] = {overlay: _describe(self._overlay.pending_path)}
