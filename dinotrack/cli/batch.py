@@ -147,6 +147,9 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     if repeated:
         raise InputError(f"batch list {path}: column(s) {', '.join(repeated)} named twice")
     rows = [(number, [cell.strip() for cell in cells]) for number, cells in lines[1:]]
+    for number, cells in rows:
+        if any("\0" in cell for cell in cells):
+            raise InputError(f"batch list {path}, row {number}: a cell holds a NUL byte")
     return header, rows
 
 
@@ -436,11 +439,16 @@ def _run_share(args, items: list[BatchItem], root: Path, info) -> tuple[list[_Re
                     started = time.perf_counter()
                     try:
                         segment_one(video_args, tracker=tracker, progress=progress)
-                        published += 1
-                        args.on_interrupt = _interrupted(published)
                     except USER_ERRORS as exc:
                         record.status, record.error = "failed", error_line(exc)
                         say(f"dinotrack: error: {item.video} (row {item.row}): {record.error}")
+                    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: was it published before?
+                        published += reusable(target, run_description(video_args)) is None
+                        args.on_interrupt = _interrupted(published)
+                        raise
+                    else:
+                        published += 1
+                        args.on_interrupt = _interrupted(published)
                     record.seconds = time.perf_counter() - started
                 records.append(record)
                 progress.advance(videos)

@@ -71,11 +71,11 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
             # The extra formats (--save); their scratch files are part of the staging.
             video_name = Path(os.path.abspath(args.input)).stem
             results.formats = format_writers(
-                args.save, video_name, scratch=results.staging / ".objects"
+                args.save, video_name, scratch=results.staging / ".objects", source=args.input
             )
             end = info.num_frames if stop is None else min(stop, info.num_frames)
             total = frames_to_track(args.direction, sorted(prompts), start_frame, end)
-            with _progress_bar(progress, total) as advance:
+            with _progress_bar(progress, total, Path(args.input).name) as advance:
                 done = segment_video(
                     tracker,
                     args.input,
@@ -100,12 +100,24 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
     return 0
 
 
+LOG_EVERY_SHARE, LOG_EVERY_SECONDS = 0.1, 30.0
+"""Off a terminal (a log, nohup, CI), a progress line every 10 % of the frames or 30 s."""
+
+
 @contextlib.contextmanager
-def _progress_bar(progress, total: int):
+def _progress_bar(progress, total: int, label: str = "segment"):
     """A function to call once per frame that advances a bar of ``total`` frames: on the
-    batch's display ``progress`` if given, else on a bar of its own (on a terminal only)."""
+    batch's display ``progress`` if given, else on a bar of its own (on a terminal), with the
+    rate and the time left; off a terminal, a line every :data:`LOG_EVERY_SHARE` of the frames
+    or :data:`LOG_EVERY_SECONDS` seconds instead."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     columns = (
@@ -113,19 +125,35 @@ def _progress_bar(progress, total: int):
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[fps]:.2f} fps"),
+        TimeRemainingColumn(),
     )
     if progress is None:
         bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
     else:  # a batch's display: one more bar on it
         bar = contextlib.nullcontext(progress)
+    log = not console.is_terminal
     with bar as shown:
         task = shown.add_task("frames", total=total, fps=0.0)
-        began, count = time.perf_counter(), 0
+        began = time.perf_counter()
+        count, logged_count, logged_at = 0, 0, began
 
         def advance(_index: int) -> None:
-            nonlocal count
+            nonlocal count, logged_count, logged_at
             count += 1
-            shown.update(task, advance=1, fps=count / max(time.perf_counter() - began, 1e-9))
+            now = time.perf_counter()
+            fps = count / max(now - began, 1e-9)
+            shown.update(task, advance=1, fps=fps)
+            due = count - logged_count >= max(1, LOG_EVERY_SHARE * total)
+            if log and (due or now - logged_at >= LOG_EVERY_SECONDS or count == total):
+                left = max(total - count, 0) / fps
+                console.print(
+                    f"{label}: {count}/{total} frames ({100 * count // max(total, 1)}%), "
+                    f"{fps:.2f} fps, {int(left) // 60}:{int(left) % 60:02d} left",
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
+                logged_count, logged_at = count, now
 
         try:
             yield advance

@@ -182,13 +182,17 @@ def reusable(directory: str | os.PathLike[str], run: dict[str, Any]) -> str | No
     return None
 
 
-def record_files(directory: str | os.PathLike[str], relatives: Iterable[str]) -> None:
+def record_files(
+    directory: str | os.PathLike[str], written: Iterable[str], replaced: Iterable[str] = ()
+) -> None:
     """Adds files written into `directory` after it was published (``dinotrack export``'s)
-    to its record, which is made if there is none; directories are recorded file by file.
+    to its record, which is made if there is none.
 
     Args:
         directory: The folder.
-        relatives: Paths relative to it (``coco.json``, ``objects``).
+        written: The files written, relative POSIX paths (``coco.json``, ``objects/1/00000.png``).
+        replaced: Folders replaced as a whole (``objects``): the record's earlier entries
+            below them are dropped first.
     """
     directory = Path(directory)
     data = read_record(directory) or {
@@ -196,19 +200,11 @@ def record_files(directory: str | os.PathLike[str], relatives: Iterable[str]) ->
         "version": RECORD_VERSION,
         "files": {},
     }
-    for relative in relatives:
-        entry = directory / relative
-        if entry.is_dir() and not entry.is_symlink():
-            data["files"] = {
-                k: v
-                for k, v in data["files"].items()
-                if not k.startswith(f"{relative}/") or (directory / k).is_file()
-            }
-            for inner, path in _walk(entry):
-                if path.is_file() and not path.is_symlink():
-                    data["files"][f"{relative}/{inner}"] = _describe(path)
-        else:
-            data["files"][relative] = _describe(entry)
+    prefixes = tuple(f"{folder}/" for folder in replaced)
+    files = {k: v for k, v in data["files"].items() if not k.startswith(prefixes)}
+    for relative in written:
+        files[relative] = _describe(directory / relative)
+    data["files"] = files
     with atomic_output(directory / RECORD_NAME) as tmp:
         tmp.write_text(json.dumps(data, indent=1) + "\n")
 
@@ -475,6 +471,8 @@ class ResultWriter:
             record = {"format": RECORD_FORMAT, "version": RECORD_VERSION, "files": files}
             if self.run is not None:
                 record["run"] = self.run
+            # What the result was made from (e.g. ``export`` names the video after its input).
+            record["inputs"] = {flag: os.path.abspath(path) for flag, path in self.inputs}
             if self._overlay is not None:  # so that the next run may replace it, unchanged
                 overlay = os.path.realpath(self._overlay.path)
                 record["published_with"] = {overlay: _describe(self._overlay.pending_path)}
