@@ -245,6 +245,30 @@ def test_resume_reuses_only_a_whole_result_of_the_same_run(clip, tmp_path, capsy
         assert (runs / "clip" / name).read_bytes() == (fresh / "clip" / name).read_bytes()
 
 
+@pytest.mark.parametrize("changed", [False, True])
+def test_resume_checks_the_weights_file(clip, tmp_path, capsys, changed):
+    import torch
+
+    from dinotrack.models.build import create_model
+    from dinotrack.models.registry import get_backbone_spec
+
+    weights = tmp_path / "w.pth"
+    net = create_model(get_backbone_spec("test_vit_tiny"))
+    torch.save(net.state_dict(), weights)
+    path = write_list(tmp_path / "l.csv", f"video,mask\n{clip['video']},{clip['m0']}\n")
+    runs = tmp_path / "runs"
+    flags = ["--weights", weights, *FAST]
+    assert run(["segment", "--batch", path, "--out", runs, *flags], capsys)[0] == 0
+    if changed:
+        with torch.no_grad():
+            next(net.parameters()).add_(1.0)
+        torch.save(net.state_dict(), weights)
+    code, err = run(["segment", "--batch", path, "--out", runs, *flags], capsys)
+    assert code == 0, err
+    assert statuses(runs) == {"clip": "done" if changed else "skipped"}
+    assert any("segmenting again: another weights" in line for line in err) is changed
+
+
 def test_an_emptied_result_file_is_refused_naming_it(clip, tmp_path, capsys):
     path = write_list(tmp_path / "l.csv", f"video,mask\n{clip['video']},{clip['m0']}\n")
     runs = tmp_path / "runs"

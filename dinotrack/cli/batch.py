@@ -1,17 +1,25 @@
 """``dinotrack segment --batch LIST.csv``: many videos, one result folder each, on one or many
 processes.
 
-The list is a CSV file with a header naming the columns ``video`` and ``mask`` and optionally
-``start_frame`` and ``out``; relative paths are relative to the CSV's folder. Each video is
-segmented exactly as ``dinotrack segment VIDEO --mask MASK --start-frame N --out OUT/<out>``
-with the batch's other flags (``<out>`` defaults to the video's file name without its suffix).
+The list is a CSV file with a header naming the columns ``video`` and ``mask`` (or
+``prompts``) and optionally ``start_frame``, ``direction`` and ``out``; relative paths are
+relative to the CSV's folder. Each video is segmented exactly as ``dinotrack segment VIDEO
+--mask MASK --start-frame N --direction D --out OUT/<out>`` with the batch's other flags
+(``<out>`` defaults to the video's file name without its suffix). A ``prompts`` cell is a
+folder (``--prompts DIR``) or ``FRAME:MASK;FRAME:MASK`` (``--prompt FRAME:MASK`` each). The
+list is read strictly: an unclosed quote, a cell over 128 KiB, extra cells, a column named
+twice, and outs that clash (shared, nested, the summary's name) are refused before any work.
 
-- Resume: a video whose result folder was published (complete, with its record of files, see
-  :mod:`dinotrack.results.writer`) is skipped, so a killed batch restarted with the same command
-  does only what is left.
+- Resume: a video whose result folder was published, whose record describes the same run
+  (:func:`dinotrack.cli.job.run_description`: the input's and prompts' checksums, model,
+  weights' checksum, settings, formats) and whose recorded files are whole (see
+  :func:`dinotrack.results.writer.reusable`) is skipped, so a killed batch restarted with the
+  same command does only what is left; any other is segmented again, with a line saying why.
 - Errors: a video that fails (missing or unreadable file, bad mask...) is reported in one line
   and in ``OUT/batch-summary.json`` while the others go on; the exit status is 1 when any
-  failed.
+  failed (0 under ``torchrun``, see :func:`run_batch`).
+- One batch per ``OUT`` at a time (an ``flock`` of the folder); an ``out`` that a symbolic link
+  leads out of ``OUT`` is refused.
 - Distributed: under ``torchrun`` each process takes every ``WORLD_SIZE``-th video from its
   ``RANK`` (see :func:`dinotrack.pipeline.distributed.shard`) and runs on its own GPU
   (``LOCAL_RANK``), or on the CPU with gloo; rank 0 gathers the records and writes the summary.
