@@ -224,7 +224,7 @@ def _digest(path: str | os.PathLike[str]) -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def _cached_digest(path: str, _size: int, _mtime_ns: int) -> str | None:
-    from dinotrack.results.writer import file_digest
+    from dinotrack.results.record import file_digest
 
     try:
         return file_digest(path)["sha256"]

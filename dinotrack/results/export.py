@@ -19,7 +19,7 @@ from dinotrack.results.formats import (
     OBJECTS_DIR,
     format_writers,
 )
-from dinotrack.results.writer import file_digest, owned_files, read_record, record_files
+from dinotrack.results.record import file_digest, owned_files, read_record, record_files
 
 
 def result_videos(

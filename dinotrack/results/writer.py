@@ -14,17 +14,13 @@ or changed (an edited ``start_mask.png``) makes the run refuse, before any work,
 file. A run also refuses when one of its inputs (the video, the frames, the mask, the weights)
 lies inside the output directory, which it would replace.
 
-The record also describes the run that made the result (``run``: checksums of the input and
-the prompts, the model and its weights' checksum, the settings and the formats; see
-:func:`dinotrack.cli.job.run_description`), so that a batch resumes from a result only when it
-was made the same way and is still whole (:func:`reusable`). ``dinotrack export`` adds the
-files it writes to the record (:func:`record_files`). Readers ignore fields they do not know:
-a record without ``run`` (an older dinotrack) is whole but never reused.
+The record also describes the run that made the result (the ``run`` given to the writer), so
+that a batch resumes from a result only when it was made the same way and is still whole; the
+record itself is :mod:`dinotrack.results.record`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,7 +32,6 @@ import numpy as np
 
 from dinotrack.errors import InputError
 from dinotrack.io.atomic import (
-    atomic_output,
     check_parents,
     make_parents,
     output_file,
@@ -45,6 +40,14 @@ from dinotrack.io.atomic import (
     temporary_tag,
 )
 from dinotrack.io.masks import davis_palette, write_mask
+from dinotrack.results.record import (
+    RECORD_FORMAT,
+    RECORD_NAME,
+    RECORD_VERSION,
+    describe_file,
+    owned_files,
+    walk_files,
+)
 
 __all__ = [
     "RECORD_NAME",
@@ -52,18 +55,8 @@ __all__ = [
     "FormatWriter",
     "ResultWriter",
     "check_output_directory",
-    "file_digest",
     "owned_files",
-    "read_record",
-    "record_files",
-    "reusable",
 ]
-
-RECORD_NAME = ".dinotrack-output"
-"""Hidden JSON file in every published directory: what dinotrack wrote there."""
-
-RECORD_FORMAT = "dinotrack.results.writer"
-RECORD_VERSION = 1
 
 START_MASK_NAME = "start_mask.png"
 """File name, inside the results directory, of the start mask that ``segment --auto`` made."""
@@ -128,87 +121,6 @@ def check_output_directory(
     return target
 
 
-def read_record(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The ownership record of `directory` (see the module docstring); None when it holds no
-    readable, current record."""
-    record = Path(directory) / RECORD_NAME
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-        return None
-    if not isinstance(data.get("files"), dict):
-        return None
-    return data
-
-
-def owned_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
-    """The record of what dinotrack wrote into `directory`: relative POSIX path -> ``size``
-    and ``sha256``; None when the directory holds no (readable, current) record."""
-    data = read_record(directory)
-    return None if data is None else data["files"]
-
-
-def reusable(directory: str | os.PathLike[str], run: dict[str, Any]) -> str | None:
-    """Why the result in `directory` cannot stand for a run described by `run` (None: it can).
-
-    It can when its record describes the same run (same input and prompts, model, weights,
-    settings and formats) and every file the record lists is still there, unchanged.
-
-    Returns:
-        None, or a short reason: ``"no result"``, ``"its record does not describe the run"``
-        (an older dinotrack), ``"another mask, --short-side"`` (what changed, in the words of
-        `run`'s keys), ``"its file 00012.png is missing"``, ``"its file 00012.png was
-        changed"``.
-    """
-    directory = Path(directory)
-    data = read_record(directory)
-    if data is None:
-        return "no result"
-    old = data.get("run")
-    if not isinstance(old, dict):
-        return "its record does not describe the run (an older dinotrack)"
-    changed = [key for key in run if old.get(key) != run[key]]
-    changed += [key for key in old if key not in run]
-    if changed:
-        return "another " + ", ".join(changed)
-    for relative, expected in sorted(data["files"].items()):
-        path = directory / relative
-        if not path.is_file() or path.is_symlink():
-            return f"its file {relative} is missing"
-        if _describe(path) != expected:
-            return f"its file {relative} was changed"
-    return None
-
-
-def record_files(
-    directory: str | os.PathLike[str], written: Iterable[str], replaced: Iterable[str] = ()
-) -> None:
-    """Adds files written into `directory` after it was published (``dinotrack export``'s)
-    to its record, which is made if there is none.
-
-    Args:
-        directory: The folder.
-        written: The files written, relative POSIX paths (``coco.json``, ``objects/1/00000.png``).
-        replaced: Folders replaced as a whole (``objects``): the record's earlier entries
-            below them are dropped first.
-    """
-    directory = Path(directory)
-    data = read_record(directory) or {
-        "format": RECORD_FORMAT,
-        "version": RECORD_VERSION,
-        "files": {},
-    }
-    prefixes = tuple(f"{folder}/" for folder in replaced)
-    files = {k: v for k, v in data["files"].items() if not k.startswith(prefixes)}
-    for relative in written:
-        files[relative] = _describe(directory / relative)
-    data["files"] = files
-    with atomic_output(directory / RECORD_NAME) as tmp:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
-
-
 def _check_owned(target: Path) -> None:
     entries = sorted(entry.name for entry in target.iterdir())
     if not entries:
@@ -225,7 +137,7 @@ def _check_owned(target: Path) -> None:
             f"{target} already holds files that dinotrack did not write (e.g. {entries[0]}) "
             "and would be replaced as a whole; name a new or empty directory, or remove it"
         )
-    for relative, entry in _walk(target):
+    for relative, entry in walk_files(target):
         if relative == RECORD_NAME:
             continue
         expected = files.get(relative)
@@ -234,50 +146,12 @@ def _check_owned(target: Path) -> None:
                 f"{target} holds {relative}, which dinotrack did not write; a rerun would "
                 "delete it. Move it out of the directory, or name another output directory"
             )
-        if _describe(entry) != expected:
+        if describe_file(entry) != expected:
             raise FileExistsError(
                 f"{target / relative} was changed after dinotrack wrote it; a rerun would "
                 "delete it. Move it out of the directory (and pass it as --mask, if it is an "
                 "edited start mask), or name another output directory"
             )
-
-
-def _walk(directory: Path) -> list[tuple[str, Path]]:
-    """Every non-directory entry below `directory` (symlinks not followed), and every empty
-    directory, as ``(relative POSIX path, path)``."""
-    found = []
-    for root, dirs, files in os.walk(directory):
-        base = Path(root)
-        for name in dirs:
-            entry = base / name
-            if entry.is_symlink() or not any(entry.iterdir()):
-                found.append((entry.relative_to(directory).as_posix(), entry))
-        for name in files:
-            found.append(((base / name).relative_to(directory).as_posix(), base / name))
-    return sorted(found)
-
-
-def file_digest(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"size": bytes, "sha256": hex}`` of a file, or of a directory's files (their names,
-    sizes and contents, hidden files and sub-folders included)."""
-    path = Path(path)
-    if not path.is_dir():
-        return _describe(path)
-    digest, size = hashlib.sha256(), 0
-    for relative, entry in _walk(path):
-        if entry.is_file():
-            described = _describe(entry)
-            size += described["size"]
-            digest.update(f"{relative}\0{described['sha256']}\0".encode())
-    return {"size": size, "sha256": digest.hexdigest()}
-
-
-def _describe(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _is_within(path: Path, directory: Path) -> bool:
@@ -399,7 +273,7 @@ class ResultWriter:
         try:
             data = json.loads((self.directory / RECORD_NAME).read_text())
             expected = data["published_with"][os.path.realpath(path)]
-            return path.is_file() and not path.is_symlink() and _describe(path) == expected
+            return path.is_file() and not path.is_symlink() and describe_file(path) == expected
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             return False
 
@@ -464,8 +338,8 @@ class ResultWriter:
             if self._overlay is not None:
                 self._overlay.close()  # flushed into its temporary file, not yet published
             files = {
-                relative: _describe(entry)
-                for relative, entry in _walk(staging)
+                relative: describe_file(entry)
+                for relative, entry in walk_files(staging)
                 if entry.is_file() and not entry.is_symlink()
             }
             record = {"format": RECORD_FORMAT, "version": RECORD_VERSION, "files": files}
@@ -475,7 +349,7 @@ class ResultWriter:
             record["inputs"] = {flag: os.path.abspath(path) for flag, path in self.inputs}
             if self._overlay is not None:  # so that the next run may replace it, unchanged
                 overlay = os.path.realpath(self._overlay.path)
-                record["published_with"] = {overlay: _describe(self._overlay.pending_path)}
+                record["published_with"] = {overlay: describe_file(self._overlay.pending_path)}
             (staging / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
             if os.path.lexists(self.directory):
                 check_output_directory(self.directory)  # nothing foreign appeared meanwhile
