@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import functools
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -59,10 +60,10 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
             inputs=inputs,
             flag="--out",
             masks="png" in args.save,
-            run=run_description(args),
         )
         try:
             auto_start, prompts = _start_masks(args, info, results)
+            results.run = run_description(args)  # once the inputs are checked
             tracker = tracker or build_tracker(args)
         except BaseException:
             results.abort()  # removes the overlay's temporary file and new parent folders
@@ -214,12 +215,14 @@ def _digest(path: str | os.PathLike[str]) -> str | None:
     file's is kept while its size and time are the same (a batch reads one weights file per
     video)."""
     try:
-        stat = os.stat(path)
-        if os.path.isdir(path):  # a folder's time does not change with its files' contents
-            return _cached_digest.__wrapped__(path, 0, 0)
-    except OSError:
+        info = os.stat(path)
+    except (OSError, ValueError):
         return None
-    return _cached_digest(os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if stat.S_ISDIR(info.st_mode):  # a folder's time does not change with its files' contents
+        return _cached_digest.__wrapped__(path, 0, 0)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, a device: never read here
+        return None
+    return _cached_digest(os.path.realpath(path), info.st_size, info.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=64)
