@@ -257,6 +257,8 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
 
 def test_models_lists_backbones(capsys):
     code, out, _ = run(["models"], capsys)
+    assert code == 0 and "dino_vits8" in out and "test_vit_tiny" not in out
+    code, out, _ = run(["models", "--all"], capsys)
     assert code == 0 and "dino_vits8" in out and "test_vit_tiny" in out
 
 

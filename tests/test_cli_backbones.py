@@ -12,7 +12,7 @@ from dinotrack.models.registry import get_backbone_spec, list_backbones
 
 def test_models_table_reads_in_80_columns(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "80")
-    assert main(["models"]) == 0
+    assert main(["models", "--all"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= 80
     for name in list_backbones():  # one line per backbone, licence included

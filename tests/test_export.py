@@ -15,6 +15,7 @@ from pycocotools import mask as mask_utils
 from dinotrack.cli import main
 from dinotrack.io.masks import read_mask, write_mask
 from dinotrack.results.formats import CocoWriter, MotWriter, ObjectsWriter, mask_box, parse_formats
+from dinotrack.results.writer import RECORD_NAME, owned_files
 
 pytestmark = pytest.mark.filterwarnings(  # pycocotools' decode under numpy 2 (tests only)
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
@@ -60,7 +61,7 @@ def test_coco_rle_decodes_to_exactly_the_masks(tmp_path):
     doc = json.loads((tmp_path / "coco.json").read_text())
     (video,) = doc["videos"]
     assert (video["width"], video["height"], video["length"]) == (60, 40, 5)
-    assert video["file_names"] == [f"clip/{i:05d}.jpg" for i in range(10, 15)]
+    assert video["file_names"] == [f"clip/{i:05d}.png" for i in range(10, 15)]  # the masks
     assert video["frame_indices"] == list(range(10, 15))
     assert [a["id"] for a in doc["annotations"]] == [3, 7, 300]
     for ann in doc["annotations"]:
@@ -198,10 +199,16 @@ def test_export_of_a_results_folder_gives_the_files_of_save(saved, tmp_path, cap
     assert (out / "mot.txt").read_bytes() == (saved / "mot.txt").read_bytes()
     assert json.loads((out / "coco.json").read_text()) == json.loads(
         (saved / "coco.json").read_text()
-    )  # the video's name is the folder's, here the same
+    )  # the same video name and file names: export reads the input from the record
     for png in (saved / "objects" / "1").iterdir():
         assert (out / "objects" / "1" / png.name).read_bytes() == png.read_bytes()
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [RECORD_NAME]
+    recorded = sorted(owned_files(out))
+    assert recorded == sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*.*")
+        if p.is_file() and p.name != RECORD_NAME
+    )
 
 
 def test_export_of_a_davis_layout_writes_into_each_sequence(tmp_path, capsys):
@@ -240,7 +247,7 @@ def test_export_names_frames_by_position_when_names_are_not_numbers(tmp_path):
     export_results(folder, ["mot", "coco"])
     assert (folder / "mot.txt").read_text() == "1,2,4,3,6,3,1,-1,-1,-1\n2,2,4,3,6,3,1,-1,-1,-1\n"
     doc = json.loads((folder / "coco.json").read_text())
-    assert doc["videos"][0]["file_names"] == ["res/frame_a.jpg", "res/frame_b.jpg"]
+    assert doc["videos"][0]["file_names"] == ["res/frame_a.png", "res/frame_b.png"]
 
 
 @pytest.mark.parametrize(
@@ -333,4 +340,4 @@ def test_export_reads_frame_names_in_natural_order(tmp_path, capsys):
         capsys.readouterr().err
     )
     doc = json.loads((out / "coco.json").read_text())
-    assert doc["videos"][0]["file_names"] == [f"clip/{name}.jpg" for name in names]
+    assert doc["videos"][0]["file_names"] == [f"clip/{name}.png" for name in names]

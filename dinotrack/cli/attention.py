@@ -70,6 +70,8 @@ def register(subparsers) -> None:
 
 
 _VIDEO_OUTPUTS = (".mp4", ".mov", ".mkv")
+_DATA_SUFFIXES = (".npy", ".npz", ".json", ".txt", ".csv", ".pdf", ".svg", ".gif")
+"""With the image and video suffixes: names of files, not of an image's output folder."""
 
 
 def run_attention(args: argparse.Namespace) -> int:
@@ -98,14 +100,17 @@ def _run_image(args: argparse.Namespace, source: Path) -> int:
     from PIL import Image
 
     from dinotrack.io.masks import write_mask
-    from dinotrack.io.video import VIDEO_SUFFIXES, read_image
+    from dinotrack.io.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_image
     from dinotrack.results.colour_map import outline_palette, render
     from dinotrack.results.overlay import blend_overlay
     from dinotrack.results.writer import ResultWriter
 
-    if Path(args.out).suffix.lower() in VIDEO_SUFFIXES:
+    suffix = Path(args.out).suffix.lower()
+    if suffix in (*VIDEO_SUFFIXES, *IMAGE_SUFFIXES, *_DATA_SUFFIXES):
+        kind = "a video" if suffix in VIDEO_SUFFIXES else f"a {suffix} file"
         raise InputError(
-            f"{source} is an image: --out names a directory of PNGs, not a video ({args.out})"
+            f"{source} is an image: --out names a directory of PNGs (one per head), not "
+            f"{kind} ({args.out}); give a folder name, e.g. {Path(args.out).with_suffix('')}"
         )
     for flag in ("head", "max_frames"):
         if getattr(args, flag) is not None:

@@ -39,9 +39,10 @@ def add_segment_output_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="LIST.csv",
-        help="segment many videos: a CSV with a header and columns video,mask and optional "
-        "start_frame,out (relative paths are relative to the CSV); one result folder per "
-        "video under --out, finished ones skipped on a rerun, --out/batch-summary.json; "
+        help="segment many videos: a CSV with a header and columns video and mask (or "
+        "prompts: a folder, or FRAME:MASK;FRAME:MASK) and optional start_frame,direction,out "
+        "(relative paths are relative to the CSV); one result folder per video under --out, "
+        "reused on a rerun only if made the same way and whole, --out/batch-summary.json; "
         "under torchrun each process takes its share of the list",
     )
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
+import stat
 import time
 from pathlib import Path
 
@@ -58,10 +60,16 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
         inputs += [("--prompt", text.partition(":")[2] or None) for text in args.prompt]
         inputs.append(("--prompts", args.prompts))
         # Checked before any work; --save without png writes no palette PNGs.
-        results = ResultWriter(args.out, inputs=inputs, flag="--out", masks="png" in args.save)
+        results = ResultWriter(
+            args.out,
+            inputs=inputs,
+            flag="--out",
+            masks="png" in args.save,
+        )
         try:
             clicks = _click_flags(args, info)
             auto_start, prompts = _start_masks(args, info, results)
+            results.run = run_description(args)  # once the inputs are checked
             tracker = tracker or build_tracker(args)
             if clicks:
                 from dinotrack.cli.clicks import click_prompts
@@ -74,13 +82,13 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
             # The extra formats (--save); their scratch files are part of the staging.
             video_name = Path(os.path.abspath(args.input)).stem
             results.formats = format_writers(
-                args.save, video_name, scratch=results.staging / ".objects"
+                args.save, video_name, scratch=results.staging / ".objects", source=args.input
             )
             end = info.num_frames if stop is None else min(stop, info.num_frames)
             # --mask is frame --start-frame's prompt: a backward pass goes on down to frame 0.
             first = 0 if args.mask is not None and args.direction != "forward" else start_frame
             total = frames_to_track(args.direction, sorted(prompts), first, end)
-            with _progress_bar(progress, total) as advance:
+            with _progress_bar(progress, total, Path(args.input).name) as advance:
                 done = segment_video(
                     tracker,
                     args.input,
@@ -105,12 +113,24 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
     return 0
 
 
+LOG_EVERY_SHARE, LOG_EVERY_SECONDS = 0.1, 30.0
+"""Off a terminal (a log, nohup, CI), a progress line every 10 % of the frames or 30 s."""
+
+
 @contextlib.contextmanager
-def _progress_bar(progress, total: int):
+def _progress_bar(progress, total: int, label: str = "segment"):
     """A function to call once per frame that advances a bar of ``total`` frames: on the
-    batch's display ``progress`` if given, else on a bar of its own (on a terminal only)."""
+    batch's display ``progress`` if given, else on a bar of its own (on a terminal), with the
+    rate and the time left; off a terminal, a line every :data:`LOG_EVERY_SHARE` of the frames
+    or :data:`LOG_EVERY_SECONDS` seconds instead."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     columns = (
@@ -118,24 +138,113 @@ def _progress_bar(progress, total: int):
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[fps]:.2f} fps"),
+        TimeRemainingColumn(),
     )
     if progress is None:
         bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
     else:  # a batch's display: one more bar on it
         bar = contextlib.nullcontext(progress)
+    log = not console.is_terminal
     with bar as shown:
         task = shown.add_task("frames", total=total, fps=0.0)
-        began, count = time.perf_counter(), 0
+        began = time.perf_counter()
+        count, logged_count, logged_at = 0, 0, began
 
         def advance(_index: int) -> None:
-            nonlocal count
+            nonlocal count, logged_count, logged_at
             count += 1
-            shown.update(task, advance=1, fps=count / max(time.perf_counter() - began, 1e-9))
+            now = time.perf_counter()
+            fps = count / max(now - began, 1e-9)
+            shown.update(task, advance=1, fps=fps)
+            due = count - logged_count >= max(1, LOG_EVERY_SHARE * total)
+            if log and (due or now - logged_at >= LOG_EVERY_SECONDS or count == total):
+                left = max(total - count, 0) / fps
+                console.print(
+                    f"{label}: {count}/{total} frames ({100 * count // max(total, 1)}%), "
+                    f"{fps:.2f} fps, {int(left) // 60}:{int(left) % 60:02d} left",
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
+                logged_count, logged_at = count, now
 
         try:
             yield advance
         finally:
             shown.remove_task(task)
+
+
+RUN_SETTINGS = (
+    "preset",
+    "n_last_frames",
+    "radius",
+    "topk",
+    "temperature",
+    "short_side",
+    "resize_rule",
+    "max_prompt_frames",
+    "group_merge",
+    "pos_embed",
+    "precision",
+    "start_frame",
+    "max_frames",
+    "direction",
+    "auto",
+    "objects",
+    "box",
+    "mass",
+)
+"""The flags that change a result, recorded with it (not the device, --batch-size...)."""
+
+
+def run_description(args: argparse.Namespace) -> dict:
+    """What makes ``segment``'s result, as plain JSON values kept in its record (see
+    :func:`dinotrack.results.writer.reusable`): the input's and prompts' checksums (not their
+    paths: a moved file is the same input), the model, the weights' checksum, the settings
+    (:data:`RUN_SETTINGS`) and the formats."""
+    prompts = []
+    if args.mask is not None:
+        prompts.append([str(args.start_frame), _digest(args.mask)])
+    for text in args.prompt:
+        frame, _, path = text.partition(":")
+        prompts.append([frame.strip(), _digest(path)])
+    if args.prompts is not None and os.path.isdir(args.prompts):
+        for path in sorted(Path(args.prompts).iterdir()):
+            if path.suffix.lower() == ".png":
+                prompts.append([path.name, _digest(path)])
+    return {
+        "input": _digest(args.input),
+        "prompts": sorted(prompts),
+        "model": args.model,
+        "weights": None if args.weights is None else _digest(args.weights),
+        "settings": {name: getattr(args, name, None) for name in RUN_SETTINGS},
+        "formats": sorted(args.save),
+    }
+
+
+def _digest(path: str | os.PathLike[str]) -> str | None:
+    """The SHA-256 of a file or folder (None if it cannot be read: the run will say why); a
+    file's is kept while its size and time are the same (a batch reads one weights file per
+    video)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISDIR(info.st_mode):  # a folder's time does not change with its files' contents
+        return _cached_digest.__wrapped__(path, 0, 0)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO, a device: never read here
+        return None
+    return _cached_digest(os.path.realpath(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_digest(path: str, _size: int, _mtime_ns: int) -> str | None:
+    from dinotrack.results.record import file_digest
+
+    try:
+        return file_digest(path)["sha256"]
+    except OSError:
+        return None
 
 
 def _check_flags(args: argparse.Namespace) -> None:

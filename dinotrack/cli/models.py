@@ -14,6 +14,11 @@ def register(subparsers) -> None:
         description="List the known backbones, or describe one in full.",
     )
     p.add_argument("name", nargs="?", default=None, help="describe this backbone in full")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="also list the tiny random test_* backbones (for tests and benchmarks)",
+    )
     p.set_defaults(func=run_models)
 
 
@@ -59,6 +64,7 @@ def run_models(args: argparse.Namespace) -> int:
         caption="weights: HF hub = a timm tag, into the Hugging Face hub cache;\n"
         "download = the official URL, into torch's hub cache.\n"
         "`dinotrack models NAME` describes one backbone in full."
+        + ("" if args.all else "\nThe random test_* backbones: `dinotrack models --all`.")
     )
     table.add_column("name", no_wrap=True)
     table.add_column("patch", no_wrap=True, justify="right")
@@ -68,6 +74,8 @@ def run_models(args: argparse.Namespace) -> int:
     table.add_column("weights", no_wrap=True)
     for name in list_backbones():
         spec = get_backbone_spec(name)
+        if spec.random_weights and not args.all:
+            continue
         dim = "?" if spec.embed_dim is None else str(spec.embed_dim)
         licence = spec.license.split(" (")[0]  # the details: `dinotrack models NAME`
         row = (name, str(spec.patch_size), dim, licence, spec.preset, weights_source(spec))

@@ -19,6 +19,7 @@ from dinotrack.results.formats import (
     OBJECTS_DIR,
     format_writers,
 )
+from dinotrack.results.record import file_digest, owned_files, read_record, record_files
 
 
 def result_videos(
@@ -97,7 +98,11 @@ def export_results(
     """Convert a results folder of palette (or grayscale id) PNGs to other formats.
 
     Each video's files (``coco.json``, ``mot.txt``, ``objects/``; see the module docstring)
-    are written to a hidden temporary folder and renamed into place once all are complete.
+    are written to a hidden temporary folder and renamed into place once all are complete,
+    then added to the folder's ownership record (see :mod:`dinotrack.results.writer`), so that
+    a later ``segment`` into it replaces them as its own. Replacing ``objects/`` keeps the
+    files in it that dinotrack did not write (a user's ``notes.txt``). ``coco.json`` names the
+    video after the input that the folder's record names (else after the folder).
 
     Args:
         results: One video's PNGs, or ``<video>/<frame>.png`` folders (see
@@ -143,11 +148,15 @@ def export_results(
             if path.exists() and path.is_dir() != (entry == OBJECTS_DIR):
                 raise FileExistsError(f"{path} exists and is not a {entry} output; remove it")
     written: list[Path] = []
-    for (name, _, paths), target in zip(videos, targets, strict=True):
+    for (name, folder, paths), target in zip(videos, targets, strict=True):
         target.mkdir(parents=True, exist_ok=True)
+        source = _recorded_input(folder)
+        video_name = name if source is None else Path(source).stem
         tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target))
         try:
-            writers = format_writers(formats, name, scratch=tmp / ".objects-scratch")
+            writers = format_writers(
+                formats, video_name, scratch=tmp / ".objects-scratch", source=source
+            )
             stems = [p.stem for p in paths]
             for index, stem, path in zip(frame_indices(stems), stems, paths, strict=True):
                 loaded = read_mask(path)
@@ -160,12 +169,57 @@ def export_results(
                     writer.add(index, stem, loaded.ids)
             for writer in writers:
                 writer.finish(tmp)
-            for entry in _format_entries(formats):
+            entries = _format_entries(formats)
+            files = [relative for entry in entries for relative in _files_of(tmp, entry)]
+            if OBJECTS_DIR in entries:
+                _keep_foreign(target, tmp / OBJECTS_DIR)
+            for entry in entries:
                 _replace(tmp / entry, target / entry)
                 written.append(target / entry)
+            record_files(target, files, replaced=[OBJECTS_DIR] if OBJECTS_DIR in entries else [])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return written
+
+
+def _recorded_input(folder: Path) -> str | None:
+    """The input that dinotrack's record in `folder` says the results were made from."""
+    record = read_record(folder) or {}
+    inputs = record.get("inputs")
+    source = inputs.get("input") if isinstance(inputs, dict) else None
+    return source if isinstance(source, str) else None
+
+
+def _files_of(folder: Path, entry: str) -> list[str]:
+    """``entry`` (a file or folder in `folder`) as relative POSIX paths of its files."""
+    path = folder / entry
+    if not path.is_dir():
+        return [entry]
+    return sorted(p.relative_to(folder).as_posix() for p in path.rglob("*") if p.is_file())
+
+
+def _keep_foreign(target: Path, new_objects: Path) -> None:
+    """Copy into the new ``objects/`` folder every file of the old ``target/objects`` that
+    dinotrack did not write (or that was changed since) and that the new export does not
+    replace: a user's ``notes.txt`` stays."""
+    old = target / OBJECTS_DIR
+    if not old.is_dir() or old.is_symlink():
+        return
+    ours = owned_files(target) or {}
+    for path in sorted(old.rglob("*")):
+        if path.is_dir() and not path.is_symlink():
+            continue
+        inner = path.relative_to(old)
+        recorded = ours.get(f"{OBJECTS_DIR}/{inner.as_posix()}")
+        if (new_objects / inner).exists() or (
+            recorded is not None and path.is_file() and file_digest(path) == recorded
+        ):
+            continue  # replaced by the new export, or dinotrack's own
+        (new_objects / inner).parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            os.symlink(os.readlink(path), new_objects / inner)
+        else:
+            shutil.copy2(path, new_objects / inner)
 
 
 def _format_entries(formats: Sequence[str]) -> list[str]:

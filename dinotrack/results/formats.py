@@ -13,7 +13,12 @@ Formats, and the files they write in a results directory:
   class-agnostic category, and per object one annotation (``id`` = the object id) with per
   frame a compressed RLE ``segmentations`` entry (pycocotools), its ``bboxes`` ``[x, y, w, h]``
   (pixels, 0-based, as COCO) and ``areas`` (pixel count); ``null`` in all three where the
-  object has no pixel in that frame.
+  object has no pixel in that frame. ``videos[0].file_names`` name files that exist, relative
+  to the folder that holds the input (see :func:`frame_files`): ``<folder>/<frame file>`` for
+  a folder of frames (``bedroom/00012.jpg``, the YouTube-VIS layout), ``<video file>#<frame
+  index>`` for a video file (``bedroom.mp4#00012``: frame 12 of ``bedroom.mp4``), and, when
+  the input is not known (``export`` of another method's results), the exported PNG masks
+  ``<results folder>/<name>.png`` relative to the results folder's parent.
 - ``mot`` -> ``mot.txt``: MOTChallenge lines ``frame,id,x,y,w,h,conf,-1,-1,-1``: ``frame`` is
   the 1-based frame number in the video (frame index + 1), ``x, y`` the box's top-left pixel
   counted from 1 (MOTChallenge convention: COCO's ``x + 1, y + 1``), ``w, h`` its size in
@@ -30,7 +35,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -157,12 +162,14 @@ class CocoWriter:
     """``coco.json``: the results as one YouTube-VIS / COCO video (see the module docstring).
 
     Args:
-        video_name: The video's name, recorded as ``videos[0].name``; ``file_names`` are
-            ``<video_name>/<frame name>.jpg``, the YouTube-VIS layout.
+        video_name: The video's name, recorded as ``videos[0].name``.
+        frame_file: ``(frame index, output name) -> file name`` for ``file_names`` (see
+            :func:`frame_files`); None: ``<video_name>/<name>.png``, the PNG masks.
     """
 
-    def __init__(self, video_name: str) -> None:
+    def __init__(self, video_name: str, frame_file: Callable[[int, str], str] | None = None):
         self.video_name = video_name
+        self.frame_file = frame_file or (lambda _index, name: f"{video_name}/{name}.png")
         self._frames = _FrameLog()
         # object id -> frame position -> (rle counts, bbox, area)
         self._objects: dict[int, dict[int, tuple[str, list[int], int]]] = {}
@@ -209,7 +216,9 @@ class CocoWriter:
                     "width": width,
                     "height": height,
                     "length": len(order),
-                    "file_names": [f"{self.video_name}/{frames.names[p]}.jpg" for p in order],
+                    "file_names": [
+                        self.frame_file(frames.indices[p], frames.names[p]) for p in order
+                    ],
                     "frame_indices": [frames.indices[p] for p in order],
                 }
             ],
@@ -295,8 +304,25 @@ class ObjectsWriter:
         self._cleanup()
 
 
+def frame_files(source: str | os.PathLike[str] | None) -> Callable[[int, str], str] | None:
+    """How ``coco.json`` names frame ``index`` (output name ``name``) of the input `source`,
+    relative to the folder that holds `source`: ``<folder>/<frame file>`` for a folder of
+    frames (the file whose name without suffix is ``name``), ``<video file>#<index:05d>`` for a
+    video file; None when `source` is None (unknown)."""
+    if source is None:
+        return None
+    path = Path(os.path.abspath(source))
+    if path.is_dir():
+        files = {Path(name).stem: name for name in sorted(os.listdir(path), reverse=True)}
+        return lambda _index, name: f"{path.name}/{files.get(name, name)}"
+    return lambda index, _name: f"{path.name}#{index:05d}"
+
+
 def format_writers(
-    formats: Sequence[str], video_name: str, scratch: str | os.PathLike[str] | None = None
+    formats: Sequence[str],
+    video_name: str,
+    scratch: str | os.PathLike[str] | None = None,
+    source: str | os.PathLike[str] | None = None,
 ) -> list[CocoWriter | MotWriter | ObjectsWriter]:
     """The writers of ``formats`` (``png`` is skipped: the result writer writes it).
 
@@ -304,6 +330,8 @@ def format_writers(
         formats: Names from :data:`FORMATS`.
         video_name: The video's name, for ``coco``.
         scratch: Where ``objects`` creates its PNGs until :meth:`ObjectsWriter.finish`.
+        source: The input (video file or frames folder), for ``coco``'s ``file_names`` (see
+            :func:`frame_files`); None: unknown.
 
     Raises:
         ValueError: An unknown format.
@@ -311,7 +339,7 @@ def format_writers(
     writers: list[CocoWriter | MotWriter | ObjectsWriter] = []
     for name in formats:
         if name == "coco":
-            writers.append(CocoWriter(video_name))
+            writers.append(CocoWriter(video_name, frame_files(source)))
         elif name == "mot":
             writers.append(MotWriter())
         elif name == "objects":

@@ -13,11 +13,14 @@ everything in it is exactly such a file: a file the user added (notes, a frame f
 or changed (an edited ``start_mask.png``) makes the run refuse, before any work, naming the
 file. A run also refuses when one of its inputs (the video, the frames, the mask, the weights)
 lies inside the output directory, which it would replace.
+
+The record also describes the run that made the result (the ``run`` given to the writer), so
+that a batch resumes from a result only when it was made the same way and is still whole; the
+record itself is :mod:`dinotrack.results.record`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -37,6 +40,14 @@ from dinotrack.io.atomic import (
     temporary_tag,
 )
 from dinotrack.io.masks import davis_palette, write_mask
+from dinotrack.results.record import (
+    RECORD_FORMAT,
+    RECORD_NAME,
+    RECORD_VERSION,
+    describe_file,
+    owned_files,
+    walk_files,
+)
 
 __all__ = [
     "RECORD_NAME",
@@ -46,12 +57,6 @@ __all__ = [
     "check_output_directory",
     "owned_files",
 ]
-
-RECORD_NAME = ".dinotrack-output"
-"""Hidden JSON file in every published directory: what dinotrack wrote there."""
-
-RECORD_FORMAT = "dinotrack.results.writer"
-RECORD_VERSION = 1
 
 START_MASK_NAME = "start_mask.png"
 """File name, inside the results directory, of the start mask that ``segment --auto`` made."""
@@ -116,22 +121,6 @@ def check_output_directory(
     return target
 
 
-def owned_files(directory: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
-    """The record of what dinotrack wrote into `directory`: relative POSIX path -> ``size``
-    and ``sha256``; None when the directory holds no (readable, current) record."""
-    record = Path(directory) / RECORD_NAME
-    try:
-        data = json.loads(record.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
-        return None
-    files = data.get("files")
-    if not isinstance(files, dict):
-        return None
-    return files
-
-
 def _check_owned(target: Path) -> None:
     entries = sorted(entry.name for entry in target.iterdir())
     if not entries:
@@ -148,7 +137,7 @@ def _check_owned(target: Path) -> None:
             f"{target} already holds files that dinotrack did not write (e.g. {entries[0]}) "
             "and would be replaced as a whole; name a new or empty directory, or remove it"
         )
-    for relative, entry in _walk(target):
+    for relative, entry in walk_files(target):
         if relative == RECORD_NAME:
             continue
         expected = files.get(relative)
@@ -157,35 +146,12 @@ def _check_owned(target: Path) -> None:
                 f"{target} holds {relative}, which dinotrack did not write; a rerun would "
                 "delete it. Move it out of the directory, or name another output directory"
             )
-        if _describe(entry) != expected:
+        if describe_file(entry) != expected:
             raise FileExistsError(
                 f"{target / relative} was changed after dinotrack wrote it; a rerun would "
                 "delete it. Move it out of the directory (and pass it as --mask, if it is an "
                 "edited start mask), or name another output directory"
             )
-
-
-def _walk(directory: Path) -> list[tuple[str, Path]]:
-    """Every non-directory entry below `directory` (symlinks not followed), and every empty
-    directory, as ``(relative POSIX path, path)``."""
-    found = []
-    for root, dirs, files in os.walk(directory):
-        base = Path(root)
-        for name in dirs:
-            entry = base / name
-            if entry.is_symlink() or not any(entry.iterdir()):
-                found.append((entry.relative_to(directory).as_posix(), entry))
-        for name in files:
-            found.append(((base / name).relative_to(directory).as_posix(), base / name))
-    return sorted(found)
-
-
-def _describe(path: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _is_within(path: Path, directory: Path) -> bool:
@@ -219,6 +185,7 @@ class ResultWriter:
         formats: Sequence[FormatWriter] = (),
         flag: str = "the output directory",
         masks: bool = True,
+        run: dict[str, Any] | None = None,
     ) -> None:
         """Checks the output directory; nothing is written yet.
 
@@ -229,6 +196,8 @@ class ResultWriter:
             formats: Extra output formats (see :class:`FormatWriter`).
             flag: How messages name the directory (e.g. ``"--out"``).
             masks: Write the palette PNGs (False: only the formats, e.g. ``--save coco``).
+            run: What made the result (plain JSON values), kept in the record as ``run``
+                (see :func:`reusable`).
 
         Raises:
             As :func:`check_output_directory`.
@@ -239,6 +208,7 @@ class ResultWriter:
         self.palette = davis_palette() if palette is None else palette
         self.formats = list(formats)
         self.masks = masks
+        self.run = run
         self.staging: Path | None = None
         self.frames_written = 0
         self._overlay: Any = None
@@ -303,7 +273,7 @@ class ResultWriter:
         try:
             data = json.loads((self.directory / RECORD_NAME).read_text())
             expected = data["published_with"][os.path.realpath(path)]
-            return path.is_file() and not path.is_symlink() and _describe(path) == expected
+            return path.is_file() and not path.is_symlink() and describe_file(path) == expected
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
             return False
 
@@ -368,14 +338,18 @@ class ResultWriter:
             if self._overlay is not None:
                 self._overlay.close()  # flushed into its temporary file, not yet published
             files = {
-                relative: _describe(entry)
-                for relative, entry in _walk(staging)
+                relative: describe_file(entry)
+                for relative, entry in walk_files(staging)
                 if entry.is_file() and not entry.is_symlink()
             }
             record = {"format": RECORD_FORMAT, "version": RECORD_VERSION, "files": files}
+            if self.run is not None:
+                record["run"] = self.run
+            # What the result was made from (e.g. ``export`` names the video after its input).
+            record["inputs"] = {flag: os.path.abspath(path) for flag, path in self.inputs}
             if self._overlay is not None:  # so that the next run may replace it, unchanged
                 overlay = os.path.realpath(self._overlay.path)
-                record["published_with"] = {overlay: _describe(self._overlay.pending_path)}
+                record["published_with"] = {overlay: describe_file(self._overlay.pending_path)}
             (staging / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
             if os.path.lexists(self.directory):
                 check_output_directory(self.directory)  # nothing foreign appeared meanwhile
