@@ -150,3 +150,24 @@ def test_out_of_range_recipe_flags_are_one_line(capsys, tmp_path):
         code = main(["--data", str(tmp_path), "--epochs", "20", *flags])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.distributed
+def test_two_gloo_processes_with_every_option_stay_in_sync(videos, tmp_path):
+    import torch.multiprocessing as mp
+    from pretrain_support import distributed_rank
+    from test_pretrain_distributed import free_port
+
+    recipe = RecipeConfig(ibot_weight=1.0, koleo_weight=0.1, gram_weight=1.0, gram_start=1)
+    cfg = tiny_config(
+        tmp_path / "run", videos, max_steps=2, data={"frames_per_video": 4}, recipe=recipe
+    )
+    mp.spawn(distributed_rank, args=(2, free_port(), cfg, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 2
+    assert any("mask_token" in key for key in ranks[0]["teacher"])
+    for key, value in ranks[0]["teacher"].items():
+        assert torch.equal(value, ranks[1]["teacher"][key]), key
+    assert ranks[0]["loss"] == ranks[1]["loss"]
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert ckpt["patch_loss"]["center"].abs().sum() > 0 and ckpt["gram_anchor_step"] == 1
