@@ -21,6 +21,7 @@ from pretrain.config import (
     ModelConfig,
     OptimConfig,
     PretrainConfig,
+    RecipeConfig,
 )
 
 DESCRIPTION = (
@@ -37,6 +38,7 @@ ON_INTERRUPT = "run the same command again to resume from the last checkpoint"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the pretraining flags to ``parser`` (defaults are the DINO paper's)."""
     d, a, m, o, r = DataConfig(), AugmentConfig(), ModelConfig(), OptimConfig(), PretrainConfig()
+    dense = RecipeConfig()
     g = parser.add_argument_group("data")
     g.add_argument(
         "--data",
@@ -184,6 +186,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-teacher-temp", type=float, default=o.warmup_teacher_temp)
     g.add_argument("--warmup-teacher-temp-epochs", type=int, default=o.warmup_teacher_temp_epochs)
 
+    g = parser.add_argument_group(
+        "dense-feature recipes (DINOv2, DINOv3; all off by default: DINO's recipe)"
+    )
+    g.add_argument(
+        "--ibot-weight",
+        type=float,
+        default=dense.ibot_weight,
+        help="weight of iBOT's masked-patch loss, 0 = off (default %(default)s; DINOv2: 1.0)",
+    )
+    g.add_argument(
+        "--ibot-mask-ratio",
+        type=float,
+        nargs=2,
+        metavar=("MIN", "MAX"),
+        default=dense.ibot_mask_ratio,
+        help="share of the patches masked in a masked view (default %(default)s)",
+    )
+    g.add_argument(
+        "--ibot-mask-p",
+        type=float,
+        default=dense.ibot_mask_p,
+        help="share of the global views that get a mask (default %(default)s)",
+    )
+    g.add_argument(
+        "--ibot-separate-head",
+        action=argparse.BooleanOptionalAction,
+        default=dense.ibot_separate_head,
+        help="score patches with a head of their own, not the DINO head (default %(default)s)",
+    )
+    g.add_argument(
+        "--koleo-weight",
+        type=float,
+        default=dense.koleo_weight,
+        help="weight of the KoLeo regulariser on the class tokens, 0 = off "
+        "(default %(default)s; DINOv2: 0.1)",
+    )
+    g.add_argument(
+        "--gram-weight",
+        type=float,
+        default=dense.gram_weight,
+        help="weight of DINOv3's Gram anchoring, 0 = off (default %(default)s; DINOv3: 2.0)",
+    )
+    g.add_argument(
+        "--gram-start",
+        type=int,
+        default=dense.gram_start,
+        metavar="STEP",
+        help="step at which the teacher is copied into the Gram anchor and the loss starts "
+        "(default %(default)s)",
+    )
+    g.add_argument(
+        "--gram-update-every",
+        type=int,
+        default=dense.gram_update_every,
+        metavar="STEPS",
+        help="refresh the Gram anchor with the teacher every STEPS steps, 0 = never "
+        "(default %(default)s)",
+    )
+
     g = parser.add_argument_group("run")
     g.add_argument("--out", default=r.out, help="run directory (default %(default)s)")
     g.add_argument(
@@ -277,7 +338,12 @@ def config_from_args(args: argparse.Namespace) -> PretrainConfig:
     settings without a flag keep their defaults)."""
     data = _section(DataConfig, args, paths=tuple(args.data))
     sections = {"data": data}
-    for name, cls in (("augment", AugmentConfig), ("model", ModelConfig), ("optim", OptimConfig)):
+    for name, cls in (
+        ("augment", AugmentConfig),
+        ("model", ModelConfig),
+        ("optim", OptimConfig),
+        ("recipe", RecipeConfig),
+    ):
         sections[name] = _section(cls, args)
     return _section(PretrainConfig, args, **sections)
 

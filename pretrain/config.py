@@ -143,6 +143,47 @@ class OptimConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """The dense-feature losses that DINO's successors added, each off by default (weight 0),
+    so that the default recipe is DINO's exactly.
+
+    Attributes:
+        ibot_weight: Weight of iBOT's masked-patch loss (DINOv2: 1.0); 0 turns it off.
+        ibot_mask_ratio: Range of the share of patches masked in a masked view; the masked
+            views' ratios are spread evenly over it, as in DINOv2.
+        ibot_mask_p: Share of the global views that get a mask (DINOv2: 0.5).
+        ibot_separate_head: Score patches with a head of their own (same shape as the DINO
+            head) instead of the DINO head.
+        koleo_weight: Weight of the KoLeo regulariser on the student's class tokens of each
+            global view (DINOv2: 0.1); 0 turns it off.
+        gram_weight: Weight of DINOv3's Gram anchoring (DINOv3: 2.0); 0 turns it off.
+        gram_start: Step at which the teacher is copied into the Gram anchor and the loss
+            starts.
+        gram_update_every: Refresh the anchor with the teacher every this many steps after
+            ``gram_start``; 0 keeps the first copy.
+    """
+
+    ibot_weight: float = 0.0
+    ibot_mask_ratio: tuple[float, float] = (0.1, 0.5)
+    ibot_mask_p: float = 0.5
+    ibot_separate_head: bool = False
+    koleo_weight: float = 0.0
+    gram_weight: float = 0.0
+    gram_start: int = 0
+    gram_update_every: int = 0
+
+    @property
+    def dense(self) -> bool:
+        """Whether a step needs the patch tokens (iBOT or Gram anchoring is on)."""
+        return self.ibot_weight > 0 or self.gram_weight > 0
+
+    @property
+    def any(self) -> bool:
+        """Whether any option is on."""
+        return self.dense or self.koleo_weight > 0
+
+
+@dataclass
 class PretrainConfig:
     """A whole pretraining run.
 
@@ -152,6 +193,7 @@ class PretrainConfig:
         augment: Multi-crop augmentation.
         model: Backbone and head.
         optim: Optimisation.
+        recipe: The optional iBOT, KoLeo and Gram-anchoring losses.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``; under
             torchrun ``"cuda"`` means the process's local GPU.
         precision: ``"auto"`` (as :func:`dinotrack.config.resolve_precision`: bf16 autocast
@@ -185,6 +227,7 @@ class PretrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     device: str = "auto"
     precision: str = "auto"
     seed: int = 0
@@ -227,7 +270,7 @@ def validate(cfg: PretrainConfig) -> None:
     Raises:
         ValueError: Naming the offending setting and an acceptable range.
     """
-    d, a, m, o = cfg.data, cfg.augment, cfg.model, cfg.optim
+    d, a, m, o, r = cfg.data, cfg.augment, cfg.model, cfg.optim, cfg.recipe
     if not d.paths:
         raise InputError("no training data: pass at least one --data PATH (video, image or folder)")
     checks = [
@@ -265,6 +308,24 @@ def validate(cfg: PretrainConfig) -> None:
         (0.0 <= o.momentum_teacher <= 1.0, "--momentum-teacher must be in [0, 1]"),
         (0.0 <= o.center_momentum < 1.0, "--center-momentum must be in [0, 1)"),
         (o.clip_grad >= 0, "--clip-grad must be 0 (off) or positive"),
+        (r.ibot_weight >= 0, "--ibot-weight must be 0 (off) or positive"),
+        (
+            len(r.ibot_mask_ratio) == 2 and 0.0 <= r.ibot_mask_ratio[0] <= r.ibot_mask_ratio[1] < 1,
+            "--ibot-mask-ratio needs 0 <= MIN <= MAX < 1",
+        ),
+        (
+            r.ibot_weight == 0 or r.ibot_mask_ratio[1] > 0,
+            "--ibot-weight needs a positive --ibot-mask-ratio MAX (nothing would be masked)",
+        ),
+        (0.0 < r.ibot_mask_p <= 1.0, "--ibot-mask-p must be in (0, 1]"),
+        (r.koleo_weight >= 0, "--koleo-weight must be 0 (off) or positive"),
+        (
+            r.koleo_weight == 0 or o.batch_size >= 2,
+            "--koleo-weight needs --batch-size 2 or more (each image's nearest neighbour)",
+        ),
+        (r.gram_weight >= 0, "--gram-weight must be 0 (off) or positive"),
+        (r.gram_start >= 0, "--gram-start must be 0 or more"),
+        (r.gram_update_every >= 0, "--gram-update-every must be 0 (never) or positive"),
         (cfg.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         (cfg.max_steps is None or cfg.max_steps >= 0, "--max-steps must be 0 or more"),
         (cfg.time_limit is None or cfg.time_limit >= 0, "--time-limit must be 0 or more"),
@@ -299,6 +360,7 @@ def from_dict(values: dict[str, Any]) -> PretrainConfig:
         "augment": AugmentConfig,
         "model": ModelConfig,
         "optim": OptimConfig,
+        "recipe": RecipeConfig,
     }
     kwargs: dict[str, Any] = {}
     for key, value in values.items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -165,6 +166,56 @@ class DINOHead(nn.Module):
         return self.last_layer(x)
 
 
+def backbone_tokens(
+    backbone: nn.Module,
+    images: torch.Tensor,
+    masks: torch.Tensor | None = None,
+    mask_token: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class token and patch tokens of a timm ViT, with masked patches replaced first.
+
+    The same computation as the backbone's own forward (patch embedding, position embedding,
+    blocks, final norm), except that where ``masks`` is set the patch embedding is replaced
+    by ``mask_token`` before the position embedding is added (iBOT's masked image modelling).
+
+    Args:
+        backbone: A timm ``VisionTransformer`` built with ``dynamic_img_size=True``.
+        images: ``[N, 3, H, W]``.
+        masks: bool ``[N, P]`` over the ``P = (H/p) * (W/p)`` patches, row-major; None: no mask.
+        mask_token: ``[D]``; needed with ``masks``.
+
+    Returns:
+        ``([N, D] class tokens, [N, P, D] patch tokens)``, both after the final norm.
+    """
+    x = backbone.patch_embed(images)  # [N, H/p, W/p, D]
+    if masks is not None:
+        grid = masks.view(x.shape[:3]).unsqueeze(-1)
+        x = torch.where(grid, mask_token.to(x.dtype), x)
+    x = backbone._pos_embed(x)
+    x = backbone.norm_pre(backbone.patch_drop(x))
+    x = backbone.norm(backbone.blocks(x))
+    return x[:, 0], x[:, backbone.num_prefix_tokens :]
+
+
+@dataclass
+class DenseOutput:
+    """What :class:`MultiCropNet` returns with ``dense=True``.
+
+    Attributes:
+        scores: ``[V * B, K]`` head scores of the class tokens, view-major (as the plain
+            forward's).
+        cls: ``[V * B, D]`` class-token embeddings (the backbone's output), view-major.
+        patches: ``[2 * B, P, D]`` patch tokens of the two global views.
+        patch_scores: ``[M, K']`` patch-head scores of the ``M`` patches selected by
+            ``masks`` (in ``masks.nonzero()`` order); None without ``masks``.
+    """
+
+    scores: torch.Tensor
+    cls: torch.Tensor
+    patches: torch.Tensor
+    patch_scores: torch.Tensor | None
+
+
 class MultiCropNet(nn.Module):
     """Backbone + head applied to a list of views.
 
@@ -174,15 +225,30 @@ class MultiCropNet(nn.Module):
     Args:
         backbone: Maps ``[N, 3, H, W]`` to class-token embeddings ``[N, D]``.
         head: Maps ``[N, D]`` to ``[N, K]``.
+        patch_head: Scores patch tokens for iBOT: ``"shared"`` (the class tokens' head),
+            ``"separate"`` (a copy of ``head``'s architecture with its own weights, given
+            as ``separate_head``) or None (no patch scores; no mask token).
+        separate_head: The patch head for ``patch_head="separate"``.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module,
+        patch_head: str | None = None,
+        separate_head: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.patch_head_kind = patch_head
+        if patch_head == "separate":
+            self.patch_head = separate_head
+        if patch_head is not None:
+            self.mask_token = nn.Parameter(torch.zeros(backbone.num_features))
 
-    def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
-        """Views ``[B, 3, H_i, W_i]`` -> scores ``[len(views) * B, K]``, view-major."""
+    def embed(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """Views ``[B, 3, H_i, W_i]`` -> class-token embeddings ``[len(views) * B, D]``."""
         embeddings = []
         start = 0
         while start < len(views):
@@ -191,13 +257,43 @@ class MultiCropNet(nn.Module):
                 end += 1
             embeddings.append(self.backbone(torch.cat(views[start:end])))
             start = end
-        return self.head(torch.cat(embeddings))
+        return torch.cat(embeddings)
+
+    def forward(
+        self,
+        views: list[torch.Tensor],
+        masks: torch.Tensor | None = None,
+        dense: bool = False,
+        mask_input: bool = True,
+    ) -> torch.Tensor | DenseOutput:
+        """Views ``[B, 3, H_i, W_i]`` -> scores ``[len(views) * B, K]``, view-major.
+
+        With ``dense=True``, a :class:`DenseOutput` that adds the class and patch tokens: the
+        first two views (the global ones) then go through the backbone token by token, their
+        patches at ``masks`` (bool ``[2 * B, P]``) replaced by the mask token when
+        ``mask_input`` (the student) and only scored when not (the teacher).
+        """
+        if not dense:
+            return self.head(self.embed(views))
+        masked = masks if mask_input else None
+        token = self.mask_token if masked is not None else None
+        cls, patches = backbone_tokens(self.backbone, torch.cat(views[:2]), masked, token)
+        if len(views) > 2:
+            cls = torch.cat([cls, self.embed(views[2:])])
+        patch_scores = None
+        if masks is not None:
+            head = self.patch_head if self.patch_head_kind == "separate" else self.head
+            patch_scores = head(patches[masks])
+        return DenseOutput(self.head(cls), cls, patches, patch_scores)
 
 
 def build_networks(
-    spec: BackboneSpec, cfg: ModelConfig, seed: int
+    spec: BackboneSpec, cfg: ModelConfig, seed: int, patch_head: str | None = None
 ) -> tuple[MultiCropNet, MultiCropNet]:
     """Student (with stochastic depth) and teacher (without), starting from equal weights.
+
+    ``patch_head`` (``"shared"``, ``"separate"`` or None) gives both a mask token and a
+    patch head for iBOT (see :class:`MultiCropNet`); None builds exactly DINO's networks.
 
     Initialisation is seeded with ``seed`` and leaves the global random state as it was, so
     every process builds the same networks.
@@ -211,6 +307,14 @@ def build_networks(
         embed_dim = student_backbone.num_features
         student = MultiCropNet(student_backbone, _head(embed_dim, cfg))
         teacher = MultiCropNet(create_model(spec), _head(embed_dim, cfg))
+        if patch_head is not None:
+            separate = patch_head == "separate"
+            student, teacher = (
+                MultiCropNet(
+                    net.backbone, net.head, patch_head, _head(embed_dim, cfg) if separate else None
+                )
+                for net in (student, teacher)
+            )
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad_(False)

@@ -9,6 +9,7 @@ pretrain`` call.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -42,7 +43,14 @@ from pretrain.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from pretrain.config import PretrainConfig, differences, to_dict, validate, write_json
+from pretrain.config import (
+    PretrainConfig,
+    differences,
+    from_dict,
+    to_dict,
+    validate,
+    write_json,
+)
 from pretrain.data import (
     FrameBatch,
     FrameBatches,
@@ -51,8 +59,15 @@ from pretrain.data import (
     sources_from_json,
     sources_to_json,
 )
-from pretrain.loss import DINOLoss
-from pretrain.model import backbone_record, build_networks, parameter_groups, resolve_backbone
+from pretrain.loss import DINOLoss, PatchLoss, gram_loss, koleo_loss
+from pretrain.masking import batch_masks
+from pretrain.model import (
+    backbone_record,
+    backbone_tokens,
+    build_networks,
+    parameter_groups,
+    resolve_backbone,
+)
 from pretrain.probe import TrackingProbe, default_probe_sequences, load_probe_clips
 from pretrain.schedules import build_schedules
 
@@ -131,8 +146,13 @@ class Trainer:
         self.device = info.device
         self.precision = resolve_precision(cfg.precision, self.device)
         self.steps_per_epoch = steps_per_epoch
+        self.patch_size = spec.patch_size
         self.augment = MultiCropAugmentation(cfg.augment).to(self.device)
-        student, teacher = build_networks(spec, cfg.model, cfg.seed)
+        recipe = cfg.recipe
+        patch_head = None
+        if recipe.ibot_weight > 0:
+            patch_head = "separate" if recipe.ibot_separate_head else "shared"
+        student, teacher = build_networks(spec, cfg.model, cfg.seed, patch_head)
         self.student_net = student.to(self.device)
         self.teacher = teacher.to(self.device).eval()
         if info.distributed:
@@ -146,13 +166,25 @@ class Trainer:
             cfg.optim.student_temp,
             cfg.optim.center_momentum,
         ).to(self.device)
+        self.patch_loss = None
+        if recipe.ibot_weight > 0:
+            self.patch_loss = PatchLoss(
+                cfg.model.out_dim, cfg.optim.student_temp, cfg.optim.center_momentum
+            ).to(self.device)
+        self.gram_anchor: torch.nn.Module | None = None  # the teacher copy of Gram anchoring
+        self.gram_anchor_step = -1
         self.optimizer = torch.optim.AdamW(parameter_groups(student))
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         global_batch = cfg.optim.batch_size * info.world_size
         self.schedules = build_schedules(cfg.optim, steps_per_epoch, global_batch)
         self.step = 0
         self._params = [p for p in student.parameters() if p.requires_grad]
-        self._last_layer = [p for p in student.head.last_layer.parameters() if p.requires_grad]
+        heads = [student.head]
+        if patch_head == "separate":
+            heads.append(student.patch_head)
+        self._last_layer = [
+            p for head in heads for p in head.last_layer.parameters() if p.requires_grad
+        ]
         names = dict(teacher.named_parameters())
         pairs = [(names[n], p) for n, p in student.named_parameters()]
         self._ema_teacher = [t for t, _ in pairs]
@@ -194,25 +226,34 @@ class Trainer:
             group["lr"] = lr
             if group["regularized"]:
                 group["weight_decay"] = wd
-        with self.autocast():
-            with torch.no_grad():
-                teacher_out = self.teacher(views[:2])
-            student_out = self.student(views)
-        out = self.loss_fn(student_out, teacher_out, teacher_temp)
+        if self.cfg.recipe.any:
+            total, out, extra, update_centers = self._recipe_losses(views, teacher_temp)
+        else:
+            with self.autocast():
+                with torch.no_grad():
+                    teacher_out = self.teacher(views[:2])
+                student_out = self.student(views)
+            out = self.loss_fn(student_out, teacher_out, teacher_temp)
+            total, extra = out.loss, {}
+
+            def update_centers() -> None:
+                self.loss_fn.update_center(teacher_out)
+
         stats = torch.stack(
-            [out.loss.detach(), out.teacher_entropy, out.kl, out.teacher_mean_entropy]
+            [total.detach(), out.teacher_entropy, out.kl, out.teacher_mean_entropy]
+            + [value.detach().float() for value in extra.values()]
         )
-        loss, entropy, kl, mean_entropy = distributed.all_reduce_mean(stats).tolist()
-        if not all(math.isfinite(v) for v in (loss, entropy, kl)):
+        loss, entropy, kl, mean_entropy, *extra_values = distributed.all_reduce_mean(stats).tolist()
+        if not all(math.isfinite(v) for v in (loss, entropy, kl, *extra_values)):
             raise RuntimeError(_non_finite_message(it + 1, epoch, loss, entropy, kl, out))
-        self.loss_fn.update_center(teacher_out)
+        update_centers()
 
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(out.loss).backward()
+            self.scaler.scale(total).backward()
             self.scaler.unscale_(self.optimizer)
         else:
-            out.loss.backward()
+            total.backward()
         grad_norm = clip_gradients(self._params, self.cfg.optim.clip_grad)
         if epoch < self.cfg.optim.freeze_last_layer_epochs:
             for p in self._last_layer:
@@ -236,7 +277,76 @@ class Trainer:
             "weight_decay": wd,
             "momentum": momentum,
             "teacher_temp": teacher_temp,
+            **dict(zip(extra, extra_values, strict=True)),
         }
+
+    def _recipe_losses(
+        self, views: list[torch.Tensor], teacher_temp: float
+    ) -> tuple[torch.Tensor, Any, dict[str, torch.Tensor], Callable[[], None]]:
+        """The DINO loss plus the recipe's iBOT, KoLeo and Gram terms (see
+        :class:`~pretrain.config.RecipeConfig`).
+
+        Returns:
+            ``(weighted total, the DINO loss's output, {name: term}, update_centers)``: the
+            unweighted terms (and the iBOT teacher's per-patch entropy) for the log, and what
+            updates the centres once the loss is taken.
+        """
+        r = self.cfg.recipe
+        batch = views[0].shape[0]
+        masks = None
+        if self.patch_loss is not None:
+            grid = tuple(size // self.patch_size for size in views[0].shape[-2:])
+            masks = batch_masks(2 * batch, grid, r.ibot_mask_ratio, r.ibot_mask_p)
+            masks = masks.to(self.device)
+        anchor = self._gram_anchor_for_step()
+        with self.autocast():
+            with torch.no_grad():
+                if masks is not None or anchor is not None:
+                    teacher = self.teacher(views[:2], masks, dense=True, mask_input=False)
+                    teacher_out = teacher.scores
+                else:
+                    teacher, teacher_out = None, self.teacher(views[:2])
+                anchor_patches = None
+                if anchor is not None:
+                    anchor_patches = backbone_tokens(anchor, torch.cat(views[:2]))[1]
+            student = self.student(views, masks, dense=True)
+        out = self.loss_fn(student.scores, teacher_out, teacher_temp)
+        total, extra = out.loss, {"dino_loss": out.loss}
+        if masks is not None:
+            patch, patch_entropy = self.patch_loss(
+                student.patch_scores, teacher.patch_scores, masks, teacher_temp
+            )
+            total = total + r.ibot_weight * patch
+            extra.update(ibot_loss=patch, ibot_teacher_entropy=patch_entropy)
+        if r.koleo_weight > 0:
+            koleo = sum(koleo_loss(cls) for cls in student.cls[: 2 * batch].chunk(2))
+            total = total + r.koleo_weight * koleo
+            extra["koleo_loss"] = koleo
+        if anchor_patches is not None:
+            gram = gram_loss(student.patches, anchor_patches)
+            total = total + r.gram_weight * gram
+            extra["gram_loss"] = gram
+
+        def update_centers() -> None:
+            self.loss_fn.update_center(teacher_out)
+            if masks is not None:
+                self.patch_loss.update_center(teacher.patch_scores)
+
+        return total, out, extra, update_centers
+
+    def _gram_anchor_for_step(self) -> torch.nn.Module | None:
+        """The Gram anchor for the step about to run: None before ``--gram-start``; a copy of
+        the teacher's backbone taken at ``--gram-start`` and refreshed every
+        ``--gram-update-every`` steps after it."""
+        r = self.cfg.recipe
+        if r.gram_weight <= 0 or self.step < r.gram_start:
+            return None
+        since = self.step - r.gram_start
+        due = r.gram_update_every > 0 and since % r.gram_update_every == 0
+        if self.gram_anchor is None or (due and self.gram_anchor_step != self.step):
+            self.gram_anchor = copy.deepcopy(self.teacher.backbone).eval().requires_grad_(False)
+            self.gram_anchor_step = self.step
+        return self.gram_anchor
 
     def state_dict(self) -> dict[str, Any]:
         """Networks, optimiser, scaler, centre and step as plain values and tensors."""
@@ -247,7 +357,19 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "loss": self.loss_fn.state_dict(),
             "step": self.step,
+            **self._recipe_state(),
         }
+
+    def _recipe_state(self) -> dict[str, Any]:
+        """The iBOT centre and the Gram anchor, for runs that use them."""
+        state: dict[str, Any] = {}
+        if self.patch_loss is not None:
+            state["patch_loss"] = self.patch_loss.state_dict()
+        if self.cfg.recipe.gram_weight > 0:
+            anchor = self.gram_anchor
+            state["gram_anchor"] = anchor.state_dict() if anchor is not None else None
+            state["gram_anchor_step"] = self.gram_anchor_step
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
@@ -258,6 +380,12 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.loss_fn.load_state_dict(state["loss"])
         self.step = int(state["step"])
+        if self.patch_loss is not None:
+            self.patch_loss.load_state_dict(state["patch_loss"])
+        if state.get("gram_anchor") is not None:
+            self.gram_anchor = copy.deepcopy(self.teacher.backbone).eval().requires_grad_(False)
+            self.gram_anchor.load_state_dict(state["gram_anchor"])
+            self.gram_anchor_step = int(state["gram_anchor_step"])
 
 
 def hardware_name(device: torch.device) -> str:
@@ -592,7 +720,9 @@ def _main_then_share(info: distributed.DistInfo, compute: Callable[[], Any]) -> 
 def _check_resumable(
     ckpt: dict[str, Any], config: dict[str, Any], resolved: dict[str, Any], path: Path
 ) -> None:
-    changed = differences(_comparable(ckpt["config"]), _comparable(config))
+    # Settings added since the checkpoint was written read as their defaults.
+    old = to_dict(from_dict(ckpt["config"]))
+    changed = differences(_comparable(old), _comparable(config))
     for key in ("world_size", "global_batch", "steps_per_epoch"):
         if ckpt["resolved"].get(key) != resolved[key]:
             changed.append(f"{key}: {ckpt['resolved'].get(key)!r} -> {resolved[key]!r}")
@@ -688,6 +818,14 @@ _MEASURED = (
     "data_s",
     "step_s",
 )
+# Measured by the recipe options that are on (see Trainer._recipe_losses).
+_RECIPE_MEASURED = (
+    "dino_loss",
+    "ibot_loss",
+    "ibot_teacher_entropy",
+    "koleo_loss",
+    "gram_loss",
+)
 
 
 def _log_line(
@@ -701,8 +839,9 @@ def _log_line(
     """Append one JSON line: the last step's values (schedules), with the measured ones
     (loss, entropy, KL, gradient norm, times) averaged over ``window``."""
     record = {"step": step, "epoch": epoch, **window[-1], "train_time_s": round(wall, 3)}
-    for key in _MEASURED:
-        record[key] = sum(m[key] for m in window) / len(window)
+    for key in _MEASURED + _RECIPE_MEASURED:
+        if all(key in m for m in window):
+            record[key] = sum(m[key] for m in window) / len(window)
     record["images_per_s"] = global_batch / record["step_s"]
     record["steps_logged"] = len(window)
     with open(path, "a") as fh:
