@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from cli_support import tiny_flags
-from dinotrack.results.writer.export import export_results
+from dinotrack.results.export import export_results
 from PIL import Image
 from pycocotools import mask as mask_utils
 

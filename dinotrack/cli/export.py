@@ -82,7 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from dinotrack.results.writer import START_MASK_NAME
-    from dinotrack.results.writer.export import export_results
+    from dinotrack.results.export import export_results
 
     written = export_results(
         args.results, args.to, args.out, overwrite=args.overwrite, ignore=(START_MASK_NAME,)
