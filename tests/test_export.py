@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 from cli_support import tiny_flags
-from dinotrack.results.export import export_results
 from PIL import Image
 from pycocotools import mask as mask_utils
 
 from dinotrack.cli import main
 from dinotrack.io.masks import read_mask, write_mask
+from dinotrack.results.export import export_results
 from dinotrack.results.formats import CocoWriter, MotWriter, ObjectsWriter, mask_box, parse_formats
 from dinotrack.results.writer import RECORD_NAME, owned_files
 

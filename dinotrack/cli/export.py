@@ -81,8 +81,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Run ``dinotrack export``."""
     from rich.console import Console
 
-    from dinotrack.results.writer import START_MASK_NAME
     from dinotrack.results.export import export_results
+    from dinotrack.results.writer import START_MASK_NAME
 
     written = export_results(
         args.results, args.to, args.out, overwrite=args.overwrite, ignore=(START_MASK_NAME,)

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from dinotrack.io.atomic import atomic_output
 from PIL import Image, ImageDraw
 
 from dinotrack import Tracker
+from dinotrack.io.atomic import atomic_output
 from dinotrack.io.masks import read_mask
 
 TILE_WIDTH = 400
