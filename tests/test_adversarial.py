@@ -1154,7 +1154,7 @@ NO_MODEL_NEEDED = {
     "box-three-numbers": ["--auto", "--box", "1,2,3"],
     "box-backwards": ["--auto", "--box", "30,30,10,10"],
     "box-outside": ["--auto", "--box", "0,0,999,999"],
-    "box-without-auto": ["--mask", "{mask}", "--box", "0,0,10,10"],
+    "box-prompt-backwards": ["--mask", "{mask}", "--box", "30,30,10,10"],
     "objects-0": ["--auto", "--objects", "0"],
     "mass-2": ["--auto", "--mass", "2"],
     "mask-missing": ["--mask", "{tmp}/missing.png"],

@@ -357,7 +357,7 @@ def test_hub_model_offline_names_repository_cache_path_and_weights_flag(offline_
     message = str(err.value)
     assert "timm/test_offline_hub_vit.nowhere" in message
     assert str(hub_weights_path(offline_hub_spec)) in message
-    assert "--weights" in message and "\n" not in message
+    assert "weights=PATH" in message and "\n" not in message
 
 
 def test_a_hub_host_that_does_not_resolve_fails_at_once_without_retry_lines(

@@ -21,7 +21,7 @@ from PIL import Image
 
 from dinotrack import Tracker
 from dinotrack.models.features import FeatureExtractor
-from dinotrack.tracking.objects import ids_to_channels
+from dinotrack.tracking.objects import channels_to_ids, ids_to_channels
 
 
 def neighbourhood_mask(h: int, w: int, radius: int) -> torch.Tensor:
@@ -122,4 +122,4 @@ class OfficialProtocol:
             up = F.interpolate(soft[None], scale_factor=patch, mode="bilinear")[0]
             labels = norm_mask(up).argmax(0).numpy().astype(np.uint8)
             labels = np.asarray(Image.fromarray(labels).resize(frame.shape[1::-1], 0))
-            yield index, Tracker.channels_to_ids(labels, object_ids)
+            yield index, channels_to_ids(labels, object_ids)
