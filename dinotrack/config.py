@@ -220,6 +220,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # context of 7 frames besides the first, neighbourhood of 12 patches, top-5, T = 0.2.
     # That notebook's neighbourhood is a disc of radius 12; ours is the square window.
     "dinov3": dict(short_side=960, n_last_frames=7, radius=12, topk=5, temperature=0.2),
+    # The shipped offline model's (issue 22): DINO's propagation at the short side its
+    # held-out DAVIS-2016 J&F and its CPU speed were measured at (docs/benchmarks.md).
+    "offline": dict(short_side=240, n_last_frames=7, radius=12, topk=5, temperature=0.1),
 }
 """Propagation protocols by name (see docs in README.md, "Backbones and presets")."""
 

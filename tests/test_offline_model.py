@@ -1,5 +1,5 @@
 """The backbone shipped in weights/: loads by name with no network, fp16 on disk, small, with
-its card, and tracks a real clip."""
+its card and its own preset, and tracks a real clip at that preset."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from dinotrack import Tracker
+from dinotrack.config import PRESETS
 from dinotrack.io.masks import read_mask
 from dinotrack.models.build import create_model, load_backbone
 from dinotrack.models.checkpoints import read_checkpoint
@@ -26,6 +27,13 @@ def test_shipped_file_is_small_fp16_with_a_card():
     )
     card = (WEIGHTS.parent / f"{OFFLINE_MODEL}.md").read_text()
     assert "random weights" in card and "J&F" in card
+    # The card lists the training videos and the held-out sequences, and they do not meet.
+    lines = card.splitlines()
+    trained = next(line for line in lines if line.startswith("Training videos"))
+    held_out = next(line for line in lines if line.startswith("Held out"))
+    dev = ("boat", "dance-jump", "dog-agility", "drift-turn", "flamingo", "horsejump-low")
+    dev += ("kite-walk", "motocross-bumps", "paragliding", "soccerball")
+    assert all(name in held_out and name not in trained for name in dev)
 
 
 def test_loads_by_name_offline_and_differs_from_random(monkeypatch, tmp_path):
@@ -41,12 +49,20 @@ def test_loads_by_name_offline_and_differs_from_random(monkeypatch, tmp_path):
     assert not torch.allclose(trained, random)
 
 
-def test_tracks_a_real_clip(shared_data):
+def test_carries_the_preset_it_was_measured_at():
+    preset = PRESETS[SPEC.preset]
+    assert SPEC.preset == "offline" and preset["short_side"] == 240
+    tracker = Tracker.from_pretrained(OFFLINE_MODEL, device="cpu")
+    assert tracker.config.short_side == preset["short_side"]
+    assert tracker.config.n_last_frames == preset["n_last_frames"]
+
+
+def test_tracks_a_real_clip_at_its_preset(shared_data):
     seq = shared_data("davis2016-dev", "JPEGImages", "480p", "dog-agility")
     first = read_mask(
         shared_data("davis2016-dev", "Annotations", "480p", "dog-agility", "00000.png")
     )
-    tracker = Tracker.from_pretrained(OFFLINE_MODEL, device="cpu", short_side=240)
+    tracker = Tracker.from_pretrained(OFFLINE_MODEL, device="cpu")
     masks = [mask for _, mask in tracker.track(seq, first.ids, stop=4)]
     assert len(masks) == 4 and masks[0].shape == (480, 854)
     assert all(np.isin(np.unique(m), [0, 1]).all() for m in masks)

@@ -28,7 +28,7 @@ DINOV3_LICENSE = "DINOv3 License"
 """The DINOv3 weights' own licence (https://ai.meta.com/resources/models-and-libraries/dinov3-license/)."""
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 """Package data: the weights of the backbones trained by dinotrack (``local_file``)."""
-OFFLINE_MODEL = "dinotrack_vitt16_davis16"
+OFFLINE_MODEL = "dinotrack_vitt16_v2"
 """The trained backbone that ships inside the package and so works without a network."""
 
 
@@ -207,12 +207,13 @@ for _spec in (
         local_file=f"{OFFLINE_MODEL}.pth",
         model_kwargs=(("depth", 4),),
         pos_embed="dino",
-        license="Apache-2.0 (trained on DAVIS-2016 videos, CC BY 4.0)",
+        license="Apache-2.0 (trained on DAVIS-2016 videos, CC BY 4.0, and SAM 2 demo clips, "
+        "Apache-2.0)",
         embed_dim=192,
+        preset="offline",
         description="ViT-Ti/16 with 4 blocks, DINO-pretrained by dinotrack on 2 CPU cores "
-        "(shipped in the package, offline); a weak backbone, see dinotrack/weights/"
-        + OFFLINE_MODEL
-        + ".md",
+        "without the DAVIS-2016 dev videos (shipped in the package, offline); a weak backbone, "
+        "see dinotrack/weights/" + OFFLINE_MODEL + ".md",
     ),
     _dinov3("dinov3_vits16", "vit_small_patch16_dinov3", 384, "ViT-S/16"),
     _dinov3("dinov3_vits16plus", "vit_small_plus_patch16_dinov3", 384, "ViT-S+/16 (SwiGLU)"),

@@ -16,7 +16,7 @@ of ``--repeats``; target: the studio within 10 % of segment.
 moving squares), propagated from a prompt on frame 0; the process's resident memory after
 100, 250, 500 ... frames and its peak: flat when frames are not held.
 
-    nice python -m tools.bench.studio --model dinotrack_vitt16_davis16 --short-side 480
+    nice python -m tools.bench.studio --model dinotrack_vitt16_v2 --short-side 480
     python -m tools.bench.studio --model test_vit_tiny --short-side 64 --frames 8 \
         --memory-frames 60 --parts frames,clicks,throughput,memory   # a quick check
 """
@@ -203,7 +203,7 @@ def bench_memory(tracker: Tracker, frames: int, scratch: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dinotrack_vitt16_davis16")
+    parser.add_argument("--model", default="dinotrack_vitt16_v2")
     parser.add_argument("--short-side", type=int, default=480)
     parser.add_argument("--sequence", default="dog-agility", help="DAVIS dev sequence")
     parser.add_argument("--frames", type=int, default=24, help="frames for the throughput")
