@@ -693,6 +693,7 @@ class InteractiveSession:
                 [f for f in formats if f != "overlay"],
                 video_name,
                 scratch=results.staging / ".objects",
+                source=self.video,
             )
             results.formats = writers
             names = self.frame_names
