@@ -250,8 +250,7 @@ class Tracker:
             feats = self.extractor(as_batch(frame), input_size)[0]
         labels = object_labels(resize_mask(mask, *self.grid_size(input_size)), object_ids)
         group = ObjectGroup(object_ids, 0, self.new_propagator(feats, labels.to(feats.device)))
-        state = SessionState(object_ids, frame_size, input_size, [group])
-        return TrackingSession(state, self.extractor, self.new_propagator, self.config.group_merge)
+        return self.resume(SessionState(object_ids, frame_size, input_size, [group]))
 
     def resume(self, state: SessionState) -> TrackingSession:
         """A session that goes on from ``state`` (e.g. a state rebuilt from cached features
