@@ -13,10 +13,12 @@ expect (a bad value is a ``ValueError``, a missing file a ``FileNotFoundError``)
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "DinotrackError",
     "InputError",
     "MissingFileError",
     "ModelUnavailableError",
+    "StaleResultsError",
     "UnavailableError",
 ]
 
@@ -50,3 +52,11 @@ class UnavailableError(DinotrackError, RuntimeError):
 
 class ModelUnavailableError(UnavailableError):
     """A backbone's weights cannot be had (no network, no cached file)."""
+
+
+class BusyError(DinotrackError, RuntimeError):
+    """An interactive session is propagating: cancel it or wait (the studio answers 409)."""
+
+
+class StaleResultsError(DinotrackError, RuntimeError):
+    """The results no longer match the prompts: propagate first (the studio answers 409)."""

@@ -75,3 +75,20 @@ def test_bench_source_check_times_counting_and_checking(tmp_path, capsys):
         assert re.fullmatch(
             r"(pyav|decord): count [\d.]+ s, check [\d.]+ s \(\d+ ms/video, x[\d.]+\)", part
         ), line
+
+
+def test_bench_studio_prints_each_figure(shared_data, capsys):
+    from tools.bench import studio
+
+    shared_data("davis2016-dev", "JPEGImages", "480p", "dog-agility")
+    studio.main(
+        ["--model", "test_vit_tiny", "--short-side", "64", "--frames", "6", "--repeats", "1",
+         "--memory-frames", "40"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert re.search(r"frames: GET /api/frames/i from the cache .* median [\d.]+ ms", out), out
+    assert re.search(r"clicks: click to mask on a new frame .* median [\d.]+ s", out), out
+    match = re.search(r"throughput: 6 frames, .* studio / segment = ([\d.]+)", out)
+    assert match and float(match[1]) > 0, out
+    assert re.search(r"memory: after 40 frames RSS [\d.]+ GiB", out), out
+    assert re.search(r"memory: growth from frame 20 to 40: [-+][\d.]+ MB per frame", out), out

@@ -60,7 +60,7 @@ import numpy as np
 import torch
 
 from dinotrack.config import DIRECTIONS, check_int
-from dinotrack.errors import InputError
+from dinotrack.errors import BusyError, InputError, StaleResultsError
 from dinotrack.io.frame_cache import FrameCache
 from dinotrack.io.masks import MAX_OBJECT_ID, davis_palette
 from dinotrack.pipeline.project import ProjectFile, ProjectObject
@@ -84,14 +84,6 @@ RESULTS_NAME = "results"
 
 MAX_SETTINGS_BYTES = 16384
 """Largest settings object (as JSON) a session keeps."""
-
-
-class BusyError(RuntimeError):
-    """A propagation is running (the studio answers 409)."""
-
-
-class StaleResultsError(RuntimeError):
-    """The results do not match the prompts any more: propagate first (the studio: 409)."""
 
 
 @dataclass(frozen=True)

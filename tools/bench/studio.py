@@ -34,12 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from data_location import data_path  # tools/, the script's folder
-from process_memory import peak_rss_gb
 
 from dinotrack import InteractiveSession, Tracker
 from dinotrack.cli import main as dinotrack_main
 from dinotrack.io.masks import read_mask
+from tools.bench.processes import peak_rss_gb
+from tools.data.location import data_path
 
 PARTS = ("frames", "clicks", "throughput", "memory")
 
@@ -187,21 +187,30 @@ def bench_memory(tracker: Tracker, frames: int, scratch: Path) -> None:
     mask = synthetic_video(video, frames)
     session = InteractiveSession(tracker, video)
     session.set_prompt(0, mask)
-    checkpoints = {c for c in (100, 250, 500, 750, 1000, frames) if c <= frames}
+    checkpoints = {c for c in (100, 250, 500, 750) if c < frames} | {frames // 2, frames}
     start = time.perf_counter()
     print(
         f"memory: {frames}-frame 854x480 video; RSS before: {current_rss_gb():.2f} GiB", flush=True
     )
+    after = {}
     for count, _ in enumerate(session.propagate("forward"), start=1):
         if count in checkpoints:
+            after[count] = current_rss_gb()
             print(
                 f"memory: after {count} frames RSS {current_rss_gb():.2f} GiB, peak "
                 f"{peak_rss_gb():.2f} GiB, {count / (time.perf_counter() - start):.2f} fps",
                 flush=True,
             )
+    first, last = min(after), max(after)
+    if last > first:
+        growth = (after[last] - after[first]) * 2**30 / 1e6 / (last - first)
+        print(
+            f"memory: growth from frame {first} to {last}: {growth:+.3f} MB per frame "
+            "(target: flat, about 0)"
+        )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dinotrack_vitt16_v2")
     parser.add_argument("--short-side", type=int, default=480)
@@ -210,7 +219,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-frames", type=int, default=1000)
     parser.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     parts = args.parts.split(",")
     tracker = Tracker.from_pretrained(args.model, device="cpu", short_side=args.short_side)
     print(f"model {args.model}, short side {args.short_side}, CPU")
