@@ -292,6 +292,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="resume from OUT/checkpoint.pth when it exists (default %(default)s)",
     )
     g.add_argument(
+        "--init-from",
+        default=r.init_from,
+        metavar="WEIGHTS",
+        help="start a new run from these weights: a pretraining checkpoint.pth (student, "
+        "teacher and heads) or a backbone file such as a shipped model's .pth (backbones "
+        "only); optimiser and schedules start afresh, so crops and data may change",
+    )
+    g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=r.progress,

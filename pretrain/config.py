@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dinotrack.config import IMAGENET_MEAN, IMAGENET_STD, PRECISIONS
-from dinotrack.errors import InputError
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output
 
 DECODERS = ("auto", "decord", "pyav")
@@ -210,6 +210,12 @@ class PretrainConfig:
         log_every: Write a log line every this many steps (measured values averaged over
             them).
         resume: Resume from the run directory's checkpoint when there is one.
+        init_from: Start a new run from these weights instead of random ones: a pretraining
+            checkpoint (student and teacher, heads and centre included; the same
+            architecture) or a backbone file (such as a shipped model or an exported
+            ``backbone.pth``: both backbones, new heads). The optimiser, schedules and step
+            count start afresh, so crops, data and schedule may differ from the run that wrote
+            the weights. Ignored when the run resumes from its own checkpoint.
         progress: Show a progress display on rank 0.
         probe_davis: A DAVIS root (``JPEGImages/480p``, ``Annotations/480p``): rank 0 then
             tracks the first ``probe_frames`` frames of ``probe_sequences`` with the teacher's
@@ -236,6 +242,7 @@ class PretrainConfig:
     save_every: int = 500
     log_every: int = 1
     resume: bool = True
+    init_from: str | None = None
     progress: bool = True
     probe_davis: str | None = None
     probe_sequences: tuple[str, ...] = ()
@@ -252,6 +259,7 @@ OPERATIONAL_FIELDS = frozenset(
         "save_every",
         "log_every",
         "resume",
+        "init_from",
         "progress",
         "device",
         "data.num_workers",
@@ -273,6 +281,8 @@ def validate(cfg: PretrainConfig) -> None:
     d, a, m, o, r = cfg.data, cfg.augment, cfg.model, cfg.optim, cfg.recipe
     if not d.paths:
         raise InputError("no training data: pass at least one --data PATH (video, image or folder)")
+    if cfg.init_from is not None and not os.path.isfile(cfg.init_from):
+        raise MissingFileError(f"--init-from: no such file: {cfg.init_from}")
     checks = [
         (d.frames_per_video >= 1, "--frames-per-video must be at least 1"),
         (d.max_frame_gap >= 0, "--max-frame-gap must be 0 (off) or positive"),

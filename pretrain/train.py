@@ -28,10 +28,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dinotrack.config import TrackerConfig, resolve_precision
-from dinotrack.errors import InputError
+from dinotrack.errors import InputError, MissingFileError
 from dinotrack.io.atomic import atomic_output, check_parents, remove_stale_temporaries
 from dinotrack.io.images import check_input_path
-from dinotrack.models.checkpoints import save_backbone_export
+from dinotrack.models.checkpoints import load_into, read_checkpoint, save_backbone_export
 from dinotrack.models.registry import BackboneSpec
 from pretrain import distributed
 from pretrain.augment import MultiCropAugmentation
@@ -371,6 +371,39 @@ class Trainer:
             state["gram_anchor_step"] = self.gram_anchor_step
         return state
 
+    def init_from(self, path: str | os.PathLike[str]) -> None:
+        """Start from the weights in ``path`` (see :attr:`PretrainConfig.init_from`): a
+        pretraining checkpoint gives student, teacher (heads included) and the loss's centre;
+        a backbone file gives both backbones, and the heads keep their new weights.
+
+        Raises:
+            FileNotFoundError: No such file.
+            ValueError: Unreadable weights, or weights of another architecture.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"--init-from: no such file: {path}")
+        try:
+            ckpt = load_checkpoint(path)
+        except InputError:
+            ckpt = None  # not a pretraining checkpoint: a backbone file
+        if ckpt is None:
+            load_into(self.student_net.backbone, read_checkpoint(path), path)
+            self.teacher.backbone.load_state_dict(self.student_net.backbone.state_dict())
+            return
+        try:
+            self.student_net.load_state_dict(ckpt["student"])
+            self.teacher.load_state_dict(ckpt["teacher"])
+            self.loss_fn.load_state_dict(ckpt["loss"])
+            if self.patch_loss is not None and "patch_loss" in ckpt:
+                self.patch_loss.load_state_dict(ckpt["patch_loss"])
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0]
+            raise InputError(
+                f"--init-from {path}: the checkpoint's networks do not fit this run's "
+                f"(architecture, head or recipe differ): {first}"
+            ) from None
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
         self.student_net.load_state_dict(state["student"])
@@ -538,6 +571,8 @@ def _run(
         trainer.load_state_dict(ckpt)
         set_rng_state(ckpt["rng"][info.rank], info.device)
     else:
+        if cfg.init_from is not None:
+            trainer.init_from(cfg.init_from)
         seed = int(np.random.SeedSequence([cfg.seed, info.rank]).generate_state(1)[0])
         torch.manual_seed(seed)
     resumed_from = trainer.step

@@ -330,3 +330,43 @@ def test_mixed_precision_paths_run_on_the_cpu(tmp_path, precision):
     assert (trainer.scaler is not None) == (precision == "fp16")
     if trainer.scaler is not None:
         assert trainer.state_dict()["scaler"]["scale"] > 0
+
+
+def test_init_from_a_checkpoint_or_a_backbone_starts_a_new_run_from_its_weights(
+    videos, tmp_path, capsys
+):
+    first = train(tiny_config(tmp_path / "first", videos, max_steps=2))
+    ckpt = load_checkpoint(first.checkpoint)
+    # Other crops and a fresh schedule: what a run cannot change when it resumes.
+    changes = {"augment": {"global_crop_size": 48, "local_crop_size": 16}, "max_steps": 0}
+    seen = {}
+
+    def keep(info) -> None:
+        teacher = info.trainer.teacher.state_dict()
+        seen.setdefault("teacher", {k: v.clone() for k, v in teacher.items()})
+
+    from_ckpt = tiny_config(tmp_path / "a", videos, init_from=str(first.checkpoint), **changes)
+    result = train(dataclasses.replace(from_ckpt, max_steps=1), on_step=keep)
+    assert result.resumed_from == 0 and result.step == 1
+    # One step at the new run's first learning rate (0 in warm-up) moves the teacher from
+    # the checkpoint's by the EMA only: it starts from the checkpoint's weights.
+    start = ckpt["teacher"]
+    for name, value in seen["teacher"].items():
+        assert torch.allclose(value, start[name], atol=1e-6), name
+
+    fresh = train(dataclasses.replace(tiny_config(tmp_path / "b", videos, **changes), max_steps=1))
+    fresh_teacher = load_checkpoint(fresh.checkpoint)["teacher"]
+    assert not torch.allclose(fresh_teacher["backbone.pos_embed"], start["backbone.pos_embed"])
+
+    # A backbone file (the exported teacher backbone) gives both backbones; heads stay new.
+    cfg = tiny_config(tmp_path / "c", videos, init_from=str(first.export), **changes)
+    seen.clear()
+    train(dataclasses.replace(cfg, max_steps=1), on_step=keep)
+    exported = read_checkpoint(first.export)["state_dict"]
+    for name, value in exported.items():
+        assert torch.allclose(seen["teacher"][f"backbone.{name}"], value.float(), atol=1e-3)
+
+    code = main(["--data", str(videos[0]), "--out", str(tmp_path / "d"), "--arch",
+                 "test_vit_tiny", "--init-from", str(tmp_path / "missing.pth")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "missing.pth" in err
