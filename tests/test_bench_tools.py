@@ -83,12 +83,15 @@ def test_bench_studio_prints_each_figure(shared_data, capsys):
     shared_data("davis2016-dev", "JPEGImages", "480p", "dog-agility")
     studio.main(
         ["--model", "test_vit_tiny", "--short-side", "64", "--frames", "6", "--repeats", "1",
-         "--memory-frames", "40"]
+         "--memory-frames", "40", "--quality-sequences", "boat"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert re.search(r"frames: GET /api/frames/i from the cache .* median [\d.]+ ms", out), out
     assert re.search(r"clicks: click to mask on a new frame .* median [\d.]+ s", out), out
     match = re.search(r"throughput: 6 frames, .* studio / segment = ([\d.]+)", out)
     assert match and float(match[1]) > 0, out
+    ious = dict(re.findall(r"quality: (click|box|box \+ click|box filled) +([\d.]+)", out))
+    assert set(ious) == {"click", "box", "box + click", "box filled"}, out
+    assert all(0 <= float(v) <= 1 for v in ious.values()) and float(ious["box filled"]) > 0.2
     assert re.search(r"memory: after 40 frames RSS [\d.]+ GiB", out), out
     assert re.search(r"memory: growth from frame 20 to 40: [-+][\d.]+ MB per frame", out), out

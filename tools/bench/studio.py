@@ -12,13 +12,18 @@ first time (the backbone runs) and on the same frame again (features kept); targ
 ``InteractiveSession.propagate``, one after the other in this process, alternating, best
 of ``--repeats``; target: the studio within 10 % of segment.
 
+``quality``: how good a first mask from clicks is: on the first frame of each DAVIS-2016
+dev sequence, the mask grown from one positive click (at the object's innermost pixel), from
+the object's bounding box, and from both, against the annotation (mean IoU), beside the box
+itself filled in.
+
 ``memory``: a synthetic ``--memory-frames``-frame 854x480 video (textured background, two
 moving squares), propagated from a prompt on frame 0; the process's resident memory after
 100, 250, 500 ... frames and its peak: flat when frames are not held.
 
     nice python -m tools.bench.studio --model dinotrack_vitt16_v2 --short-side 480
     python -m tools.bench.studio --model test_vit_tiny --short-side 64 --frames 8 \
-        --memory-frames 60 --parts frames,clicks,throughput,memory   # a quick check
+        --memory-frames 60 --quality-sequences boat   # a quick check
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from dinotrack.io.masks import read_mask
 from tools.bench.processes import peak_rss_gb
 from tools.data.location import data_path
 
-PARTS = ("frames", "clicks", "throughput", "memory")
+PARTS = ("frames", "clicks", "throughput", "quality", "memory")
 
 
 def current_rss_gb() -> float:
@@ -131,9 +136,9 @@ def bench_throughput(
                 ["segment", str(folder), "--prompt", f"0:{mask}", "--out", str(out), *flags, *extra]
             )
         assert code == 0, printed.getvalue()
-        return float(
-            re.search(r"([0-9.]+) fps", printed.getvalue())[1]
-        ), time.process_time() - start_cpu
+        # The summary line's rate (a progress line before it may show a passing rate).
+        summary = re.search(r"segmented \d+ frames.*? ([0-9.]+) fps", printed.getvalue())
+        return float(summary[1]), time.process_time() - start_cpu
 
     # The command's fixed cost (model load, one frame), taken off its CPU time per frame.
     fixed = min(run_segment(scratch / f"one{r}", "--max-frames", "1")[1] for r in range(2))
@@ -156,6 +161,36 @@ def bench_throughput(
         f"(all threads, least of {args.repeats}): segment {min(segment_cpu) / (count - 1):.3f} s "
         f"(less a 1-frame run's), studio {min(studio_cpu) / count:.3f} s"
     )
+
+
+def bench_quality(tracker: Tracker, sequences: list[str]) -> None:
+    from scipy import ndimage
+
+    root = data_path("davis2016-dev")
+    scores: dict[str, list[float]] = {"click": [], "box": [], "box + click": [], "box filled": []}
+    for name in sequences:
+        truth = read_mask(root / "Annotations" / "480p" / name / "00000.png").ids > 0
+        depth = ndimage.distance_transform_edt(truth)
+        y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)  # the innermost pixel
+        ys, xs = np.nonzero(truth)
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        session = InteractiveSession(tracker, root / "JPEGImages" / "480p" / name)
+        obj = session.add_object().id
+        click = [(float(x), float(y))]
+        masks = {
+            "click": session.add_clicks(0, obj, click, [1], clear=True),
+            "box": session.add_clicks(0, obj, box=box, clear=True),
+            "box + click": session.add_clicks(0, obj, click, [1], box=box, clear=True),
+        }
+        filled = np.zeros_like(truth)
+        filled[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] = True
+        masks["box filled"] = filled
+        for label, mask in masks.items():
+            scores[label].append(float((mask & truth).sum() / (mask | truth).sum()))
+    print(f"quality: first frames of {len(sequences)} DAVIS-2016 dev sequences, mean IoU:")
+    for label, values in scores.items():
+        per = " ".join(f"{v:.2f}" for v in values)
+        print(f"quality: {label:12s} {statistics.mean(values):.3f} ({per})")
 
 
 def synthetic_video(path: Path, frames: int, width: int = 854, height: int = 480) -> np.ndarray:
@@ -218,6 +253,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames for the throughput")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-frames", type=int, default=1000)
+    parser.add_argument(
+        "--quality-sequences",
+        default="boat,dance-jump,dog-agility,drift-turn,flamingo,horsejump-low,kite-walk,"
+        "motocross-bumps,paragliding,soccerball",
+        help="DAVIS dev sequences of the quality part, comma-separated",
+    )
     parser.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}")
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
@@ -233,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             bench_clicks(session, mask, args.repeats)
         if "throughput" in parts:
             bench_throughput(tracker, folder, mask, args, scratch)
+        if "quality" in parts:
+            bench_quality(tracker, args.quality_sequences.split(","))
         if "memory" in parts:
             bench_memory(tracker, args.memory_frames, scratch)
 
