@@ -54,6 +54,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"cannot read checkpoint {path}: {load_failure(exc, path)}; delete it to start the "
             "run afresh"
         ) from exc
+    return check_checkpoint(ckpt, path)
+
+
+def check_checkpoint(ckpt: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """``ckpt``, read from ``path``, if it is a whole pretraining checkpoint of this version.
+
+    Raises:
+        ValueError: Not a pretraining checkpoint, another version, or an entry that resuming
+            reads missing or of the wrong type.
+    """
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise InputError(f"{path} is not a dinotrack pretraining checkpoint")
     if ckpt.get("version") != VERSION:

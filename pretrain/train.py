@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dinotrack.config import TrackerConfig, resolve_precision
-from dinotrack.errors import InputError, MissingFileError
+from dinotrack.errors import InputError
 from dinotrack.io.atomic import atomic_output, check_parents, remove_stale_temporaries
 from dinotrack.io.images import check_input_path
 from dinotrack.models.checkpoints import load_into, read_checkpoint, save_backbone_export
@@ -38,11 +38,13 @@ from pretrain.augment import MultiCropAugmentation
 from pretrain.checkpoint import (
     CHECKPOINT_NAME,
     EXPORT_NAME,
+    check_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from pretrain.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from pretrain.config import (
     PretrainConfig,
     differences,
@@ -380,23 +382,13 @@ class Trainer:
             FileNotFoundError: No such file.
             ValueError: Unreadable weights, or weights of another architecture.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise MissingFileError(f"--init-from: no such file: {path}")
-        try:
-            ckpt = load_checkpoint(path)
-        except InputError:
-            ckpt = None  # not a pretraining checkpoint: a backbone file
-        if ckpt is None:
-            load_into(self.student_net.backbone, read_checkpoint(path), path)
+        weights = read_checkpoint(path)
+        if weights.get("format") != CHECKPOINT_FORMAT:  # a backbone file
+            load_into(self.student_net.backbone, weights, path)
             self.teacher.backbone.load_state_dict(self.student_net.backbone.state_dict())
             return
         try:
-            self.student_net.load_state_dict(ckpt["student"])
-            self.teacher.load_state_dict(ckpt["teacher"])
-            self.loss_fn.load_state_dict(ckpt["loss"])
-            if self.patch_loss is not None and "patch_loss" in ckpt:
-                self.patch_loss.load_state_dict(ckpt["patch_loss"])
+            self._load_networks(check_checkpoint(weights, path))
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise InputError(
@@ -404,17 +396,21 @@ class Trainer:
                 f"(architecture, head or recipe differ): {first}"
             ) from None
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def _load_networks(self, state: dict[str, Any]) -> None:
+        """Student, teacher and the losses' centres from a checkpoint's ``state``."""
         self.student_net.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
+        self.loss_fn.load_state_dict(state["loss"])
+        if self.patch_loss is not None:
+            self.patch_loss.load_state_dict(state["patch_loss"])
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self._load_networks(state)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state.get("scaler") is not None:
             self.scaler.load_state_dict(state["scaler"])
-        self.loss_fn.load_state_dict(state["loss"])
         self.step = int(state["step"])
-        if self.patch_loss is not None:
-            self.patch_loss.load_state_dict(state["patch_loss"])
         if state.get("gram_anchor") is not None:
             self.gram_anchor = copy.deepcopy(self.teacher.backbone).eval().requires_grad_(False)
             self.gram_anchor.load_state_dict(state["gram_anchor"])

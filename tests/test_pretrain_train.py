@@ -366,6 +366,12 @@ def test_init_from_a_checkpoint_or_a_backbone_starts_a_new_run_from_its_weights(
     for name, value in exported.items():
         assert torch.allclose(seen["teacher"][f"backbone.{name}"], value.float(), atol=1e-3)
 
+    # A damaged pretraining checkpoint is said to be one, not read as a backbone file.
+    damaged = tmp_path / "damaged.pth"
+    torch.save({"format": ckpt["format"], "version": ckpt["version"]}, damaged)
+    with pytest.raises(ValueError, match="incomplete or damaged pretraining checkpoint"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "e"), init_from=str(damaged)))
+
     code = main(["--data", str(videos[0]), "--out", str(tmp_path / "d"), "--arch",
                  "test_vit_tiny", "--init-from", str(tmp_path / "missing.pth")])  # fmt: skip
     err = capsys.readouterr().err
