@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import av
 import numpy as np
+import pytest
+from PIL import Image
 
 from dinotrack.io.random_access import count_frames, read_video_frames
 from dinotrack.io.video import available_backends
@@ -45,3 +47,21 @@ def test_reencoded_clip_has_short_gops_and_exact_random_access(shared_data, tmp_
     mtime = target.stat().st_mtime_ns
     assert tool.main([str(tmp_path / "in"), str(tmp_path / "out"), "--gop", "8"]) == 0
     assert target.stat().st_mtime_ns == mtime  # existing outputs are kept
+
+
+def test_short_side_downscales_to_the_pretraining_size(shared_data, tmp_path):
+    source = shared_data("videos", "dog-agility.mp4")  # 854 x 480
+    out = tmp_path / "out"
+    assert reencode_videos.main([str(source), str(out), "--short-side", "240"]) == 0
+    frames, original = decode_all(out / "dog-agility.mp4"), decode_all(source)
+    assert len(frames) == len(original)
+    assert frames[0].shape == (240, 428, 3)  # 854 * 240 / 480 = 427, rounded to even
+    small = np.asarray(Image.fromarray(original[0]).resize((428, 240), Image.BOX))
+    assert np.abs(frames[0].astype(np.int16) - small).mean() < 8  # the same picture, smaller
+
+    # A short side already at most the target keeps the size.
+    assert reencode_videos.main([str(source), str(tmp_path / "same"), "--short-side", "480"]) == 0
+    assert decode_all(tmp_path / "same" / "dog-agility.mp4")[0].shape == (480, 854, 3)
+    with pytest.raises(SystemExit) as exit_info:
+        reencode_videos.main([str(source), str(out), "--short-side", "-1"])
+    assert exit_info.value.code == 2

@@ -22,8 +22,16 @@ from dinotrack.io.atomic import atomic_output
 from dinotrack.io.video import VIDEO_SUFFIXES, probe_video
 
 
-def reencode(source: Path, target: Path, gop: int = 16, crf: int = 23) -> int:
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def reencode(source: Path, target: Path, gop: int = 16, crf: int = 23, short_side: int = 0) -> int:
     """Re-encode one video (H.264, yuv420p, a keyframe every ``gop`` frames).
+
+    ``short_side`` > 0 downscales frames whose shorter side is longer than it (area
+    interpolation, aspect kept, even sides): a corpus stored at the size pretraining reads
+    (``--max-short-side``) decodes several times faster.
 
     Returns:
         The number of frames written.
@@ -39,11 +47,17 @@ def reencode(source: Path, target: Path, gop: int = 16, crf: int = 23) -> int:
     with atomic_output(target) as tmp:
         with av.open(str(source)) as src, av.open(str(tmp), "w", format="mp4") as dst:
             stream = dst.add_stream("libx264", rate=rate)
-            stream.width, stream.height = info.width + info.width % 2, info.height + info.height % 2
+            width, height = info.width, info.height
+            if 0 < short_side < min(width, height):
+                scale = short_side / min(width, height)
+                width, height = width * scale, height * scale
+            stream.width, stream.height = _even(width), _even(height)
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf), "g": str(gop), "keyint_min": str(gop)}
             for frame in src.decode(video=0):
-                image = frame.reformat(stream.width, stream.height, format="yuv420p")
+                image = frame.reformat(
+                    stream.width, stream.height, format="yuv420p", interpolation="AREA"
+                )
                 image.pts, image.time_base = count, 1 / rate  # frame-exact timestamps
                 for packet in stream.encode(image):
                     dst.mux(packet)
@@ -61,10 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", type=Path, help="output folder")
     parser.add_argument("--gop", type=int, default=16, help="frames between keyframes (16)")
     parser.add_argument("--crf", type=int, default=23, help="x264 quality, lower is better (23)")
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=0,
+        help="downscale frames whose shorter side is longer than this (0: keep the size)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo existing outputs")
     args = parser.parse_args(argv)
     if args.gop < 1:
         parser.error("--gop must be at least 1")
+    if args.short_side < 0:
+        parser.error("--short-side must be 0 (keep) or positive")
     if args.source.is_dir():
         videos = sorted(
             p for p in args.source.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES
@@ -82,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            frames = reencode(video, target, args.gop, args.crf)
+            frames = reencode(video, target, args.gop, args.crf, args.short_side)
         except ValueError as exc:
             print(f"reencode_videos: skipping {video}: {exc}", file=sys.stderr)
             continue
