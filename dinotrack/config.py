@@ -221,8 +221,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # That notebook's neighbourhood is a disc of radius 12; ours is the square window.
     "dinov3": dict(short_side=960, n_last_frames=7, radius=12, topk=5, temperature=0.2),
     # The shipped offline model's (issue 22): DINO's propagation at the short side its
-    # held-out DAVIS-2016 J&F and its CPU speed were measured at (docs/benchmarks.md).
-    "offline": dict(short_side=240, n_last_frames=7, radius=12, topk=5, temperature=0.1),
+    # held-out DAVIS-2016 J&F and its CPU speed were measured at (docs/benchmarks.md). At 480
+    # it scores far above 240 (a 16-pixel patch is too coarse for small frames) and still
+    # runs at several frames/s on 2 CPU cores.
+    "offline": dict(short_side=480, n_last_frames=7, radius=12, topk=5, temperature=0.1),
 }
 """Propagation protocols by name (see docs in README.md, "Backbones and presets")."""
 

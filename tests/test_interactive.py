@@ -310,7 +310,7 @@ def test_click_and_box_on_a_real_frame_with_the_shipped_model(boat):
     frames_dir, annotation = boat
     frame = read_image(frames_dir / "00000.jpg")
     truth = read_mask(annotation).ids > 0
-    tracker = Tracker.from_pretrained("dinotrack_vitt16_v2", device="cpu", short_side=240)
+    tracker = Tracker.from_pretrained("dinotrack_vitt16_v3", device="cpu")
     feats = tracker.extractor(frame[None].copy(), tracker.input_size(*frame.shape[:2]))[0]
     ys, xs = np.nonzero(truth)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)

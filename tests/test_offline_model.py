@@ -4,14 +4,21 @@ its card and its own preset, and tracks a real clip at that preset."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dinotrack import Tracker
 from dinotrack.config import PRESETS
+from dinotrack.errors import InputError
 from dinotrack.io.masks import read_mask
 from dinotrack.models.build import create_model, load_backbone
 from dinotrack.models.checkpoints import read_checkpoint
-from dinotrack.models.registry import OFFLINE_MODEL, SHIPPED_WEIGHTS, get_backbone_spec
+from dinotrack.models.registry import (
+    OFFLINE_MODEL,
+    RETIRED_MODELS,
+    SHIPPED_WEIGHTS,
+    get_backbone_spec,
+)
 
 SPEC = get_backbone_spec(OFFLINE_MODEL)
 WEIGHTS = SHIPPED_WEIGHTS / SPEC.local_file
@@ -51,10 +58,20 @@ def test_loads_by_name_offline_and_differs_from_random(monkeypatch, tmp_path):
 
 def test_carries_the_preset_it_was_measured_at():
     preset = PRESETS[SPEC.preset]
-    assert SPEC.preset == "offline" and preset["short_side"] == 240
+    assert SPEC.preset == "offline" and preset["short_side"] == 480
     tracker = Tracker.from_pretrained(OFFLINE_MODEL, device="cpu")
     assert tracker.config.short_side == preset["short_side"]
     assert tracker.config.n_last_frames == preset["n_last_frames"]
+
+
+def test_a_retired_model_name_says_what_replaced_it():
+    assert OFFLINE_MODEL not in RETIRED_MODELS
+    for old, new in RETIRED_MODELS.items():
+        assert not (SHIPPED_WEIGHTS / f"{old}.pth").exists()  # not shipped any more
+        with pytest.raises(InputError, match=f"{old}.*replaced by '{new}'"):
+            get_backbone_spec(old)
+        with pytest.raises(InputError, match="replaced by"):
+            Tracker.from_pretrained(old, device="cpu")
 
 
 def test_tracks_a_real_clip_at_its_preset(shared_data):

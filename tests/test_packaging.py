@@ -38,8 +38,8 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_the_shipped_weights_and_every_package(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    assert "dinotrack/weights/dinotrack_vitt16_v2.pth" in names
-    assert "dinotrack/weights/dinotrack_vitt16_v2.md" in names
+    assert "dinotrack/weights/dinotrack_vitt16_v3.pth" in names
+    assert "dinotrack/weights/dinotrack_vitt16_v3.md" in names
     for package in ("dinotrack/io", "dinotrack/models", "dinotrack/tracking", "eval", "pretrain"):
         assert f"{package}/__init__.py" in names, package
     assert not any(name.startswith(("tests/", "tools/")) for name in names)
@@ -79,7 +79,7 @@ def test_the_offline_quick_start_runs_from_an_installed_wheel(wheel, tmp_path):
     assert Path(where).is_relative_to(venv), where
     done = subprocess.run(
         [python, "-m", "dinotrack", "segment", "clip", "--mask", "first.png"]
-        + ["--model", "dinotrack_vitt16_v2", "--short-side", "96", "--out", "results"],
+        + ["--model", "dinotrack_vitt16_v3", "--short-side", "96", "--out", "results"],
         cwd=work,
         env=env,
         capture_output=True,

@@ -28,8 +28,13 @@ DINOV3_LICENSE = "DINOv3 License"
 """The DINOv3 weights' own licence (https://ai.meta.com/resources/models-and-libraries/dinov3-license/)."""
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 """Package data: the weights of the backbones trained by dinotrack (``local_file``)."""
-OFFLINE_MODEL = "dinotrack_vitt16_v2"
+OFFLINE_MODEL = "dinotrack_vitt16_v3"
 """The trained backbone that ships inside the package and so works without a network."""
+RETIRED_MODELS = {
+    "dinotrack_vitt16_davis16": OFFLINE_MODEL,
+    "dinotrack_vitt16_v2": OFFLINE_MODEL,
+}
+"""Shipped models no longer in the package, and the one that replaced them."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,12 @@ def get_backbone_spec(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
+        if name in RETIRED_MODELS:
+            raise InputError(
+                f"model {name!r} is no longer shipped; it was replaced by "
+                f"{RETIRED_MODELS[name]!r} (better held-out accuracy, "
+                f"see dinotrack/weights/{RETIRED_MODELS[name]}.md)"
+            ) from None
         known = ", ".join(list_backbones())
         raise InputError(f"unknown model {name!r}; known models: {known}") from None
 

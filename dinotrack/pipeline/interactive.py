@@ -7,7 +7,7 @@ directly::
 
     from dinotrack import InteractiveSession, Tracker
 
-    tracker = Tracker.from_pretrained("dinotrack_vitt16_v2", device="cpu")
+    tracker = Tracker.from_pretrained("dinotrack_vitt16_v3", device="cpu")
     session = InteractiveSession(tracker, "clip.mp4", out="clip-studio")
     car = session.add_object("car")
     session.add_clicks(0, car.id, [(320, 200)], [1])      # a positive click on frame 0

@@ -21,7 +21,7 @@ How a mask grows (:func:`click_mask`):
    hold a seed.
 
 How good it is follows the backbone: features that separate objects (the official DINO
-weights) give masks that follow objects; the small shipped ``dinotrack_vitt16_v2`` gives
+weights) give masks that follow objects; the small shipped ``dinotrack_vitt16_v3`` gives
 coarse masks on clean, contrasted objects and leaks on cluttered scenes, so add negative
 clicks or correct with the brush; the random test backbones separate little more than colours.
 """

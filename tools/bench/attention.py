@@ -7,7 +7,7 @@ started from that mask, beside the run started from the annotation. As a referen
 start masks, the J of a fixed centred box (half the width and height of the frame).
 
     python -m tools.bench.attention --davis ../shared/data/davis2016-dev \\
-        --model dinotrack_vitt16_v2 --short-side 240 --json attention.json
+        --model dinotrack_vitt16_v3 --json attention.json
 
 The default model is the trained backbone shipped in ``weights/`` (random test backbones
 have near-uniform attention, so their start masks say nothing).

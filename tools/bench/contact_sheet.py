@@ -3,7 +3,7 @@ tracked mask overlaid in green (its outline in white), each labelled with its fr
 the mask's share of the frame. For judging by eye whether an object is still followed.
 
     python -m tools.bench.contact_sheet ../shared/data/videos-wild/02_cups.mp4 \\
-        --mask first.png --model dinotrack_vitt16_v2 --frames 0,15,30,45,60 --out cups.png
+        --mask first.png --model dinotrack_vitt16_v3 --frames 0,15,30,45,60 --out cups.png
 
 Prints one JSON line per shown frame (index, mask area share, seconds per tracked frame).
 """

@@ -21,7 +21,7 @@ itself filled in.
 moving squares), propagated from a prompt on frame 0; the process's resident memory after
 100, 250, 500 ... frames and its peak: flat when frames are not held.
 
-    nice python -m tools.bench.studio --model dinotrack_vitt16_v2 --short-side 480
+    nice python -m tools.bench.studio --model dinotrack_vitt16_v3 --short-side 480
     python -m tools.bench.studio --model test_vit_tiny --short-side 64 --frames 8 \
         --memory-frames 60 --quality-sequences boat   # a quick check
 """
@@ -247,7 +247,7 @@ def bench_memory(tracker: Tracker, frames: int, scratch: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dinotrack_vitt16_v2")
+    parser.add_argument("--model", default="dinotrack_vitt16_v3")
     parser.add_argument("--short-side", type=int, default=480)
     parser.add_argument("--sequence", default="dog-agility", help="DAVIS dev sequence")
     parser.add_argument("--frames", type=int, default=24, help="frames for the throughput")
