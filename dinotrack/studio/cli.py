@@ -99,7 +99,13 @@ def run_studio(args: argparse.Namespace) -> int:
         config = uvicorn.Config(
             app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
         )
-        uvicorn.Server(config).run(sockets=[sock])
+        server = uvicorn.Server(config)
+        server.run(sockets=[sock])
+        if server.started:
+            # A started server stops only on a signal. uvicorn re-raises it after its graceful
+            # shutdown, but that can be lost inside asyncio's own SIGINT handling (seen under
+            # load: Ctrl-C exited 0 without the saved-project line), so say it here.
+            raise KeyboardInterrupt
     finally:
         sock.close()
     return 0
