@@ -49,6 +49,14 @@ def test_reencoded_clip_has_short_gops_and_exact_random_access(shared_data, tmp_
     assert target.stat().st_mtime_ns == mtime  # existing outputs are kept
 
 
+def test_output_size_keeps_odd_sizes_as_before_and_scales_to_the_short_side():
+    assert reencode_videos.output_size(853, 479) == (854, 480)  # no scaling: odd rounded up
+    assert reencode_videos.output_size(854, 480, 240) == (428, 240)  # 427 rounded up
+    assert reencode_videos.output_size(1280, 720, 240) == (428, 240)  # 426.7 -> 427 -> 428
+    assert reencode_videos.output_size(480, 854, 240) == (240, 428)  # portrait
+    assert reencode_videos.output_size(320, 200, 240) == (320, 200)  # already small enough
+
+
 def test_short_side_downscales_to_the_pretraining_size(shared_data, tmp_path):
     source = shared_data("videos", "dog-agility.mp4")  # 854 x 480
     out = tmp_path / "out"

@@ -22,8 +22,13 @@ from dinotrack.io.atomic import atomic_output
 from dinotrack.io.video import VIDEO_SUFFIXES, probe_video
 
 
-def _even(value: float) -> int:
-    return max(2, int(round(value / 2)) * 2)
+def output_size(width: int, height: int, short_side: int = 0) -> tuple[int, int]:
+    """The encoded frame size: scaled down to ``short_side`` if its shorter side is longer
+    (0: never), then each odd side rounded up to even, as yuv420p needs."""
+    if 0 < short_side < min(width, height):
+        scale = short_side / min(width, height)
+        width, height = round(width * scale), round(height * scale)
+    return width + width % 2, height + height % 2
 
 
 def reencode(source: Path, target: Path, gop: int = 16, crf: int = 23, short_side: int = 0) -> int:
@@ -47,11 +52,7 @@ def reencode(source: Path, target: Path, gop: int = 16, crf: int = 23, short_sid
     with atomic_output(target) as tmp:
         with av.open(str(source)) as src, av.open(str(tmp), "w", format="mp4") as dst:
             stream = dst.add_stream("libx264", rate=rate)
-            width, height = info.width, info.height
-            if 0 < short_side < min(width, height):
-                scale = short_side / min(width, height)
-                width, height = width * scale, height * scale
-            stream.width, stream.height = _even(width), _even(height)
+            stream.width, stream.height = output_size(info.width, info.height, short_side)
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf), "g": str(gop), "keyint_min": str(gop)}
             for frame in src.decode(video=0):
