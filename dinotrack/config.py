@@ -50,9 +50,19 @@ TEMPERATURE = 0.1
 
 # Speed only (results do not depend on them).
 CPU_TILE = 6
-"""Side of the blocks of target patches propagated together on the CPU."""
+"""Side of the blocks of target patches propagated together on the CPU (see :func:`cpu_tile`)."""
 CUDA_TILE = 12
 """The same on CUDA."""
+
+
+def cpu_tile(radius: int) -> int:
+    """The tile :func:`~dinotrack.tracking.propagation.propagate_labels` is fastest with on
+    the CPU for a search radius: ``CPU_TILE`` (6) when it divides the radius (the DINO
+    protocol's 12) or the window is the whole frame, else 4. A target tile reaches
+    ``ceil(radius / tile)`` tiles on each side, so a tile that does not divide the radius
+    compares every target with sources outside its window: at radius 8, tile 6 compares with
+    30 x 30 sources and tile 4 with 20 x 20, which halves the time (docs/benchmarks.md)."""
+    return CPU_TILE if radius < 0 or radius % CPU_TILE == 0 else 4
 
 
 @dataclass(frozen=True)
@@ -75,8 +85,8 @@ class TrackerConfig:
             on a GPU without bf16, fp32 on the CPU), ``"fp32"``, ``"bf16"``, ``"fp16"``.
         batch_size: Frames per backbone forward pass.
         tile: Side of the target-patch blocks of the windowed propagation; None picks
-            ``CPU_TILE`` (6) on the CPU and ``CUDA_TILE`` (12) on CUDA (speed only: results do
-            not depend on it).
+            :func:`cpu_tile` of the radius on the CPU and ``CUDA_TILE`` (12) on CUDA (speed
+            only: results do not depend on it beyond floating-point rounding).
         max_prompt_frames: Most prompted frames each object group keeps in its permanent
             memory (the first and the most recent), >= 1; the DINO protocol's first frame is
             the one prompt of a plain run.
@@ -224,7 +234,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # held-out DAVIS-2016 J&F and its CPU speed were measured at (docs/benchmarks.md). At 480
     # it scores far above 240 (a 16-pixel patch is too coarse for small frames) and still
     # runs at several frames/s on 2 CPU cores.
-    "offline": dict(short_side=480, n_last_frames=7, radius=12, topk=5, temperature=0.1),
+    "offline": dict(short_side=640, n_last_frames=7, radius=8, topk=5, temperature=0.1),
 }
 """Propagation protocols by name (see docs in README.md, "Backbones and presets")."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from dinotrack.config import PRESETS
 from tools.bench import crops, fps, source_check
 from tools.bench.official_protocol import OfficialProtocol
 
@@ -16,6 +17,7 @@ def test_bench_fps_measures_tracking_and_backbone(shared_data):
         model="test_vit_tiny",
         device="cpu",
         precision="auto",
+        preset=None,
         short_side=64,
         batch_size=2,
         frames=6,
@@ -25,7 +27,27 @@ def test_bench_fps_measures_tracking_and_backbone(shared_data):
     result = bench.measure(args)
     assert result["frames_timed"] == 4 and result["precision"] == "fp32"
     assert result["input_size"] == [64, 112]
+    assert result["preset"] == "dino" and result["radius"] == 12  # the backbone's own
     assert result["end_to_end_fps"] > 0 and result["backbone_fps"] > 0
+
+
+def test_bench_fps_runs_at_the_named_preset_unless_told_a_short_side(shared_data):
+    args = argparse.Namespace(
+        video=shared_data("videos", "dog-agility.mp4"),
+        model="test_vit_tiny",
+        device="cpu",
+        precision="auto",
+        preset="offline",
+        short_side=None,
+        batch_size=2,
+        frames=3,
+        warmup=1,
+        json=None,
+    )
+    result = fps.measure(args)
+    offline = PRESETS["offline"]
+    assert result["preset"] == "offline" and result["radius"] == offline["radius"]
+    assert min(result["input_size"]) == offline["short_side"]
 
 
 def test_bench_crops_times_both_forms_and_they_agree(capsys):

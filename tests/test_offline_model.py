@@ -58,10 +58,11 @@ def test_loads_by_name_offline_and_differs_from_random(monkeypatch, tmp_path):
 
 def test_carries_the_preset_it_was_measured_at():
     preset = PRESETS[SPEC.preset]
-    assert SPEC.preset == "offline" and preset["short_side"] == 480
+    assert SPEC.preset == "offline" and preset["short_side"] == 640
     tracker = Tracker.from_pretrained(OFFLINE_MODEL, device="cpu")
     assert tracker.config.short_side == preset["short_side"]
     assert tracker.config.n_last_frames == preset["n_last_frames"]
+    assert tracker.config.radius == preset["radius"] == 8  # 128 px at 640: DINO's 96 at 480
 
 
 def test_a_retired_model_name_says_what_replaced_it():

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dinotrack.config import cpu_tile
 from dinotrack.tracking.memory import LabelPropagator, propagate_sequence
 from dinotrack.tracking.propagation import (
     labels_to_mask,
@@ -86,6 +87,18 @@ def test_result_does_not_depend_on_tile_size():
     ]
     for r in results[1:]:
         torch.testing.assert_close(r, results[0], atol=1e-6, rtol=1e-5)
+
+
+def test_cpu_tile_divides_the_radius_so_no_tile_compares_outside_its_window():
+    assert cpu_tile(12) == 6  # the DINO protocol keeps its tile (and its outputs)
+    assert cpu_tile(-1) == 6  # the whole frame
+    for radius in (1, 2, 4, 8, 16):
+        assert radius % cpu_tile(radius) == 0 or radius < cpu_tile(radius)
+    # Where 6 does not divide the radius, the tile it picks gives the same labels.
+    target, context, labels = random_case(2, 6, 16, 26, 30, 3)
+    args = (target.float(), context.float(), labels.float())
+    fast = propagate_labels(*args, radius=8, tile=cpu_tile(8))
+    torch.testing.assert_close(fast, propagate_labels(*args, radius=8, tile=6))
 
 
 def test_identical_features_copy_the_mask_exactly():

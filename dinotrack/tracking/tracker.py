@@ -24,11 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from dinotrack.config import (
-    CPU_TILE,
     CUDA_TILE,
     DIRECTIONS,
     TrackerConfig,
     check_int,
+    cpu_tile,
     preset_config,
 )
 from dinotrack.errors import InputError
@@ -208,7 +208,7 @@ class Tracker:
     def _tile(self) -> int:
         if self.config.tile is not None:
             return self.config.tile
-        return CUDA_TILE if self.device.type == "cuda" else CPU_TILE
+        return CUDA_TILE if self.device.type == "cuda" else cpu_tile(self.config.radius)
 
     def start(
         self, frame: np.ndarray, mask: np.ndarray, feats: Tensor | None = None

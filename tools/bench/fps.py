@@ -1,10 +1,12 @@
 """Tracking throughput (frames/s) of `Tracker.track` on a real video, and of its backbone alone.
 
-Random weights of the named architecture (speed does not depend on the weights; official ones
-cannot be downloaded here). End to end = decoding (background thread), preprocessing, the
-backbone in batches, propagation, the label map at frame size, copied to the host; the first
-`--warmup` frames are left out of the rate. Backbone alone = the same frames' forward passes
-only, preprocessed beforehand. On CUDA every timing ends with a synchronise.
+The backbone's preset (short side, propagation window) unless --preset/--short-side say
+otherwise. Random weights of the named architecture (speed does not depend on the weights;
+official ones cannot be downloaded here). End to end = decoding (background thread),
+preprocessing, the backbone in batches, propagation, the label map at frame size, copied to
+the host; the first `--warmup` frames are left out of the rate. Backbone alone = the same
+frames' forward passes only, preprocessed beforehand. On CUDA every timing ends with a
+synchronise.
 
     python -m tools.bench.fps --device cuda --model dino_vits8 --frames 200   # GPU target
     python -m tools.bench.fps --device cpu --model test_vit_tiny --frames 20  # smoke run
@@ -15,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dinotrack import Tracker, TrackerConfig, load_backbone
+from dinotrack.config import PRESETS, preset_config
 from dinotrack.io.video import iter_frames
 from tools.data.location import data_path
 
@@ -39,10 +43,12 @@ def first_mask(height: int, width: int) -> np.ndarray:
 
 def measure(args: argparse.Namespace) -> dict:
     net, spec = load_backbone(args.model, pretrained=False)
-    config = TrackerConfig(
-        short_side=args.short_side, precision=args.precision, batch_size=args.batch_size
-    )
-    tracker = Tracker(net, spec, config, device=args.device)
+    # The backbone's own preset (propagation window, short side) unless told otherwise.
+    config = preset_config(args.preset or spec.preset)
+    overrides = {"precision": args.precision, "batch_size": args.batch_size}
+    if args.short_side is not None:
+        overrides["short_side"] = args.short_side
+    tracker = Tracker(net, spec, replace(config, **overrides), device=args.device)
     device = tracker.device
     frames = list(iter_frames(args.video, stop=args.frames))
     if not 1 <= args.warmup < len(frames):
@@ -79,6 +85,8 @@ def measure(args: argparse.Namespace) -> dict:
         "video": str(args.video),
         "frame_size": [width, height],
         "input_size": list(input_size),
+        "preset": args.preset or spec.preset,
+        "radius": tracker.config.radius,
         "frames_timed": timed,
         "batch_size": args.batch_size,
         "end_to_end_fps": end_to_end,
@@ -95,7 +103,10 @@ def main() -> None:
     parser.add_argument("--model", default="dino_vits8")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--short-side", type=int, default=480)
+    parser.add_argument(
+        "--preset", choices=sorted(PRESETS), default=None, help="default: the backbone's"
+    )
+    parser.add_argument("--short-side", type=int, default=None, help="default: the preset's")
     parser.add_argument("--batch-size", type=int, default=TrackerConfig().batch_size)
     parser.add_argument("--frames", type=int, default=200, help="frames of the video to track")
     parser.add_argument("--warmup", type=int, default=8, help="first frames left out of the rate")
@@ -105,7 +116,8 @@ def main() -> None:
     print(
         f"{result['model']} on {result['hardware']} ({result['precision']}), "
         f"{result['frame_size'][0]}x{result['frame_size'][1]} frames -> input "
-        f"{result['input_size'][1]}x{result['input_size'][0]}, batch {result['batch_size']}: "
+        f"{result['input_size'][1]}x{result['input_size'][0]}, batch {result['batch_size']}, "
+        f"preset {result['preset']} (radius {result['radius']}): "
         f"end to end {result['end_to_end_fps']:.1f} frames/s over {result['frames_timed']} "
         f"frames; backbone alone {result['backbone_fps']:.1f} frames/s"
         + (
