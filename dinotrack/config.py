@@ -230,10 +230,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # context of 7 frames besides the first, neighbourhood of 12 patches, top-5, T = 0.2.
     # That notebook's neighbourhood is a disc of radius 12; ours is the square window.
     "dinov3": dict(short_side=960, n_last_frames=7, radius=12, topk=5, temperature=0.2),
-    # The shipped offline model's (issue 22): DINO's propagation at the short side its
-    # held-out DAVIS-2016 J&F and its CPU speed were measured at (docs/benchmarks.md). At 480
-    # it scores far above 240 (a 16-pixel patch is too coarse for small frames) and still
-    # runs at several frames/s on 2 CPU cores.
+    # The shipped offline model's (issue 22), at the short side and window its held-out
+    # DAVIS-2016 J&F and CPU speed were measured at (docs/benchmarks.md): 640 (a 16-pixel
+    # patch is too coarse for small frames) and a radius of 8 patches, 128 input pixels, the
+    # 96 frame pixels of DINO's window at 480p (12 patches of 8). About 2.4 frames/s of 480p
+    # video on 2 CPU cores.
     "offline": dict(short_side=640, n_last_frames=7, radius=8, topk=5, temperature=0.1),
 }
 """Propagation protocols by name (see docs in README.md, "Backbones and presets")."""
