@@ -10,9 +10,9 @@ from tools.bench import crops, fps, source_check
 from tools.bench.official_protocol import OfficialProtocol
 
 
-def test_bench_fps_measures_tracking_and_backbone(shared_data):
-    bench = fps
-    args = argparse.Namespace(
+def fps_args(shared_data) -> dict:
+    """The arguments of a small `tools.bench.fps` run, but for its warm-up."""
+    return dict(
         video=shared_data("videos", "dog-agility.mp4"),
         model="test_vit_tiny",
         device="cpu",
@@ -21,9 +21,13 @@ def test_bench_fps_measures_tracking_and_backbone(shared_data):
         short_side=64,
         batch_size=2,
         frames=6,
-        warmup=2,
         json=None,
     )
+
+
+def test_bench_fps_measures_tracking_and_backbone(shared_data):
+    bench = fps
+    args = argparse.Namespace(**fps_args(shared_data), warmup=2)
     result = bench.measure(args)
     assert result["frames_timed"] == 4 and result["precision"] == "fp32"
     assert result["input_size"] == [64, 112]
@@ -33,16 +37,8 @@ def test_bench_fps_measures_tracking_and_backbone(shared_data):
 
 def test_bench_fps_runs_at_the_named_preset_unless_told_a_short_side(shared_data):
     args = argparse.Namespace(
-        video=shared_data("videos", "dog-agility.mp4"),
-        model="test_vit_tiny",
-        device="cpu",
-        precision="auto",
-        preset="offline",
-        short_side=None,
-        batch_size=2,
-        frames=3,
+        **{**fps_args(shared_data), "preset": "offline", "short_side": None, "frames": 3},
         warmup=1,
-        json=None,
     )
     result = fps.measure(args)
     offline = PRESETS["offline"]

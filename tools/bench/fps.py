@@ -44,7 +44,8 @@ def first_mask(height: int, width: int) -> np.ndarray:
 def measure(args: argparse.Namespace) -> dict:
     net, spec = load_backbone(args.model, pretrained=False)
     # The backbone's own preset (propagation window, short side) unless told otherwise.
-    config = preset_config(args.preset or spec.preset)
+    preset = args.preset or spec.preset
+    config = preset_config(preset)
     overrides = {"precision": args.precision, "batch_size": args.batch_size}
     if args.short_side is not None:
         overrides["short_side"] = args.short_side
@@ -85,7 +86,7 @@ def measure(args: argparse.Namespace) -> dict:
         "video": str(args.video),
         "frame_size": [width, height],
         "input_size": list(input_size),
-        "preset": args.preset or spec.preset,
+        "preset": preset,
         "radius": tracker.config.radius,
         "frames_timed": timed,
         "batch_size": args.batch_size,
