@@ -99,6 +99,11 @@ def test_cpu_tile_divides_the_radius_so_no_tile_compares_outside_its_window():
     args = (target.float(), context.float(), labels.float())
     fast = propagate_labels(*args, radius=8, tile=cpu_tile(8))
     torch.testing.assert_close(fast, propagate_labels(*args, radius=8, tile=6))
+    # Without a tile, the low-level calls pick the same one.
+    assert torch.equal(propagate_labels(*args, radius=8), fast)
+    memory = LabelPropagator(context[0].float(), labels[0].float(), radius=8)
+    assert memory.kwargs["tile"] == cpu_tile(8) == 4
+    assert LabelPropagator(context[0].float(), labels[0].float()).kwargs["tile"] == 6
 
 
 def test_identical_features_copy_the_mask_exactly():

@@ -18,13 +18,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinotrack.config import (
-    CPU_TILE,
     N_LAST_FRAMES,
     RADIUS,
     TEMPERATURE,
     TOPK,
     TrackerConfig,
     check_int,
+    cpu_tile,
 )
 from dinotrack.errors import InputError
 from dinotrack.tracking.propagation import (
@@ -52,7 +52,8 @@ class LabelPropagator:
         radius: Search window half-side in patches (negative: whole frame).
         topk: Sources kept per target patch, >= 1 (see :func:`propagate_labels`).
         temperature: Affinity temperature, finite and > 0.
-        tile: Block size of the windowed computation (speed only), >= 1.
+        tile: Block size of the windowed computation (speed only), >= 1; ``None``:
+            :func:`~dinotrack.config.cpu_tile` of the radius.
         max_permanent: Most frames the permanent memory holds, >= 1.
 
     Raises:
@@ -69,11 +70,13 @@ class LabelPropagator:
         radius: int = RADIUS,
         topk: int = TOPK,
         temperature: float = TEMPERATURE,
-        tile: int = CPU_TILE,
+        tile: int | None = None,
         max_permanent: int = 1,
     ) -> None:
         check_int("n_last_frames", n_last_frames, minimum=0)
         self.max_permanent = check_int("max_permanent", max_permanent, minimum=1)
+        if tile is None:
+            tile = cpu_tile(check_int("radius", radius))
         check_settings(radius, topk, temperature, tile)
         self.permanent: list[tuple[Tensor, Tensor]] = []
         self.recent: deque[tuple[Tensor, Tensor]] = deque(maxlen=n_last_frames)

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dinotrack.config import (
-    CPU_TILE,
     RADIUS,
     TEMPERATURE,
     TOPK,
     check_int,
     check_temperature,
+    cpu_tile,
 )
 from dinotrack.errors import InputError
 
@@ -79,7 +79,7 @@ def propagate_labels(
     radius: int = RADIUS,
     topk: int = TOPK,
     temperature: float = TEMPERATURE,
-    tile: int = CPU_TILE,
+    tile: int | None = None,
     normalized: bool = False,
     chunk_bytes: int = 256 * 2**20,
     layout: str = "auto",
@@ -107,7 +107,8 @@ def propagate_labels(
             said above).
         temperature: Softmax temperature of the affinity, finite and > 0.
         tile: Side of the blocks of target patches processed together, >= 1 (speed/memory
-            only; results do not depend on it).
+            only; results do not depend on it); ``None``: :func:`~dinotrack.config.cpu_tile`
+            of the radius.
         normalized: Whether the features are already L2-normalised along ``C``.
         chunk_bytes: Rough bound on the similarity scores held at once (memory only).
         layout: How the similarity products are batched, one of :data:`PRODUCT_LAYOUTS`
@@ -123,6 +124,8 @@ def propagate_labels(
         TypeError: ``radius``, ``topk`` or ``tile`` not an integer, or ``temperature`` not a
             number.
     """
+    if tile is None:
+        tile = cpu_tile(check_int("radius", radius))
     check_settings(radius, topk, temperature, tile)
     if layout not in PRODUCT_LAYOUTS:
         raise InputError(f"layout must be one of {PRODUCT_LAYOUTS}, got {layout!r}")
