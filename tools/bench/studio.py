@@ -21,7 +21,9 @@ itself filled in.
 moving squares), propagated from a prompt on frame 0; the process's resident memory after
 100, 250, 500 ... frames and its peak: flat when frames are not held.
 
-    nice python -m tools.bench.studio --model dinotrack_vitt16_v3 --short-side 480
+All at the backbone's preset unless ``--short-side`` says otherwise.
+
+    nice python -m tools.bench.studio --model dinotrack_vitt16_v3   # at its preset
     python -m tools.bench.studio --model test_vit_tiny --short-side 64 --frames 8 \
         --memory-frames 60 --quality-sequences boat   # a quick check
 """
@@ -125,7 +127,9 @@ def bench_clicks(session: InteractiveSession, mask_path: Path, repeats: int) -> 
 def bench_throughput(
     tracker: Tracker, folder: Path, mask: Path, args: argparse.Namespace, scratch: Path
 ) -> None:
-    flags = ["--model", args.model, "--short-side", str(args.short_side), "--device", "cpu"]
+    flags = ["--model", args.model, "--device", "cpu"]
+    if args.short_side is not None:
+        flags += ["--short-side", str(args.short_side)]
 
     def run_segment(out: Path, *extra: str) -> tuple[float, float]:
         """segment's printed fps and the CPU seconds of the whole command."""
@@ -248,7 +252,9 @@ def bench_memory(tracker: Tracker, frames: int, scratch: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="dinotrack_vitt16_v3")
-    parser.add_argument("--short-side", type=int, default=480)
+    parser.add_argument(
+        "--short-side", type=int, default=None, help="default: the backbone's preset's"
+    )
     parser.add_argument("--sequence", default="dog-agility", help="DAVIS dev sequence")
     parser.add_argument("--frames", type=int, default=24, help="frames for the throughput")
     parser.add_argument("--repeats", type=int, default=3)
@@ -262,8 +268,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"of {', '.join(PARTS)}")
     args = parser.parse_args(argv)
     parts = args.parts.split(",")
-    tracker = Tracker.from_pretrained(args.model, device="cpu", short_side=args.short_side)
-    print(f"model {args.model}, short side {args.short_side}, CPU")
+    overrides = {} if args.short_side is None else {"short_side": args.short_side}
+    tracker = Tracker.from_pretrained(args.model, device="cpu", **overrides)
+    config = tracker.config
+    print(f"model {args.model}, short side {config.short_side}, radius {config.radius}, CPU")
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         folder, mask = dev_clip(args.sequence, args.frames, scratch)

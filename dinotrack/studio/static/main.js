@@ -106,7 +106,7 @@ function describeModel() {
     "Box and clicks grow a mask from patch-feature similarity. " +
     (offline
       ? "With this small offline backbone they are rough (a box plus one click inside: mean " +
-        "IoU 0.57 on the DAVIS dev first frames with the shipped dinotrack_vitt16_v3, random weights 0.45): take them as a start " +
+        "IoU 0.55 on the DAVIS dev first frames with the shipped dinotrack_vitt16_v3, random weights 0.45): take them as a start " +
         "and finish with the brush, eraser or polygon, which are exact. "
       : "") +
     "Official DINO weights (e.g. dino_vits8) should do much better; a click-trained model " +
