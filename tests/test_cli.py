@@ -114,8 +114,10 @@ def test_rerun_replaces_its_own_output_and_nothing_else(boat, tmp_path, capsys):
     frames, mask = boat
     out = tmp_path / "res"
     args = ["segment", frames, "--mask", mask, "--out", out, *FAST]
-    assert run([*args, "--max-frames", 3], capsys)[0] == 0
-    assert run([*args, "--max-frames", 2], capsys)[0] == 0
+    code, _, err = run([*args, "--max-frames", 3], capsys)
+    assert code == 0 and "replacing" not in err, err
+    code, _, err = run([*args, "--max-frames", 2], capsys)
+    assert code == 0 and "(replacing the earlier result there)" in err, err  # said, not silent
     assert results(out) == ["00000.png", "00001.png"]  # the earlier result, replaced whole
     assert not leftovers(tmp_path)
 

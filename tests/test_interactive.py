@@ -342,6 +342,7 @@ def test_segment_points_are_the_engine_clicks(tracker, clip, tmp_path, capsys):
         (["--point", "40:10,10"], "frame 40 does not exist"),
         (["--neg-point", "10,10"], "has only negative clicks"),
         (["--box", "10,10,5,50"], "x0 < x1 and y0 < y1"),
+        (["--box", "10,10,500,50"], "--box 10,10,500,50: the box 10,10,500,50 is not inside"),
         (["--point", "10,10", "--auto"], "do not go with --auto"),
     ],
 )

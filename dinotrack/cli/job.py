@@ -107,6 +107,7 @@ def segment_one(args: argparse.Namespace, tracker=None, progress=None) -> int:
     Console(stderr=True).print(
         f"segmented {done.frames} frames, {len(done.objects)} object(s) {list(done.objects)}, "
         f"{done.fps:.2f} fps on {tracker.device} ({tracker.spec.name}) -> {results.directory}"
+        + (" (replacing the earlier result there)" if results.replaced else "")
         + (f", overlay {args.overlay}" if args.overlay else ""),
         soft_wrap=True,
     )

@@ -174,6 +174,7 @@ class ResultWriter:
     Attributes:
         directory: The output directory (normalised).
         staging: The temporary directory being filled (after ``__enter__``).
+        replaced: Whether publishing replaced an earlier result in ``directory``.
     """
 
     def __init__(
@@ -210,6 +211,7 @@ class ResultWriter:
         self.masks = masks
         self.run = run
         self.staging: Path | None = None
+        self.replaced = False
         self.frames_written = 0
         self._overlay: Any = None
         self._made: list[Path] = []
@@ -374,6 +376,7 @@ class ResultWriter:
                 raise PermissionError(message) from None
             raise
         if old is not None:
+            self.replaced = True
             shutil.rmtree(old, ignore_errors=True)
 
     def abort(self) -> None:

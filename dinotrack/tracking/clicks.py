@@ -90,7 +90,10 @@ def check_clicks(
         if not (x0 < x1 and y0 < y1):
             raise InputError("a box must have x0 < x1 and y0 < y1 (corners, in pixels)")
         if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-            raise InputError(f"the box is not inside the frame ({width}x{height})")
+            raise InputError(
+                f"the box {x0:g},{y0:g},{x1:g},{y1:g} is not inside the frame ({width}x{height}: "
+                f"x from 0 to {width}, y from 0 to {height})"
+            )
         box = (x0, y0, x1, y1)
     if not checked and box is None:
         raise InputError("give at least one click or a box")
