@@ -128,6 +128,7 @@ def test_defaults_have_one_source():
     # The API's defaults are the config's (the DINO paper's), named once in dinotrack.config.
     import inspect
 
+    from dinotrack.config import cpu_tile
     from dinotrack.tracking.memory import LabelPropagator
     from dinotrack.tracking.propagation import propagate_labels
 
@@ -136,7 +137,8 @@ def test_defaults_have_one_source():
         params = inspect.signature(func).parameters
         for name in ("radius", "topk", "temperature"):
             assert params[name].default == getattr(config, name)
-        assert params["tile"].default == 6
+        assert params["tile"].default is None  # None: the config's CPU tile for the radius
+    assert cpu_tile(config.radius) == 6  # so the DINO protocol keeps its tile of 6
     assert inspect.signature(LabelPropagator.__init__).parameters["n_last_frames"].default == 7
     assert (config.n_last_frames, config.radius, config.topk, config.temperature) == (7, 12, 5, 0.1)
 
