@@ -18,6 +18,7 @@ __all__ = [
     "InputError",
     "MissingFileError",
     "ModelUnavailableError",
+    "ProjectInUseError",
     "StaleResultsError",
     "UnavailableError",
 ]
@@ -56,6 +57,11 @@ class ModelUnavailableError(UnavailableError):
 
 class BusyError(DinotrackError, RuntimeError):
     """An interactive session is propagating: cancel it or wait (the studio answers 409)."""
+
+
+class ProjectInUseError(DinotrackError, RuntimeError):
+    """Another process has the studio project open: two writers would drop each other's
+    changes."""
 
 
 class StaleResultsError(DinotrackError, RuntimeError):

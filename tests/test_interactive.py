@@ -100,6 +100,8 @@ def test_backward_correction_keeps_the_frames_after_it(tracker, clip):
 def test_cancelled_propagation_resumes_where_it_stopped(tracker, clip):
     folder, masks = clip
     session = InteractiveSession(tracker, folder)
+    with pytest.raises(StaleResultsError, match="nothing to export yet: give an object a mask"):
+        session.export(["png"], directory=folder.parent / "out")  # before any prompt
     session.set_prompt(0, masks[0])
     results = session.propagate()
     first = [next(results) for _ in range(5)]

@@ -21,7 +21,9 @@ from PIL import Image
 from synthetic_clips import moving_square_folder
 
 from dinotrack import InteractiveSession
+from dinotrack.errors import ProjectInUseError
 from dinotrack.io.masks import mask_to_image, write_mask
+from dinotrack.pipeline.project import ProjectLock
 
 pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx (pip install -e .[dev])")
 from starlette.testclient import TestClient  # noqa: E402
@@ -149,6 +151,19 @@ def test_bad_input_gets_400_with_the_cli_line(studio, tmp_path, capsys):
     assert reply.status_code == 400 and "unknown export format" in reply.json()["error"]
 
 
+def test_a_resized_mask_is_taken_with_the_warning_the_cli_prints(studio):
+    client, session, masks = studio
+    half = np.asarray(Image.fromarray(masks[3]).resize((60, 36), Image.Resampling.NEAREST))
+    reply = client.put("/api/prompts/3", content=png(half), headers=AUTH)
+    assert reply.status_code == 200
+    assert reply.json()["warnings"] == [
+        "the mask is 60x36 but the frames are 120x72; resizing the mask (nearest neighbour)"
+    ]
+    assert session.prompt(3).shape == (72, 120)
+    reply = client.put("/api/prompts/3", content=png(masks[3]), headers=AUTH)
+    assert reply.json()["warnings"] == []
+
+
 def test_missing_things_are_404(studio):
     client, _, _ = studio
     assert client.get("/api/prompts/3", headers=AUTH).status_code == 404
@@ -257,6 +272,33 @@ def test_settings_and_restore_after_a_restart(tiny_tracker, studio, clip, tmp_pa
         state = again.get("/api/state", headers={"X-Dinotrack-Token": "another"}).json()
     assert state["prompts"] == [4] and state["settings"]["opacity"] == 0.3
     assert {"id": 7, "name": "bus", "color": "#808080", "hidden": True} in state["objects"]
+
+
+def test_a_project_is_open_in_one_studio_at_a_time(tmp_path):
+    out = tmp_path / "project"
+    with ProjectLock(out):
+        assert (out / ".studio" / "lock").read_text() == str(os.getpid())
+        with pytest.raises(
+            ProjectInUseError, match=rf"open in another .*\(process {os.getpid()}\)"
+        ):
+            ProjectLock(out).acquire()
+    assert not out.exists()  # nothing was saved: the folders made for the lock are gone
+    (out / ".studio" / "prompts").mkdir(parents=True)
+    with ProjectLock(out):  # free again once released
+        pass
+    assert (out / ".studio" / "prompts").is_dir()  # what was there stays
+
+
+def test_a_second_studio_on_the_same_out_is_refused(clip, tmp_path, capsys):
+    folder, _ = clip
+    out = tmp_path / "project"
+    with ProjectLock(out):  # as a running `dinotrack studio` holds it
+        code, _, err = run_cli(
+            ["studio", folder, "--out", out, "--no-browser", *tiny_flags(SHORT_SIDE)], capsys
+        )
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "is open in another dinotrack studio" in err
+    assert not out.exists()
 
 
 def test_loopback_hosts():

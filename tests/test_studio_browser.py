@@ -291,6 +291,25 @@ def test_server_errors_reach_the_user(browser, studio, tmp_path):
     ui.page.close()
 
 
+def test_a_resized_mask_is_loaded_with_a_warning(browser, studio, tmp_path):
+    """A mask half the frames' size is taken, as `--mask` takes it, and the page says it was
+    resized (it may be another video's mask)."""
+    half = tmp_path / "half.png"
+    image = Image.new("L", (427, 240))
+    image.paste(255, (100, 60, 200, 160))
+    image.save(half)
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    ui.page.set_input_files("#mask-file", half)
+    ui.page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    message = ui.page.inner_text("#error-text")
+    assert message.startswith("warning: half.png: the mask is 427x240 but the frames are 854x480")
+    assert studio.state()["prompts"] == [0] and studio.prompt_ids(0)[240, 300] == 1
+    studio.api("/api/prompts/0", "DELETE")
+    studio.api("/api/objects/1", "DELETE")  # leave the studio empty for the next test
+    ui.page.close()
+
+
 def _filtered_png(ids: np.ndarray, palette: np.ndarray) -> bytes:
     """A palette PNG of `ids` whose rows use the five PNG filter types in turn (PIL writes
     only some of them, the page must read all)."""

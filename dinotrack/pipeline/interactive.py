@@ -664,6 +664,11 @@ class InteractiveSession:
         with self._lock:
             if self._running:
                 raise BusyError("a propagation is running; wait for it to end or cancel it")
+            if not self._prompts:
+                raise StaleResultsError(
+                    "nothing to export yet: give an object a mask, clicks or a box, then "
+                    "propagate"
+                )
             if not self.up_to_date():
                 raise StaleResultsError(
                     "the results do not match the prompts (or are incomplete): propagate first"

@@ -4,6 +4,7 @@ Layout, inside the output directory (``studio --out``)::
 
     studio.json              objects, the frames that hold a prompt, settings (JSON)
     .studio/prompts/NNNNN.png  each prompt, a palette PNG of object ids (NNNNN: frame index)
+    .studio/lock             held by the process that has the project open (ProjectLock)
 
 Every file is written to a temporary name and renamed, so a crash (or Ctrl-C, or a killed
 process) leaves either the old or the new version. ``studio.json`` is the authority: a prompt
@@ -24,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from dinotrack.errors import InputError
+from dinotrack.errors import InputError, ProjectInUseError
 from dinotrack.io.atomic import atomic_output, remove_stale_temporaries
 from dinotrack.io.decoders import VideoInfo
 from dinotrack.io.masks import read_mask, write_mask
 from dinotrack.tracking.objects import check_prompt
 
-__all__ = ["PROJECT_NAME", "ProjectFile", "ProjectObject"]
+__all__ = ["PROJECT_NAME", "ProjectFile", "ProjectLock", "ProjectObject"]
 
 PROJECT_NAME = "studio.json"
 """The project file's name inside the output directory."""
@@ -38,6 +39,7 @@ PROJECT_NAME = "studio.json"
 PROJECT_FORMAT = "dinotrack.studio"
 PROJECT_VERSION = 1
 _PROMPTS = Path(".studio", "prompts")
+_LOCK = Path(".studio", "lock")
 
 
 @dataclass
@@ -179,3 +181,107 @@ class ProjectFile:
             for entry in folder.iterdir():
                 if entry.suffix == ".png" and entry.name not in listed:
                     entry.unlink(missing_ok=True)
+
+
+class ProjectLock:
+    """One process's claim on a project directory, so that a second ``dinotrack studio`` on
+    the same ``--out`` is refused instead of silently dropping the first one's changes.
+
+    An advisory lock on ``.studio/lock`` (``flock`` on POSIX, ``msvcrt.locking`` on
+    Windows): the system releases it when the process ends, however it ends, so a crash
+    leaves no stale claim. The lock file holds the owner's process id, for the message.
+    Directories made for the lock are removed on :meth:`release` when nothing else was
+    saved in them. Use as a context manager, or :meth:`acquire` then :meth:`release`.
+
+    Args:
+        directory: The project (output) directory.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / _LOCK
+        self._file: Any = None
+        self._made: list[Path] = []
+
+    def acquire(self) -> None:
+        """Claim the directory.
+
+        Raises:
+            ProjectInUseError: Another process holds it.
+            NotADirectoryError: ``directory`` (or its ``.studio``) is a file.
+        """
+        if self._file is not None:
+            return
+        for place in (self.directory, self.path.parent):
+            if os.path.lexists(place) and not place.is_dir():
+                raise NotADirectoryError(f"{place} exists and is not a directory")
+            if not place.exists():
+                place.mkdir()
+                self._made.append(place)
+        handle = open(self.path, "a+")  # noqa: SIM115 (kept open while the lock is held)
+        try:
+            _lock_file(handle)
+        except OSError:
+            try:
+                handle.seek(0)
+                owner = handle.read().strip()
+            except OSError:  # Windows: the owner's locked byte cannot be read
+                owner = ""
+            handle.close()
+            self._remove_made()
+            who = f" (process {owner})" if owner.isdigit() else ""
+            raise ProjectInUseError(
+                f"{self.directory} is open in another dinotrack studio{who}; stop that one "
+                "first, or name another --out directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        """Give the directory up (nothing happens when it is not held)."""
+        if self._file is None:
+            return
+        self._file.close()  # closing releases the lock
+        self._file = None
+        self._remove_made()
+
+    def _remove_made(self) -> None:
+        """Remove the directories :meth:`acquire` made, with the lock file, if nothing else
+        went into them."""
+        if not self._made:
+            return
+        if sorted(os.listdir(self.path.parent)) == [self.path.name]:
+            self.path.unlink()
+        for place in reversed(self._made):
+            try:
+                place.rmdir()
+            except OSError:  # something was saved there: keep it, and the lock file with it
+                break
+        self._made = []
+
+    def __enter__(self) -> ProjectLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _lock_file(handle: Any) -> None:
+    """Lock the open file ``handle`` without waiting.
+
+    Raises:
+        OSError: It is locked by another process.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

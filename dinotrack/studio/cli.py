@@ -60,18 +60,25 @@ def default_out(source: str | os.PathLike[str]) -> Path:
 
 def run_studio(args: argparse.Namespace) -> int:
     """Run ``dinotrack studio`` until Ctrl-C (or SIGTERM)."""
-    import uvicorn
-
     from dinotrack.io.video import probe_video
-    from dinotrack.pipeline.interactive import InteractiveSession
-    from dinotrack.pipeline.project import ProjectFile
-    from dinotrack.studio.server import create_app, loopback, new_token
+    from dinotrack.pipeline.project import ProjectFile, ProjectLock
 
     out = Path(args.out) if args.out is not None else default_out(args.input)
     args.on_interrupt = f"the studio stopped; its project is saved in {out}"
     if not 0 <= args.port <= 65535:
         raise InputError(f"--port must be from 0 to 65535, got {args.port}")
     ProjectFile(out, probe_video(args.input))  # checked before the model loads
+    with ProjectLock(out):  # a second studio on the same --out is refused
+        return _serve(args, out)
+
+
+def _serve(args: argparse.Namespace, out: Path) -> int:
+    """Load the model, listen and serve ``out``'s project until a signal."""
+    import uvicorn
+
+    from dinotrack.pipeline.interactive import InteractiveSession
+    from dinotrack.studio.server import create_app, loopback, new_token
+
     sock = _bind(args.host, args.port)
     try:
         session = InteractiveSession(build_tracker(args), args.input, out)

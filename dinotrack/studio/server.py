@@ -19,6 +19,7 @@ import io
 import json
 import secrets
 import tempfile
+import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -155,9 +156,9 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
         data = await _body(request, MAX_MASK_BYTES)
         name = session.frame_names[index]
         ids = await run_in_threadpool(_read_upload, data, name)
-        await run_in_threadpool(_set_prompt, session, index, ids, name)
+        warned = await run_in_threadpool(_set_prompt, session, index, ids, name)
         job.results_version += 1
-        return JSONResponse({"objects": _objects(session)})
+        return JSONResponse({"objects": _objects(session), "warnings": warned})
 
     async def clicks(request: Request) -> Response:
         index = request.path_params["i"]
@@ -348,11 +349,17 @@ def _read_upload(data: bytes, name: str) -> np.ndarray:
             raise InputError(str(error).replace(str(path), name)) from None
 
 
-def _set_prompt(session: InteractiveSession, index: int, ids: np.ndarray, name: str):
+def _set_prompt(session: InteractiveSession, index: int, ids: np.ndarray, name: str) -> list[str]:
+    """Set an uploaded mask as the prompt of frame ``index``; returns the warnings it gave
+    (a mask resized to the frames, objects smaller than a patch), for the page to show as
+    the command line prints them."""
     try:
-        return session.set_prompt(index, ids)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            session.set_prompt(index, ids)
     except ValueError as error:
         raise InputError(f"{name}: {error}") from None
+    return [str(w.message) for w in caught]
 
 
 def _jpeg(frame: np.ndarray, thumb: bool) -> bytes:

@@ -68,10 +68,12 @@ function setupToolPanel() {
 /** Makes a mask file the prompt of `frame`, read by the server as `--mask` reads it. */
 async function loadMask(frame, chosen) {
   const before = await tools.promptBefore(frame);
+  let warned = [];
   const saved = await guarded(async () => {
     const reply = await request("PUT", `api/prompts/${frame}`, chosen);
     const body = await reply.json().catch(() => ({}));
     if (body.objects) store.objects = body.objects;
+    warned = body.warnings || [];
     return true;
   });
   if (saved) {
@@ -80,6 +82,8 @@ async function loadMask(frame, chosen) {
     forgetLabels(frame);
     await refreshState();
     showStatus(`frame ${frame}: ${chosen.name} loaded as its prompt`);
+    // As the command line prints them: a resized mask may belong to another video.
+    if (warned.length) showError(`warning: ${chosen.name}: ${warned.join("; ")}`);
     emit("repaint");
   }
 }
