@@ -343,9 +343,16 @@ def test_the_studio_process_stops_cleanly_and_reopens(clip, tmp_path):
     data = json.loads((out / "studio.json").read_text())
     assert data["prompts"] == [0] and [o["id"] for o in data["objects"]] == [3, 7]
     process, url = start()
+    base, token = url.split("/?token=")
+    events = urllib.request.Request(base + "/api/events", headers={"X-Dinotrack-Token": token})
     try:
         state = call(url, "/api/state")
+        stream = urllib.request.urlopen(events, timeout=30)  # an open page's event stream
+        assert stream.readline().startswith(b"data: ")
     finally:
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=60)
+        _, err = process.communicate(timeout=60)
     assert state["prompts"] == [0] and [o["id"] for o in state["objects"]] == [3, 7]
+    # The stream ends with the server instead of outliving its graceful shutdown.
+    assert process.returncode == 130 and "Traceback" not in err, err
+    stream.close()

@@ -12,6 +12,7 @@ import sys
 import threading
 import webbrowser
 from pathlib import Path
+from typing import Any
 
 from dinotrack.cli.common import add_tracker_arguments, build_tracker
 from dinotrack.errors import InputError
@@ -106,7 +107,7 @@ def _serve(args: argparse.Namespace, out: Path) -> int:
         config = uvicorn.Config(
             app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"
         )
-        server = uvicorn.Server(config)
+        server = _server_class()(config, stopping=app.state.stopping)
         server.run(sockets=[sock])
         if server.started:
             # A started server stops only on a signal. uvicorn re-raises it after its graceful
@@ -116,6 +117,25 @@ def _serve(args: argparse.Namespace, out: Path) -> int:
     finally:
         sock.close()
     return 0
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server that, on Ctrl-C, first ends the studio's event streams: an open
+        page's stream would otherwise outlast the graceful shutdown and be cancelled with a
+        traceback."""
+
+        def __init__(self, config: uvicorn.Config, stopping: threading.Event) -> None:
+            super().__init__(config)
+            self.stopping = stopping
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopping.set()
+            super().handle_exit(sig, frame)
+
+    return Server
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -19,6 +19,7 @@ import io
 import json
 import secrets
 import tempfile
+import threading
 import warnings
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -92,9 +93,12 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
     """The studio's ASGI application over ``session``, guarded by ``token``.
 
     ``app.state.job`` is the :class:`Job`; stopping the app (its lifespan's end) cancels it
-    and waits for it, so the project stays coherent.
+    and waits for it, so the project stays coherent. Setting ``app.state.stopping`` (a
+    :class:`threading.Event`) ends the event streams, which an open page would otherwise
+    keep open past the server's graceful shutdown; ``dinotrack studio`` sets it on Ctrl-C.
     """
     job = Job(session)
+    stopping = threading.Event()
     model = session.tracker.spec.name
     out = None if session.out is None else str(session.out)
 
@@ -196,7 +200,7 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
 
     async def events(request: Request) -> Response:
         return StreamingResponse(
-            _event_stream(request, job),
+            _event_stream(request, job, stopping),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -263,17 +267,21 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
 
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.job = job
+    app.state.stopping = stopping
     app.add_middleware(TokenMiddleware, token=token)
     return app
 
 
-async def _event_stream(request: Request, job: Job) -> AsyncIterator[str]:
+async def _event_stream(
+    request: Request, job: Job, stopping: threading.Event
+) -> AsyncIterator[str]:
     """Server-sent events: the progress, then one event per frame the job yields; a comment
-    every 15 s keeps an idle stream open. Ends when the client goes away."""
+    every 15 s keeps an idle stream open. Ends when the client goes away or the server
+    stops."""
     sent = len(job.frames) if job.state == "running" else 0
     last_state = None
     idle = 0.0
-    while not await request.is_disconnected():
+    while not stopping.is_set() and not await request.is_disconnected():
         frames = job.frames
         if sent > len(frames):  # a new job started
             sent = 0
