@@ -310,6 +310,40 @@ def test_a_resized_mask_is_loaded_with_a_warning(browser, studio, tmp_path):
     ui.page.close()
 
 
+def test_undoing_a_click_keeps_the_box_and_the_clicks_before_it(browser, studio):
+    """Box, click, negative click, undo, click: the last click adds to the box and the first
+    click (the mask stays inside the box) instead of growing from itself alone."""
+    studio.video = json.loads(studio.api("/api/video"))
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    status = "#status"
+
+    def grown(action: Callable[[], None], words: str = "grown from the clicks") -> None:
+        ui.page.evaluate("document.getElementById('status').textContent = ''")
+        action()
+        ui.page.wait_for_function(
+            f"document.querySelector('{status}').textContent.includes('{words}')",
+            timeout=30_000,
+        )
+
+    box = (300, 150, 500, 350)
+    ui.tool("box")
+    grown(lambda: ui.drag([box[:2], box[2:]]))
+    ui.tool("click")
+    grown(lambda: ui.page.mouse.click(*ui.to_screen(400, 250)))
+    grown(lambda: ui.page.mouse.click(*ui.to_screen(330, 330), button="right"))
+    grown(lambda: ui.page.keyboard.press("Control+z"), "edit undone")
+    grown(lambda: ui.page.mouse.click(*ui.to_screen(450, 200)))
+    ids = studio.prompt_ids(0)
+    inside = np.zeros(ids.shape, bool)
+    inside[box[1] : box[3], box[0] : box[2]] = True
+    assert (ids == 1).any() and not (ids[~inside] == 1).any()
+    assert not ui.errors, ui.errors
+    studio.api("/api/prompts/0", "DELETE")
+    studio.api("/api/objects/1", "DELETE")  # leave the studio empty for the next test
+    ui.page.close()
+
+
 def _filtered_png(ids: np.ndarray, palette: np.ndarray) -> bytes:
     """A palette PNG of `ids` whose rows use the five PNG filter types in turn (PIL writes
     only some of them, the page must read all)."""

@@ -18,7 +18,9 @@ let dragBox = null; // {from: [x, y], to: [x, y]} while a box is being dragged
 // forget the clicks it holds from earlier, so that both sides agree on the list.
 let clicks = newClicks(-1, -1);
 let hover = null; // [x, y] under the mouse
-const undoStack = []; // [{frame, labels: the prompt before, or null when there was none}]
+// [{frame, labels: the prompt before, or null when there was none, clicks: the clicks and box
+// before, for an edit made by clicks}]
+const undoStack = [];
 let edits = Promise.resolve(); // the chain of prompt edits, run one after the other
 
 /**
@@ -39,6 +41,12 @@ async function settledLabels(frame) {
 
 function newClicks(frame, object) {
   return { frame, object, points: [], box: null, clear: true };
+}
+
+/** A copy of the clicks and box on (`frame`, `object`) as they are now. */
+function clicksNow(frame, object) {
+  const now = clicks.frame === frame && clicks.object === object ? clicks : newClicks(frame, object);
+  return { ...now, points: now.points.map((p) => [...p]) };
 }
 
 /** Makes sure there is an object to draw: the active one, else a new one. */
@@ -110,7 +118,13 @@ async function undoLast() {
     showStatus(`frame ${last.frame}: edit undone`);
   });
   store.frame = last.frame;
-  emit("frame");
+  emit("frame"); // forgets the pending clicks...
+  if (last.clicks) {
+    // ...but a click undone leaves the box and the clicks before it, so that the next click
+    // adds to them (sent whole, replacing the server's list, which the restored prompt reset).
+    clicks = { ...last.clicks, clear: true };
+    drawDecoration();
+  }
 }
 
 /** Deletes the current frame's prompt. */
@@ -135,16 +149,19 @@ export async function promptBefore(frame) {
   return entry.source === "prompt" ? entry.labels : null;
 }
 
-/** Records an edit made on the server (clicks, a loaded file) so that undo can take it back. */
-export function remember(frame, before) {
-  undoStack.push({ frame, labels: before });
+/**
+ * Records an edit made on the server (clicks, a loaded file) so that undo can take it back;
+ * `priorClicks`, for an edit by clicks, the clicks and box before it.
+ */
+export function remember(frame, before, priorClicks = null) {
+  undoStack.push({ frame, labels: before, clicks: priorClicks });
 }
 
-function sendClicks() {
-  return serial(sendPendingClicks);
+function sendClicks(priorClicks) {
+  return serial(() => sendPendingClicks(priorClicks));
 }
 
-async function sendPendingClicks() {
+async function sendPendingClicks(priorClicks) {
   const frame = clicks.frame;
   const before = await promptBefore(frame);
   await guarded(async () => {
@@ -157,7 +174,7 @@ async function sendPendingClicks() {
     emit("marks");
     emit("edited");
     clicks.clear = false;
-    remember(frame, before);
+    remember(frame, before, priorClicks);
     showStatus(`frame ${frame}: mask of object ${body.object} grown from the clicks`);
   });
   if (frame === store.frame) await showFrame();
@@ -239,10 +256,11 @@ function onPointerDown(event) {
   } else if (tool.name === "click") {
     guarded(async () => {
       const object = await activeObject();
+      const prior = clicksNow(frame, object);
       const pending = clicksFor(frame, object);
       pending.points.push([Math.round(point[0]), Math.round(point[1]), negative ? 0 : 1]);
       drawDecoration();
-      await sendClicks();
+      await sendClicks(prior);
     });
   }
   drawDecoration();
@@ -295,8 +313,9 @@ function onPointerUp(event) {
       const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
       guarded(async () => {
         const object = await activeObject();
+        const prior = clicksNow(frame, object);
         clicksFor(frame, object).box = box.map(Math.round);
-        await sendClicks();
+        await sendClicks(prior);
         drawDecoration();
       });
     }
