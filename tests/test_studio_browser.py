@@ -485,7 +485,16 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     ui.page.keyboard.press("0")
     # The correction starts from the tracked mask: object 2 there is the tracked object 2.
     np.testing.assert_array_equal(corrected == 2, tracked == 2)
-    assert ui.page.is_visible("#stale-note")  # "propagate again"
+    ui.page.wait_for_selector("#stale-note", state="visible")  # "propagate again"
+    # Undone, the prompts are those the masks were computed from again: the note goes; redone,
+    # it comes back.
+    ui.page.keyboard.press("Control+z")
+    wait_until(lambda: CORRECTED not in studio.state()["prompts"], "the undo of the correction")
+    ui.page.wait_for_selector("#stale-note", state="hidden")
+    ui.drag([(0.10 * width, 0.60 * height), (0.20 * width, 0.70 * height)])
+    wait_until(lambda: CORRECTED in studio.state()["prompts"], "the correction again")
+    np.testing.assert_array_equal(studio.prompt_ids(CORRECTED), corrected)
+    ui.page.wait_for_selector("#stale-note", state="visible")
     ui.page.screenshot(path=artifacts / "studio-corrected.png")
 
     # 4. Propagate again: the frames before the correction keep their masks, the corrected

@@ -126,6 +126,7 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
                 "objects": [o.as_dict() for o in session.objects],
                 "prompts": session.prompt_frames,
                 "results": session.result_frames,
+                "up_to_date": session.up_to_date(),
                 "settings": {**session.settings, "model": model, "out": out},
                 "job": job.progress(),
             }

@@ -193,10 +193,16 @@ export function setup(job) {
   on("interacted", () => {
     userMoved = true;
   });
-  // The masks were computed from other prompts: say so (export refuses them until then).
-  on("edited", () => {
+  // The masks were computed from other prompts: say so (export refuses them until then). The
+  // server decides, so that an edit undone back to the tracked prompts clears the note.
+  let asked = 0;
+  on("edited", async () => {
     if (lastState === "running") editedDuringJob = true;
-    else if (store.results.size) staleNote.hidden = false;
+    else if (store.results.size) {
+      const question = ++asked;
+      const state = await getJson("api/state").catch(() => null);
+      if (state && question === asked && lastState !== "running") staleNote.hidden = state.up_to_date;
+    }
   });
   listen();
   if (job) {
