@@ -200,14 +200,16 @@ def test_track_correct_and_export_as_segment_does(studio, tmp_path, capsys):
     assert wait_for_job(client)["state"] == "done"
     state = client.get("/api/state", headers=AUTH).json()
     assert state["results"] == list(range(10)) and state["prompts"] == [0]
-    assert state["settings"]["model"] == "test_vit_tiny"
+    assert state["settings"]["model"] == "test_vit_tiny" and state["up_to_date"]
 
     client.put("/api/prompts/6", content=png(np.where(masks[6] == 7, 7, 0)), headers=AUTH)
+    assert not client.get("/api/state", headers=AUTH).json()["up_to_date"]
     assert client.post("/api/export", json={"formats": ["png"]}, headers=AUTH).status_code == 409
     client.post("/api/propagate", json={"direction": "forward"}, headers=AUTH)
     done = wait_for_job(client)
     assert done["state"] == "done" and done["done"] == 10
     assert session.stats.reused == 4  # frames 0..5 hold, the pass resumes at frame 4 (batch 4)
+    assert (done["computed"], done["reused"]) == (6, 4)
 
     reply = client.post("/api/export", json={"formats": ["png", "coco"]}, headers=AUTH)
     assert reply.status_code == 200

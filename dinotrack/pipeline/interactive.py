@@ -666,8 +666,7 @@ class InteractiveSession:
                 raise BusyError("a propagation is running; wait for it to end or cancel it")
             if not self._prompts:
                 raise StaleResultsError(
-                    "nothing to export yet: give an object a mask, clicks or a box, then "
-                    "propagate"
+                    "nothing to export yet: give an object a mask, clicks or a box, then propagate"
                 )
             if not self.up_to_date():
                 raise StaleResultsError(

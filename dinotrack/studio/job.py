@@ -47,6 +47,9 @@ class Job:
             "direction": self.direction,
             "error": self.error,
             "results_version": self.results_version,
+            # Of the frames yielded, those tracked anew and those whose earlier results held.
+            "computed": self.session.stats.computed,
+            "reused": self.session.stats.reused,
         }
 
     def start(self, direction: str) -> None:

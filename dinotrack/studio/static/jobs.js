@@ -28,7 +28,9 @@ function showProgress(job) {
   const texts = {
     idle: "idle",
     running: `${what}${job.done} / ${job.total} frames`,
-    done: `${what}done, ${job.done} frames`,
+    done: job.reused
+      ? `${what}done, ${job.done} frames (${job.computed} tracked, ${job.reused} unchanged since the last run)`
+      : `${what}done, ${job.done} frames`,
     cancelled: `${what}cancelled after ${job.done} of ${job.total} frames`,
     failed: `${what}failed`,
   };

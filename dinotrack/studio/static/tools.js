@@ -162,9 +162,9 @@ function sendClicks(priorClicks) {
 }
 
 async function sendPendingClicks(priorClicks) {
-  const frame = clicks.frame;
+  const { frame, object } = clicks;
   const before = await promptBefore(frame);
-  await guarded(async () => {
+  const grown = await guarded(async () => {
     const body = { object: clicks.object, points: clicks.points, box: clicks.box, clear: clicks.clear };
     const reply = await sendJson("POST", `api/clicks/${frame}`, body);
     if (reply && reply.objects) store.objects = reply.objects;
@@ -175,9 +175,11 @@ async function sendPendingClicks(priorClicks) {
     emit("edited");
     clicks.clear = false;
     remember(frame, before, priorClicks);
-    showStatus(`frame ${frame}: mask of object ${body.object} grown from the clicks`);
+    return true;
   });
   if (frame === store.frame) await showFrame();
+  // Said once the mask is on screen (the frame's label map is fetched again first).
+  if (grown) showStatus(`frame ${frame}: mask of object ${object} grown from the clicks`);
 }
 
 function clicksFor(frame, object) {
