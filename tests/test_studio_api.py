@@ -4,6 +4,7 @@ the client, body limits, the error statuses, jobs and events, export and restore
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -289,6 +290,18 @@ def test_a_project_is_open_in_one_studio_at_a_time(tmp_path):
     with ProjectLock(out):  # free again once released
         pass
     assert (out / ".studio" / "prompts").is_dir()  # what was there stays
+
+
+def test_a_folder_that_cannot_be_locked_is_used_with_a_warning(tmp_path, monkeypatch):
+    fcntl = pytest.importorskip("fcntl")  # POSIX; an NFS mount without lockd, say
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="cannot lock .*No locks available.*not be noticed"):
+        with ProjectLock(tmp_path / "project"):
+            assert (tmp_path / "project" / ".studio" / "lock").exists()
 
 
 def test_a_second_studio_on_the_same_out_is_refused(clip, tmp_path, capsys):

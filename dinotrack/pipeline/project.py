@@ -16,6 +16,7 @@ replaced.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -221,6 +222,12 @@ class ProjectLock:
         handle = open(self.path, "a+")  # noqa: SIM115 (kept open while the lock is held)
         try:
             _lock_file(handle)
+        except _Unlockable as error:  # a file system without locks: go on, and say so
+            warnings.warn(
+                f"cannot lock {self.path} ({error}); a second studio on this folder would not "
+                "be noticed",
+                stacklevel=2,
+            )
         except OSError:
             try:
                 handle.seek(0)
@@ -270,11 +277,16 @@ class ProjectLock:
         self.release()
 
 
+class _Unlockable(Exception):
+    """The file system cannot lock files (the lock is not held by anyone)."""
+
+
 def _lock_file(handle: Any) -> None:
     """Lock the open file ``handle`` without waiting.
 
     Raises:
         OSError: It is locked by another process.
+        _Unlockable: Files cannot be locked there.
     """
     try:
         import fcntl
@@ -284,4 +296,9 @@ def _lock_file(handle: Any) -> None:
         handle.seek(0)
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
         return
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise  # held by another process
+        raise _Unlockable(error.strerror or str(error)) from None
