@@ -245,6 +245,8 @@ def test_token_is_required(browser, studio):
     assert response.status == 403
     response = page.goto(studio.base + "/?token=wrong" + studio.token[:4])
     assert response.status == 403
+    # An old link (the studio restarted) gets a page that says what to do, not raw JSON.
+    assert "Open the URL it printed in its terminal" in page.inner_text("body")
     page.close()
 
 

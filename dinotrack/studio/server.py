@@ -30,7 +30,13 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -81,9 +87,17 @@ class TokenMiddleware:
         request = Request(scope)
         given = request.headers.get(TOKEN_HEADER) or request.query_params.get("token") or ""
         if not secrets.compare_digest(given.encode(), self.token.encode()):
-            reply = _error(
-                403, "missing or wrong token: open the URL that `dinotrack studio` printed"
-            )
+            message = "missing or wrong token: open the URL that `dinotrack studio` printed"
+            if scope["path"] == "/":  # a person with an old link: a page, not JSON
+                reply: Response = HTMLResponse(
+                    "<!doctype html><meta charset='utf-8'><title>dinotrack studio</title>"
+                    "<p style='font-family: sans-serif'>This link is not the running studio's: "
+                    "each start of <code>dinotrack studio</code> makes a new one. Open the URL "
+                    "it printed in its terminal.</p>",
+                    status_code=403,
+                )
+            else:
+                reply = _error(403, message)
             await reply(scope, receive, send)
             return
         await self.app(scope, receive, send)
