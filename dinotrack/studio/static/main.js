@@ -105,8 +105,10 @@ function setupViewPanel() {
 function describeModel() {
   const model = store.model;
   const offline = /^(dinotrack_|test_)/.test(model);
+  // Folded under the backbone's name, so that the panels below stay in view.
+  document.getElementById("model-summary").textContent =
+    (model ? `Backbone: ${model}` : "Backbone") + (offline ? " (clicks are rough)" : "");
   document.getElementById("model-note").textContent =
-    (model ? `Backbone: ${model}. ` : "") +
     "Box and clicks grow a mask from patch-feature similarity. " +
     (offline
       ? "With this small offline backbone they are rough (a box plus one click inside: mean " +
