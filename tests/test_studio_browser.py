@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -248,6 +249,23 @@ def test_token_is_required(browser, studio):
     # An old link (the studio restarted) gets a page that says what to do, not raw JSON.
     assert "Open the URL it printed in its terminal" in page.inner_text("body")
     page.close()
+
+
+def test_an_open_page_notices_that_the_server_stopped(browser, clip, tmp_path):
+    """Stopping the server (Ctrl-C, a crash) under an idle page: the page says so within
+    seconds, without waiting for the user's next edit."""
+    server = Studio(clip, tmp_path / "out", tmp_path / "studio.log")
+    try:
+        ui = Page(browser.new_page(), server)
+        ui.open()
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+        ui.page.wait_for_selector("#error:not([hidden])", timeout=15_000)
+        assert "does not answer" in ui.page.inner_text("#error-text")
+        assert ui.page.inner_text("#progress-text") == "the studio server stopped"
+        ui.page.close()
+    finally:
+        server.stop()
 
 
 def test_load_mask_png_and_undo(browser, studio):

@@ -13,6 +13,7 @@ const staleNote = document.getElementById("stale-note");
 const directionButtons = [...document.querySelectorAll("[data-direction]")];
 let events = null;
 let pollTimer = null;
+let watchTimer = null; // checks that the server is still there once its event stream has ended
 let lastState = "idle";
 let resultsVersion;
 let userMoved = false; // whether the user moved or drew since the last job started
@@ -104,18 +105,46 @@ function startPolling() {
       await onProgress(await getJson("api/progress"));
     } catch (error) {
       stopPolling();
-      showError(error);
+      if (!serverGone(error)) showError(error);
     }
   }, 500);
+}
+
+/**
+ * When `error` says the server stopped (no answer) or was restarted (a new token: 403), says so
+ * and frees the job buttons, whose job died with the server; returns whether it did.
+ */
+function serverGone(error) {
+  if (!error || (error.status !== 0 && error.status !== 403)) return false;
+  stopPolling();
+  clearInterval(watchTimer);
+  watchTimer = null;
+  lastState = "idle";
+  showProgress({ state: "idle" });
+  progressText.textContent = "the studio server stopped";
+  showError(
+    error.status === 403
+      ? new Error("this studio was restarted: open the URL that `dinotrack studio` printed")
+      : error,
+  );
+  return true;
 }
 
 function listen() {
   events = new EventSource(tokenUrl("api/events"));
   events.onmessage = (message) => onProgress(JSON.parse(message.data));
   events.onerror = () => {
-    // The stream broke (server restarted, ...): polling alone goes on.
+    // The stream ended (the server stopped, or a proxy cut it): polling alone goes on, and a
+    // check every few seconds tells an idle page that the server has gone.
     events.close();
     events = null;
+    watchTimer = setInterval(async () => {
+      try {
+        await getJson("api/progress");
+      } catch (error) {
+        serverGone(error);
+      }
+    }, 3000);
   };
 }
 
