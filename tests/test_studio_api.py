@@ -316,6 +316,25 @@ def test_a_second_studio_on_the_same_out_is_refused(clip, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_clicks_and_box_are_kept_across_a_restart(tiny_tracker, studio, clip, tmp_path):
+    """A click after a restart (or a page reload) adds to the box and clicks the mask was
+    grown from, as before the restart, instead of growing a mask from itself alone."""
+    client, session, _ = studio
+    box = [20, 10, 60, 50]
+    body = {"object": 2, "points": [[40, 30, 1]], "box": box, "clear": True}
+    assert client.post("/api/clicks/0", json=body, headers=AUTH).status_code == 200
+    held = [{"frame": 0, "object": 2, "points": [[40.0, 30.0, 1]], "box": [20.0, 10.0, 60.0, 50.0]}]
+    assert client.get("/api/state", headers=AUTH).json()["clicks"] == held
+    again = InteractiveSession(tiny_tracker(short_side=SHORT_SIDE), clip[0], out=tmp_path / "out")
+    assert again.click_state() == held
+    mask = again.add_clicks(0, 2, [(25, 45)], [1])  # no box given: the restored one holds
+    assert mask.any() and not mask[:, :20].any() and not mask[:, 60:].any()
+    assert not mask[:10].any() and not mask[50:].any()
+    assert again.click_state()[0]["points"] == [[40.0, 30.0, 1], [25.0, 45.0, 1]]
+    again.set_prompt(0, np.zeros((72, 120), np.uint8) + 3)  # set otherwise: clicks forgotten
+    assert again.click_state() == []
+
+
 def test_loopback_hosts():
     assert loopback("127.0.0.1") and loopback("::1") and loopback("localhost")
     assert not loopback("0.0.0.0") and not loopback("192.168.1.2")

@@ -156,6 +156,11 @@ class InteractiveSession:
             self._settings = saved.settings
             for ids in self._prompts.values():
                 self._add_missing_objects(ids)
+            for entry in saved.clicks:  # so that clicks after a restart add to them
+                key = (int(entry["frame"]), int(entry["object"]))
+                self._clicks[key] = [(float(x), float(y), int(v)) for x, y, v in entry["points"]]
+                if entry["box"] is not None:
+                    self._boxes[key] = tuple(float(v) for v in entry["box"])
 
     # -- the video --------------------------------------------------------------------------
 
@@ -505,11 +510,27 @@ class InteractiveSession:
             self._clicks, self._boxes = {}, {}
             self._save()
 
+    def click_state(self) -> list[dict[str, Any]]:
+        """The clicks and box each object's mask on a frame was grown from (since it was last
+        set otherwise): ``[{"frame", "object", "points": [[x, y, 1 or 0], ...], "box":
+        [x0, y0, x1, y1] or None}]``, by frame and object."""
+        with self._lock:
+            keys = sorted(set(self._clicks) | set(self._boxes))
+            return [
+                {
+                    "frame": frame,
+                    "object": object_id,
+                    "points": [list(p) for p in self._clicks.get((frame, object_id), [])],
+                    "box": list(b) if (b := self._boxes.get((frame, object_id))) else None,
+                }
+                for frame, object_id in keys
+            ]
+
     def _save(self) -> None:
         if self._project is None:
             return
         objects = [ProjectObject(o.id, o.name, o.hidden) for o in self.objects]
-        self._project.save(objects, list(self._prompts), self._settings)
+        self._project.save(objects, list(self._prompts), self._settings, self.click_state())
 
     # -- propagation ------------------------------------------------------------------------
 

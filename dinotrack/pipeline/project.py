@@ -20,7 +20,7 @@ import errno
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class ProjectState:
     objects: list[ProjectObject]
     prompts: dict[int, np.ndarray]
     settings: dict[str, Any]
+    clicks: list[dict[str, Any]] = field(default_factory=list)
+    """The clicks and box each object's mask on a prompt frame was grown from:
+    ``{"frame", "object", "points": [[x, y, 1 or 0], ...], "box": [x0, y0, x1, y1] or None}``."""
 
 
 class ProjectFile:
@@ -139,7 +142,10 @@ class ProjectFile:
             except (OSError, ValueError) as error:
                 warnings.warn(f"the prompt of frame {frame} is left out: {error}", stacklevel=2)
         settings = self._data.get("settings", {})
-        return ProjectState(objects, prompts, settings if isinstance(settings, dict) else {})
+        clicks = [c for c in self._data.get("clicks", []) if _is_click_entry(c, prompts)]
+        return ProjectState(
+            objects, prompts, settings if isinstance(settings, dict) else {}, clicks
+        )
 
     def prompt_path(self, frame: int) -> Path:
         """Where the prompt of ``frame`` is kept."""
@@ -156,8 +162,10 @@ class ProjectFile:
         objects: list[ProjectObject],
         prompt_frames: list[int],
         settings: dict[str, Any],
+        clicks: list[dict[str, Any]] | None = None,
     ) -> None:
-        """Write ``studio.json`` (atomically), then remove the prompt PNGs it no longer lists."""
+        """Write ``studio.json`` (atomically), then remove the prompt PNGs it no longer lists.
+        ``clicks``: as :attr:`ProjectState.clicks`."""
         self.directory.mkdir(parents=True, exist_ok=True)
         data = {
             "format": PROJECT_FORMAT,
@@ -171,6 +179,7 @@ class ProjectFile:
             "objects": [asdict(o) for o in objects],
             "prompts": sorted(prompt_frames),
             "settings": settings,
+            "clicks": clicks or [],
         }
         remove_stale_temporaries(self.path)
         with atomic_output(self.path) as tmp:
@@ -182,6 +191,17 @@ class ProjectFile:
             for entry in folder.iterdir():
                 if entry.suffix == ".png" and entry.name not in listed:
                     entry.unlink(missing_ok=True)
+
+
+def _is_click_entry(entry: Any, prompts: dict[int, np.ndarray]) -> bool:
+    """Whether a saved click entry is well formed and on a frame that has its prompt."""
+    try:
+        points_ok = all(len(p) == 3 for p in entry["points"])
+        box = entry["box"]
+        box_ok = box is None or len(box) == 4
+        return points_ok and box_ok and int(entry["frame"]) in prompts and int(entry["object"]) > 0
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 class ProjectLock:

@@ -141,6 +141,7 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
                 "prompts": session.prompt_frames,
                 "results": session.result_frames,
                 "up_to_date": session.up_to_date(),
+                "clicks": session.click_state(),
                 "settings": {**session.settings, "model": model, "out": out},
                 "job": job.progress(),
             }

@@ -3,7 +3,7 @@
 // starts from the tracked mask) and PUT it as the frame's prompt when the stroke ends. Box and
 // clicks ask the server to grow the active object's mask (POST /api/clicks/{i}).
 
-import { request, sendJson } from "./api.js";
+import { getJson, request, sendJson } from "./api.js";
 import { boundsOf, copyLabels, fillPolygon, paintSegment } from "./labels.js";
 import { guarded, showStatus } from "./notify.js";
 import { emit, forgetLabels, labelsOf, labelsToPng, store } from "./store.js";
@@ -182,9 +182,22 @@ async function sendPendingClicks(priorClicks) {
   if (grown) showStatus(`frame ${frame}: mask of object ${object} grown from the clicks`);
 }
 
-function clicksFor(frame, object) {
+/**
+ * The clicks on (`frame`, `object`), to add to. Starting on a new pair, it takes the clicks and
+ * box the server holds for it (made before a reload or a restart), so that a click refines
+ * that mask rather than growing one from itself alone.
+ */
+async function clicksFor(frame, object) {
   if (clicks.frame !== frame || clicks.object !== object) {
     clicks = newClicks(frame, object);
+    const state = await getJson("api/state");
+    const held = (state.clicks || []).find((c) => c.frame === frame && c.object === object);
+    if (held && clicks.frame === frame && clicks.object === object) {
+      // (A click made while the state was on its way is kept, after the held ones.)
+      clicks.points = [...held.points.map((p) => [...p]), ...clicks.points];
+      clicks.box = clicks.box || held.box;
+      clicks.clear = false;
+    }
   }
   return clicks;
 }
@@ -259,7 +272,7 @@ function onPointerDown(event) {
     guarded(async () => {
       const object = await activeObject();
       const prior = clicksNow(frame, object);
-      const pending = clicksFor(frame, object);
+      const pending = await clicksFor(frame, object);
       pending.points.push([Math.round(point[0]), Math.round(point[1]), negative ? 0 : 1]);
       drawDecoration();
       await sendClicks(prior);
@@ -316,7 +329,7 @@ function onPointerUp(event) {
       guarded(async () => {
         const object = await activeObject();
         const prior = clicksNow(frame, object);
-        clicksFor(frame, object).box = box.map(Math.round);
+        (await clicksFor(frame, object)).box = box.map(Math.round);
         await sendClicks(prior);
         drawDecoration();
       });
