@@ -324,6 +324,7 @@ def test_a_resized_mask_is_loaded_with_a_warning(browser, studio, tmp_path):
     ui.page.wait_for_selector("#error:not([hidden])", timeout=10_000)
     message = ui.page.inner_text("#error-text")
     assert message.startswith("warning: half.png: the mask is 427x240 but the frames are 854x480")
+    assert "warning" in ui.page.get_attribute("#error", "class")  # not an error's colours
     assert studio.state()["prompts"] == [0] and studio.prompt_ids(0)[240, 300] == 1
     studio.api("/api/prompts/0", "DELETE")
     studio.api("/api/objects/1", "DELETE")  # leave the studio empty for the next test
@@ -361,6 +362,23 @@ def test_undoing_a_click_keeps_the_box_and_the_clicks_before_it(browser, studio)
     assert not ui.errors, ui.errors
     studio.api("/api/prompts/0", "DELETE")
     studio.api("/api/objects/1", "DELETE")  # leave the studio empty for the next test
+    ui.page.close()
+
+
+def test_export_formats_are_kept_with_the_project(browser, studio):
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    mot = "[name=format][value=mot]"
+    assert not ui.page.is_checked(mot)
+    ui.page.check(mot)
+    wait_until(
+        lambda: "mot" in studio.state()["settings"].get("export_formats", []), "the saved formats"
+    )
+    ui.page.reload()
+    ui.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    assert ui.page.is_checked(mot) and ui.page.is_checked("[name=format][value=png]")
+    studio.api("/api/settings", "PUT", {"export_formats": None})  # back to the defaults
+    assert not ui.errors, ui.errors
     ui.page.close()
 
 

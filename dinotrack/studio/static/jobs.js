@@ -220,6 +220,16 @@ export function setup(job) {
     }),
   );
   document.getElementById("export").addEventListener("click", exportResults);
+  // The export formats are kept with the project's settings, like the opacity.
+  const formatBoxes = [...document.querySelectorAll("[name=format]")];
+  const saved = store.settings.export_formats;
+  if (Array.isArray(saved)) for (const box of formatBoxes) box.checked = saved.includes(box.value);
+  for (const box of formatBoxes) {
+    box.addEventListener("change", () => {
+      const formats = formatBoxes.filter((b) => b.checked).map((b) => b.value);
+      guarded(() => sendJson("PUT", "api/settings", { export_formats: formats }));
+    });
+  }
   // The user moved or drew since the job started: stop pulling the view along.
   on("interacted", () => {
     userMoved = true;

@@ -11,6 +11,7 @@ document.getElementById("error-close").addEventListener("click", () => {
 
 export function showError(error) {
   bannerText.textContent = error && error.message ? error.message : String(error);
+  banner.classList.toggle("warning", bannerText.textContent.startsWith("warning:"));
   banner.hidden = false;
   console.error(error);
 }
