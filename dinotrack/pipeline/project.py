@@ -81,9 +81,7 @@ class ProjectFile:
         self.directory = Path(directory)
         self.info = info
         self.path = self.directory / PROJECT_NAME
-        for place in (self.directory, self.directory / ".studio"):
-            if os.path.lexists(place) and not place.is_dir():
-                raise NotADirectoryError(f"{place} exists and is not a directory")
+        _check_folders(self.directory)
         self._data = self._read()
 
     def _read(self) -> dict[str, Any] | None:
@@ -193,6 +191,13 @@ class ProjectFile:
                     entry.unlink(missing_ok=True)
 
 
+def _check_folders(directory: Path) -> None:
+    """Raises NotADirectoryError when ``directory`` or its ``.studio`` is not a folder."""
+    for place in (directory, directory / ".studio"):
+        if os.path.lexists(place) and not place.is_dir():
+            raise NotADirectoryError(f"{place} exists and is not a directory")
+
+
 def _is_click_entry(entry: Any, prompts: dict[int, np.ndarray]) -> bool:
     """Whether a saved click entry is well formed and on a frame that has its prompt."""
     try:
@@ -233,9 +238,8 @@ class ProjectLock:
         """
         if self._file is not None:
             return
+        _check_folders(self.directory)
         for place in (self.directory, self.path.parent):
-            if os.path.lexists(place) and not place.is_dir():
-                raise NotADirectoryError(f"{place} exists and is not a directory")
             if not place.exists():
                 place.mkdir()
                 self._made.append(place)

@@ -87,7 +87,6 @@ class TokenMiddleware:
         request = Request(scope)
         given = request.headers.get(TOKEN_HEADER) or request.query_params.get("token") or ""
         if not secrets.compare_digest(given.encode(), self.token.encode()):
-            message = "missing or wrong token: open the URL that `dinotrack studio` printed"
             if scope["path"] == "/":  # a person with an old link: a page, not JSON
                 reply: Response = HTMLResponse(
                     "<!doctype html><meta charset='utf-8'><title>dinotrack studio</title>"
@@ -97,7 +96,9 @@ class TokenMiddleware:
                     status_code=403,
                 )
             else:
-                reply = _error(403, message)
+                reply = _error(
+                    403, "missing or wrong token: open the URL that `dinotrack studio` printed"
+                )
             await reply(scope, receive, send)
             return
         await self.app(scope, receive, send)

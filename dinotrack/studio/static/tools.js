@@ -165,7 +165,7 @@ async function sendPendingClicks(priorClicks) {
   const { frame, object } = clicks;
   const before = await promptBefore(frame);
   const grown = await guarded(async () => {
-    const body = { object: clicks.object, points: clicks.points, box: clicks.box, clear: clicks.clear };
+    const body = { object, points: clicks.points, box: clicks.box, clear: clicks.clear };
     const reply = await sendJson("POST", `api/clicks/${frame}`, body);
     if (reply && reply.objects) store.objects = reply.objects;
     store.prompts.add(frame);
