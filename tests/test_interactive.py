@@ -218,6 +218,56 @@ def test_project_is_restored_and_never_replaces_foreign_files(tracker, clip, tmp
     assert (out / "results" / "notes.txt").read_text() == "mine"
 
 
+def test_results_survive_a_restart_and_resume_after_a_correction(
+    tracker, tiny_tracker, clip, tmp_path
+):
+    folder, masks = clip
+    out = tmp_path / "studio"
+    session = InteractiveSession(tracker, folder, out=out)
+    session.set_prompt(0, masks[0])
+    results = session.propagate()
+    first = [next(results) for _ in range(7)]
+    session.cancel()
+    list(results)
+    assert (out / ".studio" / "results.pt").is_file()
+
+    # A new process on the same folder shows the frames computed, stale as they were...
+    again = InteractiveSession(tracker, folder, out=out)
+    assert again.result_frames == [i for i, _ in first] and not again.up_to_date()
+    np.testing.assert_array_equal(again.mask(6), first[6][1])
+    # ...and the propagation resumes from them, byte-identical to a run from scratch.
+    got = list(again.propagate())
+    assert again.stats.reused == 6 and again.stats.computed == 6
+    assert_same_run(got, list(tracker.track(folder, prompts={0: masks[0]})))
+    assert again.up_to_date()
+
+    # After a restart, a correction recomputes only the frames after it.
+    third = InteractiveSession(tracker, folder, out=out)
+    assert third.up_to_date() and third.result_frames == list(range(12))
+    third.set_prompt(9, only(masks[9], 7))
+    got = list(third.propagate())
+    assert third.stats.reused == 9 and third.stats.computed == 3
+    expected = tracker.track(folder, prompts={0: masks[0], 9: only(masks[9], 7)})
+    assert_same_run(got, list(expected))
+
+    # Another model or other settings never show these results.
+    with pytest.warns(UserWarning, match="another model or settings"):
+        other = InteractiveSession(
+            tiny_tracker(short_side=SHORT_SIDE, batch_size=2), folder, out=out
+        )
+    assert other.result_frames == [] and other.prompt_frames == [0, 9]
+    # A damaged file is reported and left aside; a reset removes the results.
+    (out / ".studio" / "results.pt").write_bytes(b"not a torch file")
+    with pytest.warns(UserWarning, match="cannot be read"):
+        damaged = InteractiveSession(tracker, folder, out=out)
+    assert damaged.result_frames == []
+    list(damaged.propagate())
+    assert (out / ".studio" / "results.pt").is_file()
+    damaged.reset()
+    assert not (out / ".studio" / "results.pt").exists()
+    assert InteractiveSession(tracker, folder, out=out).result_frames == []
+
+
 def test_objects_and_prompt_edits(tracker, clip):
     folder, masks = clip
     session = InteractiveSession(tracker, folder)

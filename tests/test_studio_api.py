@@ -369,6 +369,9 @@ def test_the_studio_process_stops_cleanly_and_reopens(clip, tmp_path):
     try:
         call(url, "/api/prompts/0", "PUT", png(masks[0]))
         call(url, "/api/propagate", "POST", b'{"direction": "forward"}')
+        deadline = time.monotonic() + 60
+        while call(url, "/api/state")["job"]["done"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # a frame computed, so that there is something to restore
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
@@ -387,6 +390,10 @@ def test_the_studio_process_stops_cleanly_and_reopens(clip, tmp_path):
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
     assert state["prompts"] == [0] and [o["id"] for o in state["objects"]] == [3, 7]
+    # The frames computed before Ctrl-C are back (the pass's first ones), and said so.
+    computed = len(state["results"])
+    assert state["results"] == list(range(computed))
+    assert computed > 0 and f", {computed} computed frame(s))" in err, err
     # The stream ends with the server instead of outliving its graceful shutdown.
     assert process.returncode == 130 and "Traceback" not in err, err
     stream.close()

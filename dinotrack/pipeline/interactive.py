@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -161,6 +162,7 @@ class InteractiveSession:
                 self._clicks[key] = [(float(x), float(y), int(v)) for x, y, v in entry["points"]]
                 if entry["box"] is not None:
                     self._boxes[key] = tuple(float(v) for v in entry["box"])
+            self._restore_results()
 
     # -- the video --------------------------------------------------------------------------
 
@@ -509,6 +511,7 @@ class InteractiveSession:
             self._tracking.clear()
             self._clicks, self._boxes = {}, {}
             self._save()
+            self._save_results()
 
     def click_state(self) -> list[dict[str, Any]]:
         """The clicks and box each object's mask on a frame was grown from (since it was last
@@ -608,7 +611,31 @@ class InteractiveSession:
         try:
             yield from self._tracking.run(direction, prompts, start, end, self._cancel)
         finally:
-            self._running = False
+            try:
+                self._save_results()
+            finally:
+                self._running = False
+
+    def _restore_results(self) -> None:
+        """Take back the results a session of the same video, tracker and settings kept."""
+        assert self._project is not None
+        kept = self._project.read_results(self.tracker.fingerprint())
+        if kept is None:
+            return
+        try:
+            start, end = (int(v) for v in kept["range"])
+            self._tracking.load_state_dict(kept["passes"])
+        except (KeyError, TypeError, ValueError) as error:
+            warnings.warn(f"the kept results are not used: {error}", stacklevel=3)
+            return
+        self._range = (start, end)
+
+    def _save_results(self) -> None:
+        """Keep the results (with the snapshots to resume them) in the project folder."""
+        if self._project is not None:
+            passes = self._tracking.state_dict()
+            kept = {"range": list(self._range), "passes": passes} if passes else None
+            self._project.write_results(self.tracker.fingerprint(), kept)
 
     # -- results ----------------------------------------------------------------------------
 

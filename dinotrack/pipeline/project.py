@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from dinotrack.errors import InputError, ProjectInUseError
 from dinotrack.io.atomic import atomic_output, remove_stale_temporaries
@@ -41,6 +42,8 @@ PROJECT_FORMAT = "dinotrack.studio"
 PROJECT_VERSION = 1
 _PROMPTS = Path(".studio", "prompts")
 _LOCK = Path(".studio", "lock")
+_RESULTS = Path(".studio", "results.pt")
+RESULTS_FORMAT = "dinotrack.studio.results/1"
 
 
 @dataclass
@@ -189,6 +192,52 @@ class ProjectFile:
             for entry in folder.iterdir():
                 if entry.suffix == ".png" and entry.name not in listed:
                     entry.unlink(missing_ok=True)
+
+    @property
+    def results_path(self) -> Path:
+        """Where the computed masks (and the memory snapshots to resume them) are kept."""
+        return self.directory / _RESULTS
+
+    def write_results(self, fingerprint: str, state: dict[str, Any] | None) -> None:
+        """Keep the results of the tracker ``fingerprint`` (see
+        :meth:`dinotrack.Tracker.fingerprint`): ``state`` holds plain values and tensors
+        (:func:`torch.save`, loadable with ``weights_only``), written atomically; None or
+        empty removes them."""
+        if not state:
+            self.results_path.unlink(missing_ok=True)
+            return
+        self.results_path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"format": RESULTS_FORMAT, "tracker": fingerprint, "results": state}
+        remove_stale_temporaries(self.results_path)
+        with atomic_output(self.results_path) as tmp:
+            torch.save(data, tmp)
+
+    def read_results(self, fingerprint: str) -> dict[str, Any] | None:
+        """The results :meth:`write_results` kept for the tracker ``fingerprint``; None when
+        there are none, or they were computed with another model or settings, or cannot be
+        read (both with a warning: they are not used, and replaced by the next ones)."""
+        if not self.results_path.is_file():
+            return None
+        try:
+            data = torch.load(self.results_path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a truncated or foreign file: any unpickling error
+            warnings.warn(
+                f"the kept results in {self.results_path} cannot be read ({error}); "
+                "propagate again",
+                stacklevel=2,
+            )
+            return None
+        if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
+            warnings.warn(f"{self.results_path} is not dinotrack's; propagate again", stacklevel=2)
+            return None
+        if data.get("tracker") != fingerprint:
+            warnings.warn(
+                "the kept results were computed with another model or settings and are not "
+                "shown; propagate again",
+                stacklevel=2,
+            )
+            return None
+        return data.get("results")
 
 
 def _check_folders(directory: Path) -> None:

@@ -95,9 +95,12 @@ def _serve(args: argparse.Namespace, out: Path) -> int:
             )
         restored = ""
         if session.prompt_frames or session.objects:
+            computed = len(session.result_frames)
             restored = (
                 f" (restored: {len(session.objects)} object(s), "
-                f"{len(session.prompt_frames)} prompt(s))"
+                f"{len(session.prompt_frames)} prompt(s)"
+                + (f", {computed} computed frame(s)" if computed else "")
+                + ")"
             )
         print(f"dinotrack studio: {args.input} -> {out}{restored}", file=sys.stderr)
         print(f"open {url}", flush=True)

@@ -22,14 +22,16 @@ import ctypes.util
 import functools
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dinotrack.errors import InputError
 from dinotrack.io.frame_cache import FrameCache
 from dinotrack.io.video import FrameReader
 from dinotrack.tracking.objects import check_first_mask, check_prompt, ids_dtype
@@ -339,6 +341,29 @@ class ResumableTracking:
         needed = {f: features[f] for f in state.frames()}
         return rebuild_session(self.tracker, state, needed, self.frame_size, self.input_size)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Every pass's results and snapshots as plain values and tensors, for
+        :func:`torch.save` (a soft-labels tensor that many snapshots share is one object in
+        it, saved once); :meth:`load_state_dict` takes it back."""
+        with self._lock:
+            return {kind: _record_to_dict(record) for kind, record in self._records.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the results by those of :meth:`state_dict` (as :func:`torch.load` reads
+        them back, ``weights_only=True`` is enough).
+
+        Raises:
+            ValueError: ``state`` is not what :meth:`state_dict` gives (nothing is replaced).
+        """
+        try:
+            records = {str(kind): _record_from_dict(str(kind), d) for kind, d in state.items()}
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise InputError(f"not the saved results of a tracking pass ({error})") from None
+        if not set(records) <= {kind for kinds in PASS_KINDS.values() for kind in kinds}:
+            raise InputError(f"unknown kinds of pass among {sorted(records)}")
+        with self._lock:
+            self._records = records
+
     def mask(self, direction: str, index: int) -> np.ndarray | None:
         """The result of frame ``index`` among the passes of ``direction``, or None."""
         with self._lock:
@@ -371,6 +396,52 @@ class ResumableTracking:
                 if record is None or record.valid_prefix(pass_prompts, same_mask) < len(indices):
                     return False
         return True
+
+
+def _record_to_dict(record: PassRecord) -> dict[str, Any]:
+    return {
+        "prompts": {f: torch.from_numpy(np.array(m)) for f, m in record.prompts.items()},
+        "frames": list(record.frames),
+        "masks": dict(record.masks),
+        "snapshots": {
+            f: (s.object_ids, s.frame_index, [_group_to_tuple(g) for g in s.groups])
+            for f, s in record.snapshots.items()
+        },
+    }
+
+
+def _group_to_tuple(group: GroupMemory) -> tuple:
+    return (group.object_ids, group.first_frame, group.permanent, group.recent)
+
+
+def _record_from_dict(kind: str, data: Mapping[str, Any]) -> PassRecord:
+    """The :class:`PassRecord` of :func:`_record_to_dict`, its parts checked for consistency."""
+    prompts = {int(f): m.numpy() for f, m in data["prompts"].items()}
+    frames = [int(f) for f in data["frames"]]
+    masks = {
+        int(f): (tuple(shape), str(dtype), bytes(blob))
+        for f, (shape, dtype, blob) in data["masks"].items()
+    }
+    snapshots = {}
+    for f, (object_ids, frame_index, groups) in data["snapshots"].items():
+        snapshots[int(f)] = Snapshot(
+            tuple(int(i) for i in object_ids),
+            int(frame_index),
+            tuple(
+                GroupMemory(tuple(int(i) for i in ids), int(first), _entries(perm), _entries(rec))
+                for ids, first, perm, rec in groups
+            ),
+        )
+    if not prompts or set(frames) != set(masks) or set(frames) != set(snapshots):
+        raise ValueError("its frames, masks and snapshots do not match")
+    return PassRecord(kind, prompts, frames, masks, snapshots)
+
+
+def _entries(pairs: Iterable[tuple[int, Tensor]]) -> tuple[Entry, ...]:
+    entries = tuple((int(f), labels) for f, labels in pairs)
+    if not all(isinstance(labels, Tensor) for _, labels in entries):
+        raise ValueError("a memory entry without its labels")
+    return entries
 
 
 @functools.cache

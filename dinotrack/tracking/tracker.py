@@ -11,10 +11,12 @@ state lives in :mod:`dinotrack.tracking.session`, object ids in
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,7 @@ class Tracker:
             net, spec, device, self.config.precision, self.config.pos_embed, self.config.compile
         )
         self.device = self.extractor.device
+        self._weights_digest: str | None = None
 
     @classmethod
     def from_pretrained(
@@ -123,6 +126,27 @@ class Tracker:
     def num_heads(self) -> int:
         """Attention heads of the backbone's last block (the maps :meth:`attention` gives)."""
         return int(self.extractor.net.blocks[-1].attn.num_heads)
+
+    def fingerprint(self) -> str:
+        """A SHA-256 of everything that makes this tracker's results: the backbone's name and
+        parameters, the settings, the device type and the feature precision. Results kept
+        under one fingerprint (e.g. a studio project's) are reused only under the same."""
+        if self._weights_digest is None:  # the parameters are hashed once
+            digest = hashlib.sha256()
+            for name, tensor in self.extractor.net.state_dict().items():
+                digest.update(name.encode())
+                digest.update(
+                    tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy()
+                )
+            self._weights_digest = digest.hexdigest()
+        setup = [
+            self.spec.name,
+            self._weights_digest,
+            asdict(self.config),
+            self.device.type,
+            str(self.extractor.dtype),
+        ]
+        return hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Network input size ``(h, w)`` for frames of ``height x width``.
