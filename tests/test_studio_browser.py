@@ -13,6 +13,7 @@ Without Chromium, Playwright or the shared data the tests skip with the reason; 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -599,3 +600,52 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     ui.page.wait_for_selector("#objects li[data-id='2']", state="detached")
     assert not ui.errors, ui.errors
     ui.page.close()
+
+
+def test_the_masks_come_back_after_a_restart(browser, clip, artifacts, tmp_path):
+    """Propagate, stop the studio (Ctrl-C), start it again on the same --out: the page shows
+    every computed frame's mask, up to date, without propagating again."""
+    out, log = tmp_path / "out", tmp_path / "studio.log"
+    server = Studio(clip, out, log)
+    try:
+        video = json.loads(server.api("/api/video"))
+        first = np.zeros((video["height"], video["width"]), np.uint8)
+        first[
+            video["height"] // 4 : video["height"] // 2, video["width"] // 4 : video["width"] // 2
+        ] = 255
+        encoded = io.BytesIO()
+        Image.fromarray(first).save(encoded, format="PNG")
+        server.api("/api/prompts/0", "PUT", raw=encoded.getvalue())
+        server.api("/api/propagate", "POST", body={"direction": "forward"})
+        wait_until(lambda: server.state()["job"]["state"] == "done", "the propagation")
+        masks = [server.api(f"/api/masks/{i}") for i in range(N_FRAMES)]
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+    finally:
+        server.stop()
+    again = Studio(clip, out, tmp_path / "again.log")
+    try:
+        assert f"{N_FRAMES} computed frame(s)" in (tmp_path / "again.log").read_text()
+        ui = Page(browser.new_page(), again)
+        ui.open()
+        assert ui.page.locator(".thumb.has-result").count() == N_FRAMES
+        assert not ui.page.is_visible("#stale-note")
+        assert (
+            ui.page.inner_text("#progress-text")
+            == f"idle: {N_FRAMES} frames kept from the last session"
+        )
+        assert [again.api(f"/api/masks/{i}") for i in range(N_FRAMES)] == masks
+        ui.page.locator("#frame-label").click()
+        ui.page.keyboard.press("End")
+        assert ui.frame_label().startswith(f"frame {N_FRAMES - 1} /")
+        ui.page.wait_for_timeout(1000)  # the frame's mask is fetched after the key
+        ui.page.screenshot(path=artifacts / "studio-restored.png")
+        # Kept masks that the prompts no longer give are said to be stale.
+        again.api("/api/prompts/2", "PUT", raw=encoded.getvalue())
+        ui.page.reload()
+        ui.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        assert ui.page.is_visible("#stale-note")
+        assert not ui.errors, ui.errors
+        ui.page.close()
+    finally:
+        again.stop()

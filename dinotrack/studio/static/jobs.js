@@ -27,7 +27,8 @@ function showProgress(job) {
   for (const button of directionButtons) button.disabled = running;
   const what = job.direction ? `${job.direction}: ` : "";
   const texts = {
-    idle: "idle",
+    // No job yet in this server's life: the masks shown were kept from an earlier session.
+    idle: store.results.size ? `idle: ${store.results.size} frames kept from the last session` : "idle",
     running: `${what}${job.done} / ${job.total} frames`,
     done: job.reused
       ? `${what}done, ${job.done} frames (${job.computed} tracked, ${job.reused} unchanged since the last run)`
@@ -209,7 +210,12 @@ function summarise(paths) {
   return masks.concat(lines);
 }
 
-export function setup(job) {
+/**
+ * @param job The job's progress from the state.
+ * @param upToDate Whether the results (perhaps kept from an earlier session) were computed
+ *   from the current prompts.
+ */
+export function setup(job, upToDate) {
   for (const button of directionButtons) {
     button.addEventListener("click", () => propagate(button.dataset.direction));
   }
@@ -251,5 +257,6 @@ export function setup(job) {
     showProgress(job);
     resultsVersion = job.results_version;
     if (job.state === "running") startPolling();
+    else if (job.state === "idle" && store.results.size) staleNote.hidden = upToDate;
   }
 }

@@ -142,7 +142,7 @@ async function main() {
   setupToolPanel();
   setupViewPanel();
   describeModel();
-  jobs.setup(state.job);
+  jobs.setup(state.job, state.up_to_date);
   on("frame", () => {
     tools.resetPending();
     view.showFrame();
