@@ -360,6 +360,19 @@ def test_undoing_a_click_keeps_the_box_and_the_clicks_before_it(browser, studio)
     inside = np.zeros(ids.shape, bool)
     inside[box[1] : box[3], box[0] : box[2]] = True
     assert (ids == 1).any() and not (ids[~inside] == 1).any()
+    # After a reload the page takes the box and clicks from the server: a click and its undo
+    # still leave them, so that the next click adds to them.
+    ui.page.reload()
+    ui.page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    ui.tool("click")
+    grown(lambda: ui.page.mouse.click(*ui.to_screen(350, 200)))
+    grown(lambda: ui.page.keyboard.press("Control+z"), "edit undone")
+    grown(lambda: ui.page.mouse.click(*ui.to_screen(420, 300)))
+    held = [c for c in studio.state()["clicks"] if (c["frame"], c["object"]) == (0, 1)]
+    assert held[0]["box"] == list(box), held
+    assert held[0]["points"] == [[400, 250, 1], [450, 200, 1], [420, 300, 1]], held
+    ids = studio.prompt_ids(0)
+    assert (ids == 1).any() and not (ids[~inside] == 1).any()
     assert not ui.errors, ui.errors
     studio.api("/api/prompts/0", "DELETE")
     studio.api("/api/objects/1", "DELETE")  # leave the studio empty for the next test

@@ -271,8 +271,9 @@ function onPointerDown(event) {
   } else if (tool.name === "click") {
     guarded(async () => {
       const object = await activeObject();
-      const prior = clicksNow(frame, object);
+      // The clicks before this one: those held since a reload or restart are taken first.
       const pending = await clicksFor(frame, object);
+      const prior = clicksNow(frame, object);
       pending.points.push([Math.round(point[0]), Math.round(point[1]), negative ? 0 : 1]);
       drawDecoration();
       await sendClicks(prior);
@@ -328,8 +329,9 @@ function onPointerUp(event) {
       const box = [Math.min(x0, x1), Math.min(y0, y1), Math.max(x0, x1), Math.max(y0, y1)];
       guarded(async () => {
         const object = await activeObject();
+        const pending = await clicksFor(frame, object);
         const prior = clicksNow(frame, object);
-        (await clicksFor(frame, object)).box = box.map(Math.round);
+        pending.box = box.map(Math.round);
         await sendClicks(prior);
         drawDecoration();
       });
