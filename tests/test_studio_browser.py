@@ -292,6 +292,32 @@ def test_load_mask_png_and_undo(browser, studio):
     ui.page.close()
 
 
+def test_play_runs_to_the_end_and_again_from_the_start(browser, studio):
+    ui = Page(browser.new_page(), studio)
+    ui.open()
+    play = ui.page.locator("#play")
+    width = play.bounding_box()["width"]
+    ui.page.locator("#frame-label").click()  # the keys go to the page
+    ui.page.keyboard.press("Home")
+    # Clicked and read in one go (six frames play in a quarter of a second).
+    shown = ui.page.evaluate(
+        "() => { const b = document.getElementById('play'); b.click();"
+        " return [b.textContent, b.getBoundingClientRect().width]; }"
+    )
+    assert shown == ["❚❚", width]  # the button keeps its width
+    last = f"frame {N_FRAMES - 1} /"
+    ui.page.wait_for_function("document.getElementById('play').textContent === '▶'")
+    assert ui.frame_label().startswith(last)
+    ui.page.keyboard.press(" ")  # at the end: from the first frame again
+    ui.page.wait_for_function(
+        f"!document.getElementById('frame-label').textContent.startsWith('frame {N_FRAMES - 1} /')"
+    )
+    ui.page.wait_for_function("document.getElementById('play').textContent === '▶'")
+    assert ui.frame_label().startswith(last)
+    assert not ui.errors, ui.errors
+    ui.page.close()
+
+
 def test_server_errors_reach_the_user(browser, studio, tmp_path):
     """An invalid mask loaded as a prompt is refused; the page shows the server's one line."""
     bad = tmp_path / "small.png"

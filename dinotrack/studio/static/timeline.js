@@ -84,6 +84,7 @@ export function togglePlay() {
   }
   playButton.textContent = "❚❚";
   playButton.title = "pause (space)";
+  if (store.frame >= store.video.frames - 1) goTo(0); // played to the end: again from the start
   timer = setInterval(() => {
     if (store.frame >= store.video.frames - 1) togglePlay();
     else goTo(store.frame + 1);
