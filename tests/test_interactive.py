@@ -268,6 +268,24 @@ def test_results_survive_a_restart_and_resume_after_a_correction(
     assert InteractiveSession(tracker, folder, out=out).result_frames == []
 
 
+def test_results_are_saved_during_a_propagation(tracker, clip, tmp_path):
+    """A propagation that never ends (a crash, a killed process) loses at most `save_every`
+    seconds of work: a new session on the folder finds the frames saved so far."""
+    folder, masks = clip
+    out = tmp_path / "studio"
+    with pytest.raises(ValueError, match="save_every"):
+        InteractiveSession(tracker, folder, out=out, save_every=-1)
+    session = InteractiveSession(tracker, folder, out=out, save_every=0)
+    session.set_prompt(0, masks[0])
+    results = session.propagate()
+    first = [next(results) for _ in range(5)]  # the run stays suspended, as if killed
+    again = InteractiveSession(tracker, folder, out=out)
+    assert again.result_frames == [i for i, _ in first]
+    for index, mask in first:
+        np.testing.assert_array_equal(again.mask(index), mask)
+    results.close()
+
+
 def test_objects_and_prompt_edits(tracker, clip):
     folder, masks = clip
     session = InteractiveSession(tracker, folder)

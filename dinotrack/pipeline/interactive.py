@@ -50,6 +50,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -116,6 +117,8 @@ class InteractiveSession:
             :meth:`export` needs a directory); an earlier project of the same video there is
             restored.
         cache_frames: Most decoded frames held in memory.
+        save_every: Seconds between saves of the results during a propagation (they are
+            also saved when it ends), so that a crash loses at most that much work.
 
     Raises:
         FileNotFoundError, ValueError: An unreadable video; a project of another video in
@@ -130,8 +133,12 @@ class InteractiveSession:
         out: str | os.PathLike[str] | None = None,
         *,
         cache_frames: int = 48,
+        save_every: float = 30.0,
     ) -> None:
         self.tracker = tracker
+        if not save_every >= 0:  # also refuses NaN
+            raise InputError(f"save_every must be a number of seconds >= 0, got {save_every}")
+        self.save_every = float(save_every)
         self.frames = FrameCache(video, capacity=cache_frames)
         self.info = self.frames.info
         self.video = Path(video)
@@ -609,7 +616,12 @@ class InteractiveSession:
             self._settings["direction"] = direction
             self._save()
         try:
-            yield from self._tracking.run(direction, prompts, start, end, self._cancel)
+            saved = time.monotonic()
+            for result in self._tracking.run(direction, prompts, start, end, self._cancel):
+                if time.monotonic() - saved >= self.save_every:
+                    self._save_results()
+                    saved = time.monotonic()
+                yield result
         finally:
             try:
                 self._save_results()
@@ -631,11 +643,19 @@ class InteractiveSession:
         self._range = (start, end)
 
     def _save_results(self) -> None:
-        """Keep the results (with the snapshots to resume them) in the project folder."""
-        if self._project is not None:
-            passes = self._tracking.state_dict()
-            kept = {"range": list(self._range), "passes": passes} if passes else None
+        """Keep the results (with the snapshots to resume them) in the project folder; a
+        failure (a full disk) is a warning: the results are still here to look at and export."""
+        if self._project is None:
+            return
+        passes = self._tracking.state_dict()
+        kept = {"range": list(self._range), "passes": passes} if passes else None
+        try:
             self._project.write_results(self.tracker.fingerprint(), kept)
+        except Exception as error:  # any, also at interpreter exit: never lose the results
+            warnings.warn(
+                f"the results could not be kept in {self._project.results_path}: {error}",
+                stacklevel=2,
+            )
 
     # -- results ----------------------------------------------------------------------------
 
