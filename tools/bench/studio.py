@@ -17,6 +17,11 @@ dev sequence, the mask grown from one positive click (at the object's innermost 
 the object's bounding box, and from both, against the annotation (mean IoU), beside the box
 itself filled in.
 
+``restart``: the results kept across a restart: a propagation over the dev clip in a
+project folder, then the size of ``.studio/results.pt`` and the time to open the project
+again with them (and without them, beside it), and what a correction on the middle frame
+after the restart recomputes.
+
 ``memory``: a synthetic ``--memory-frames``-frame 854x480 video (textured background, two
 moving squares), propagated from a prompt on frame 0; the process's resident memory after
 100, 250, 500 ... frames and its peak: flat when frames are not held.
@@ -48,7 +53,7 @@ from dinotrack.io.masks import read_mask
 from tools.bench.processes import peak_rss_gb
 from tools.data.location import data_path
 
-PARTS = ("frames", "clicks", "throughput", "quality", "memory")
+PARTS = ("frames", "clicks", "throughput", "quality", "restart", "memory")
 
 
 def current_rss_gb() -> float:
@@ -221,6 +226,43 @@ def synthetic_video(path: Path, frames: int, width: int = 854, height: int = 480
     return mask
 
 
+def bench_restart(
+    tracker: Tracker, folder: Path, mask_path: Path, scratch: Path, repeats: int
+) -> None:
+    project = scratch / "restart"
+    session = InteractiveSession(tracker, folder, out=project)
+    session.set_prompt(0, read_mask(mask_path).ids)
+    count = sum(1 for _ in session.propagate("forward"))
+    kept = project / ".studio" / "results.pt"
+    size = kept.stat().st_size
+    print(
+        f"restart: {count} frames, .studio/results.pt {size / 1e6:.2f} MB "
+        f"({size / count / 1e3:.1f} kB a frame)"
+    )
+
+    def open_time() -> tuple[float, InteractiveSession]:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            again = InteractiveSession(tracker, folder, out=project)
+            times.append(time.perf_counter() - start)
+        return min(times), again
+
+    with_results, again = open_time()
+    restored = len(again.result_frames)
+    middle = count // 2
+    again.set_prompt(middle, read_mask(mask_path).ids)  # a correction after the restart
+    sum(1 for _ in again.propagate("forward"))
+    stats = again.stats
+    shutil.move(kept, scratch / "kept.pt")
+    without, _ = open_time()
+    print(
+        f"restart: reopening with the kept results {with_results * 1e3:.0f} ms ({restored} frames "
+        f"restored), without {without * 1e3:.0f} ms; a correction on frame {middle} after it: "
+        f"{stats.computed} frames tracked, {stats.reused} kept"
+    )
+
+
 def bench_memory(tracker: Tracker, frames: int, scratch: Path) -> None:
     video = scratch / "long.mp4"
     mask = synthetic_video(video, frames)
@@ -284,6 +326,8 @@ def main(argv: list[str] | None = None) -> None:
             bench_throughput(tracker, folder, mask, args, scratch)
         if "quality" in parts:
             bench_quality(tracker, args.quality_sequences.split(","))
+        if "restart" in parts:
+            bench_restart(tracker, folder, mask, scratch, args.repeats)
         if "memory" in parts:
             bench_memory(tracker, args.memory_frames, scratch)
 
