@@ -111,5 +111,9 @@ def test_bench_studio_prints_each_figure(shared_data, capsys):
     ious = dict(re.findall(r"quality: (click|box|box \+ click|box filled) +([\d.]+)", out))
     assert set(ious) == {"click", "box", "box + click", "box filled"}, out
     assert all(0 <= float(v) <= 1 for v in ious.values()) and float(ious["box filled"]) > 0.2
+    assert re.search(r"restart: 6 frames, .studio/results.pt [\d.]+ MB", out), out
+    assert "(6 frames restored)" in out, out
+    match = re.search(r"on frame 3 after it: (\d+) frames tracked, (\d+) kept", out)
+    assert match and int(match[1]) + int(match[2]) == 6, out
     assert re.search(r"memory: after 40 frames RSS [\d.]+ GiB", out), out
     assert re.search(r"memory: growth from frame 20 to 40: [-+][\d.]+ MB per frame", out), out
