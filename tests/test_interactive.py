@@ -256,6 +256,17 @@ def test_results_survive_a_restart_and_resume_after_a_correction(
             tiny_tracker(short_side=SHORT_SIDE, batch_size=2), folder, out=out
         )
     assert other.result_frames == [] and other.prompt_frames == [0, 9]
+    assert len(other.notices) == 1 and "another model or settings" in other.notices[0]
+    assert third.notices == []
+    # Results copied from the project of another video are refused too.
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    elsewhere = InteractiveSession(tracker, copy, out=tmp_path / "elsewhere")
+    elsewhere.set_prompt(0, masks[0])
+    list(elsewhere.propagate())
+    shutil.copy(tmp_path / "elsewhere" / ".studio" / "results.pt", out / ".studio" / "results.pt")
+    with pytest.warns(UserWarning, match="computed on another video"):
+        assert InteractiveSession(tracker, folder, out=out).result_frames == []
     # A damaged file is reported and left aside; a reset removes the results.
     (out / ".studio" / "results.pt").write_bytes(b"not a torch file")
     with pytest.warns(UserWarning, match="cannot be read"):

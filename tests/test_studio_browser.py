@@ -106,11 +106,11 @@ def clip(tmp_path_factory) -> Path:
 class Studio:
     """A `dinotrack studio --no-browser` process and the URL it printed."""
 
-    def __init__(self, clip: Path, out: Path, log: Path):
+    def __init__(self, clip: Path, out: Path, log: Path, flags: list[str] = MODEL_FLAGS):
         self.out = out
         self.log = log
         command = [sys.executable, "-m", "dinotrack", "studio", str(clip), "--out", str(out)]
-        command += ["--no-browser", "--port", "0", *MODEL_FLAGS]
+        command += ["--no-browser", "--port", "0", *flags]
         self._log_file = log.open("w")
         self.process = subprocess.Popen(
             command, stdout=self._log_file, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1]
@@ -271,22 +271,47 @@ def test_an_open_page_notices_that_the_server_stopped(browser, clip, tmp_path):
 
 def test_load_mask_png_and_undo(browser, studio):
     """Load mask PNG makes the file the current frame's prompt, read as `--mask` reads it (a
-    0/255 DAVIS annotation is object 1); undo deletes it again."""
+    0/255 DAVIS annotation is object 1), in place of a clicked mask; the next click refines
+    it; undo goes back step by step."""
     annotation = data_path(*ANNOTATIONS, "00001.png")
     if not annotation.exists():
         _missing(f"shared data {annotation} is absent")
+    studio.video = json.loads(studio.api("/api/video"))
     ui = Page(browser.new_page(), studio)
     ui.open()
     ui.page.locator("#frame-label").click()
     ui.page.keyboard.press("ArrowRight")
+
+    def status_says(words: str) -> None:
+        ui.page.wait_for_function(
+            f"document.getElementById('status').textContent.includes('{words}')", timeout=30_000
+        )
+        ui.page.evaluate("document.getElementById('status').textContent = ''")
+
+    ui.tool("click")  # a mask from a click first: the file replaces it, clicks and all
+    ui.page.mouse.click(*ui.to_screen(400, 250))
+    status_says("grown from the clicks")
+    clicked = studio.prompt_ids(1)
     ui.page.set_input_files("#mask-file", annotation)
-    wait_until(lambda: studio.state()["prompts"] == [1], "the loaded prompt on frame 1")
-    expected = np.asarray(Image.open(annotation)) > 0
-    np.testing.assert_array_equal(studio.prompt_ids(1), expected.astype(np.uint8))
+    status_says("loaded as its prompt")
+    expected = (np.asarray(Image.open(annotation)) > 0).astype(np.uint8)
+    np.testing.assert_array_equal(studio.prompt_ids(1), expected)
     ui.page.wait_for_selector(".thumb.has-prompt")  # the page has taken the edit in
     assert ui.page.locator(".thumb.has-prompt").count() == 1
+    # The next click starts afresh (its mask replaces the file's): sent alone, not with the
+    # click made before the file was loaded.
+    ui.page.mouse.click(*ui.to_screen(300, 200))
+    status_says("grown from the clicks")
+    held = [c for c in studio.state()["clicks"] if (c["frame"], c["object"]) == (1, 1)]
+    assert [c["points"] for c in held] == [[[300, 200, 1]]], held
+    for before in (expected, clicked):  # undo goes back through the file to the click
+        ui.page.keyboard.press("Control+z")
+        status_says("edit undone")
+        np.testing.assert_array_equal(studio.prompt_ids(1), before)
     ui.page.keyboard.press("Control+z")
     wait_until(lambda: studio.state()["prompts"] == [], "the undo")
+    ui.page.keyboard.press("Control+z")  # nothing left: said so
+    status_says("nothing to undo")
     studio.api("/api/objects/1", "DELETE")  # the file made object 1: leave the studio empty
     assert not ui.errors, ui.errors
     ui.page.close()
@@ -527,6 +552,8 @@ def test_track_correct_export_and_reload(browser, studio, clip, artifacts, tmp_p
     page_name = ui.page.locator("#objects li[data-id='1'] .object-name")
     page_name.fill("dog")
     page_name.press("Enter")
+    # Enter ends the renaming: the keys are the page's shortcuts again.
+    assert not ui.page.evaluate("document.activeElement.classList.contains('object-name')")
     wait_until(lambda: studio.state()["objects"][0]["name"] == "dog", "the rename")
 
     # 2. Propagate forward; every frame gets a mask, and the view follows the computed frames
@@ -686,5 +713,18 @@ def test_the_masks_come_back_after_a_restart(browser, clip, artifacts, tmp_path)
         assert ui.page.is_visible("#stale-note")
         assert not ui.errors, ui.errors
         ui.page.close()
+        again.process.send_signal(signal.SIGINT)
+        again.process.wait(timeout=30)
     finally:
         again.stop()
+    # Opened with other settings, the kept masks are not shown, and the page says why.
+    other = Studio(clip, out, tmp_path / "other.log", flags=tiny_flags(48))
+    try:
+        ui = Page(browser.new_page(), other)
+        ui.open()
+        assert ui.page.locator(".thumb.has-result").count() == 0
+        ui.page.wait_for_selector("#error.warning:not([hidden])")
+        assert "another model or settings" in ui.page.inner_text("#error-text")
+        ui.page.close()
+    finally:
+        other.stop()

@@ -65,7 +65,7 @@ from dinotrack.config import DIRECTIONS, check_int
 from dinotrack.errors import BusyError, InputError, StaleResultsError
 from dinotrack.io.frame_cache import FrameCache
 from dinotrack.io.masks import MAX_OBJECT_ID, davis_palette
-from dinotrack.pipeline.project import ProjectFile, ProjectObject
+from dinotrack.pipeline.project import ProjectFile, ProjectObject, UnusableResultsError
 from dinotrack.tracking.objects import check_prompt
 from dinotrack.tracking.resumable import PropagationStats, ResumableTracking, plan
 from dinotrack.tracking.tracker import Tracker
@@ -157,6 +157,9 @@ class InteractiveSession:
         self._settings: dict[str, Any] = {}
         self._click_features: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._project = None if self.out is None else ProjectFile(self.out, self.info)
+        self.notices: list[str] = []
+        """What the user should know about the project as it was opened (e.g. kept results
+        that are not shown, and why), one line each."""
         if self._project is not None and self._project.exists:
             saved = self._project.load()
             self._objects = {o.id: ObjectInfo(o.id, o.name, o.hidden) for o in saved.objects}
@@ -631,14 +634,20 @@ class InteractiveSession:
     def _restore_results(self) -> None:
         """Take back the results a session of the same video, tracker and settings kept."""
         assert self._project is not None
-        kept = self._project.read_results(self.tracker.fingerprint())
-        if kept is None:
-            return
         try:
-            start, end = (int(v) for v in kept["range"])
-            self._tracking.load_state_dict(kept["passes"])
-        except (KeyError, TypeError, ValueError) as error:
-            warnings.warn(f"the kept results are not used: {error}", stacklevel=3)
+            kept = self._project.read_results(self.tracker.fingerprint())
+            if kept is None:
+                return
+            try:
+                start, end = (int(v) for v in kept["range"])
+                self._tracking.load_state_dict(kept["passes"])
+            except (KeyError, TypeError, ValueError) as error:
+                raise UnusableResultsError(
+                    f"the kept results are not used ({error}); propagate again"
+                ) from None
+        except UnusableResultsError as error:
+            self.notices.append(f"warning: {error}")
+            warnings.warn(str(error), stacklevel=3)
             return
         self._range = (start, end)
 

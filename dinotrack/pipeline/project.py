@@ -33,7 +33,7 @@ from dinotrack.io.decoders import VideoInfo
 from dinotrack.io.masks import read_mask, write_mask
 from dinotrack.tracking.objects import check_prompt
 
-__all__ = ["PROJECT_NAME", "ProjectFile", "ProjectLock", "ProjectObject"]
+__all__ = ["PROJECT_NAME", "ProjectFile", "ProjectLock", "ProjectObject", "UnusableResultsError"]
 
 PROJECT_NAME = "studio.json"
 """The project file's name inside the output directory."""
@@ -171,12 +171,7 @@ class ProjectFile:
         data = {
             "format": PROJECT_FORMAT,
             "version": PROJECT_VERSION,
-            "video": {
-                "path": str(os.path.realpath(self.info.path)),
-                "frames": self.info.num_frames,
-                "width": self.info.width,
-                "height": self.info.height,
-            },
+            "video": self._video(),
             "objects": [asdict(o) for o in objects],
             "prompts": sorted(prompt_frames),
             "settings": settings,
@@ -199,7 +194,7 @@ class ProjectFile:
         return self.directory / _RESULTS
 
     def write_results(self, fingerprint: str, state: dict[str, Any] | None) -> None:
-        """Keep the results of the tracker ``fingerprint`` (see
+        """Keep the results of this video under the tracker ``fingerprint`` (see
         :meth:`dinotrack.Tracker.fingerprint`): ``state`` holds plain values and tensors
         (:func:`torch.save`, loadable with ``weights_only``), written atomically; None or
         empty removes them."""
@@ -207,37 +202,60 @@ class ProjectFile:
             self.results_path.unlink(missing_ok=True)
             return
         self.results_path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"format": RESULTS_FORMAT, "tracker": fingerprint, "results": state}
+        data = {
+            "format": RESULTS_FORMAT,
+            "video": self._video(),
+            "tracker": fingerprint,
+            "results": state,
+        }
         remove_stale_temporaries(self.results_path)
         with atomic_output(self.results_path) as tmp:
             torch.save(data, tmp)
 
     def read_results(self, fingerprint: str) -> dict[str, Any] | None:
-        """The results :meth:`write_results` kept for the tracker ``fingerprint``; None when
-        there are none, or they were computed with another model or settings, or cannot be
-        read (both with a warning: they are not used, and replaced by the next ones)."""
+        """The results :meth:`write_results` kept for this video and the tracker
+        ``fingerprint``, or None when none were kept.
+
+        Raises:
+            UnusableResultsError: Results are kept but cannot be used (the message says why:
+                another model or settings, another video, a damaged file); they stay until
+                the next propagation replaces them.
+        """
         if not self.results_path.is_file():
             return None
         try:
             data = torch.load(self.results_path, map_location="cpu", weights_only=True)
         except Exception as error:  # a truncated or foreign file: any unpickling error
-            warnings.warn(
-                f"the kept results in {self.results_path} cannot be read ({error}); "
-                "propagate again",
-                stacklevel=2,
-            )
-            return None
+            raise UnusableResultsError(
+                f"the kept results in {self.results_path} cannot be read (a damaged file: "
+                f"{type(error).__name__}); propagate again"
+            ) from None
         if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
-            warnings.warn(f"{self.results_path} is not dinotrack's; propagate again", stacklevel=2)
-            return None
-        if data.get("tracker") != fingerprint:
-            warnings.warn(
-                "the kept results were computed with another model or settings and are not "
-                "shown; propagate again",
-                stacklevel=2,
+            raise UnusableResultsError(f"{self.results_path} is not dinotrack's; propagate again")
+        if data.get("video") != self._video():
+            raise UnusableResultsError(
+                "the kept results were computed on another video and are not shown; propagate again"
             )
-            return None
+        if data.get("tracker") != fingerprint:
+            raise UnusableResultsError(
+                "the kept results were computed with another model or settings and are not "
+                "shown (open the project with those to see them); propagate again"
+            )
         return data.get("results")
+
+    def _video(self) -> dict[str, Any]:
+        """The video as the project file names it."""
+        return {
+            "path": str(os.path.realpath(self.info.path)),
+            "frames": self.info.num_frames,
+            "width": self.info.width,
+            "height": self.info.height,
+        }
+
+
+class UnusableResultsError(InputError):
+    """Results kept in a project folder that cannot be shown (see
+    :meth:`ProjectFile.read_results`)."""
 
 
 def _check_folders(directory: Path) -> None:

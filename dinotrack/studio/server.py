@@ -145,6 +145,7 @@ def create_app(session: InteractiveSession, token: str) -> Starlette:
                 "clicks": session.click_state(),
                 "settings": {**session.settings, "model": model, "out": out},
                 "job": job.progress(),
+                "notices": session.notices,
             }
         )
 

@@ -83,6 +83,8 @@ async function onProgress(job) {
     if (job.state === "done") {
       showStatus("propagation done");
       staleNote.hidden = !editedDuringJob;
+    } else {
+      staleNote.hidden = false; // cancelled or failed: some frames are missing
     }
   }
   if (ended || (newResults && !events)) {
@@ -155,6 +157,7 @@ async function propagate(direction) {
     const reply = await sendJson("POST", "api/propagate", { direction });
     lastState = "running";
     editedDuringJob = false;
+    staleNote.hidden = true; // the propagation it asks for is under way
     userMoved = false;
     showProgress({ state: "running", done: 0, total: 0, direction, ...(reply && reply.job) });
     startPolling();

@@ -143,6 +143,8 @@ async function main() {
   setupViewPanel();
   describeModel();
   jobs.setup(state.job, state.up_to_date);
+  // What the server said when it opened the project (kept masks it does not show, and why).
+  if (state.notices && state.notices.length) showError(state.notices.join(" "));
   on("frame", () => {
     tools.resetPending();
     view.showFrame();

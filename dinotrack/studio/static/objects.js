@@ -24,6 +24,10 @@ function row(object) {
   name.className = "object-name";
   name.value = object.name;
   name.setAttribute("aria-label", `name of object ${object.id}`);
+  // Enter (or Escape) ends the renaming: the keys go back to the page's shortcuts.
+  name.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === "Escape") name.blur();
+  });
   name.addEventListener("change", () =>
     guarded(async () => {
       const updated = await sendJson("PATCH", `api/objects/${object.id}`, { name: name.value });

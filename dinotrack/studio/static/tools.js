@@ -95,7 +95,6 @@ async function save(frame, labels, before) {
     remember(frame, before);
     showStatus(`frame ${frame}: no object left, so the frame holds no prompt now`);
   } else if (saved) {
-    clicks = newClicks(-1, -1); // the next click starts afresh from this mask
     remember(frame, before);
     showStatus(`frame ${frame}: prompt saved`);
   } else {
@@ -111,7 +110,11 @@ export function undo() {
 
 async function undoLast() {
   const last = undoStack.pop();
-  if (!last) return;
+  if (!last) {
+    // The history is the page's: a reload or a restart starts it anew.
+    showStatus("nothing to undo (the history starts when the page is opened)");
+    return;
+  }
   await guarded(async () => {
     if (last.labels) await putPrompt(last.frame, last.labels);
     else if (store.prompts.has(last.frame)) await deletePrompt(last.frame);
@@ -155,6 +158,12 @@ export async function promptBefore(frame) {
  */
 export function remember(frame, before, priorClicks = null) {
   undoStack.push({ frame, labels: before, clicks: priorClicks });
+  if (!priorClicks) {
+    // Not an edit by clicks (a stroke, a polygon, a loaded file, a deletion): the server has
+    // forgotten the clicks of the frame, and the next click starts afresh from this mask.
+    clicks = newClicks(-1, -1);
+    drawDecoration();
+  }
 }
 
 function sendClicks(priorClicks) {
