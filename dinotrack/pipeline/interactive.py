@@ -118,7 +118,9 @@ class InteractiveSession:
             restored.
         cache_frames: Most decoded frames held in memory.
         save_every: Seconds between saves of the results during a propagation (they are
-            also saved when it ends), so that a crash loses at most that much work.
+            also saved when it ends), so that a crash loses at most that much work; longer
+            when a save takes more than a twentieth of it (a long video); 0 saves after
+            every frame.
 
     Raises:
         FileNotFoundError, ValueError: An unreadable video; a project of another video in
@@ -619,11 +621,16 @@ class InteractiveSession:
             self._settings["direction"] = direction
             self._save()
         try:
-            saved = time.monotonic()
+            saved, interval = time.monotonic(), self.save_every
             for result in self._tracking.run(direction, prompts, start, end, self._cancel):
-                if time.monotonic() - saved >= self.save_every:
+                if time.monotonic() - saved >= interval:
+                    began = time.monotonic()
                     self._save_results()
                     saved = time.monotonic()
+                    # A long video's file takes long to write: saves stay under about 5 %
+                    # of the propagation's time (0: after every frame, whatever it costs).
+                    if self.save_every > 0:
+                        interval = max(self.save_every, 20 * (saved - began))
                 yield result
         finally:
             try:

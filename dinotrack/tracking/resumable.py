@@ -13,6 +13,12 @@ only the *frame index* of each feature map. :func:`rebuild_session` recomputes t
 maps a snapshot names and rebuilds the session; the features are computed in the same batches
 as the pass computed them (:func:`batch_of`), so even a backbone whose output depends on the
 batch gives the very same features, and the resumed pass is byte-identical to a full one.
+
+The same memory outlives the process: :meth:`ResumableTracking.state_dict` gives the passes'
+results and snapshots as plain values and tensors, and :meth:`~ResumableTracking.load_state_dict`
+takes them back (the studio keeps them in its project folder). At about 490 lines the module is
+still one idea, what a pass remembers so that it can go on later: the records, the snapshots,
+the resumed runs and their saved form.
 """
 
 from __future__ import annotations
