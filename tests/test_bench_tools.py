@@ -100,20 +100,20 @@ def test_bench_studio_prints_each_figure(shared_data, capsys):
 
     shared_data("davis2016-dev", "JPEGImages", "480p", "dog-agility")
     studio.main(
-        ["--model", "test_vit_tiny", "--short-side", "64", "--frames", "6", "--repeats", "1",
+        ["--model", "test_vit_tiny", "--short-side", "64", "--frames", "8", "--repeats", "1",
          "--memory-frames", "40", "--quality-sequences", "boat"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert re.search(r"frames: GET /api/frames/i from the cache .* median [\d.]+ ms", out), out
     assert re.search(r"clicks: click to mask on a new frame .* median [\d.]+ s", out), out
-    match = re.search(r"throughput: 6 frames, .* studio / segment = ([\d.]+)", out)
+    match = re.search(r"throughput: 8 frames, .* studio / segment = ([\d.]+)", out)
     assert match and float(match[1]) > 0, out
     ious = dict(re.findall(r"quality: (click|box|box \+ click|box filled) +([\d.]+)", out))
     assert set(ious) == {"click", "box", "box + click", "box filled"}, out
     assert all(0 <= float(v) <= 1 for v in ious.values()) and float(ious["box filled"]) > 0.2
-    assert re.search(r"restart: 6 frames, .studio/results.pt [\d.]+ MB", out), out
-    assert "(6 frames restored)" in out, out
-    match = re.search(r"on frame 3 after it: (\d+) frames tracked, (\d+) kept", out)
-    assert match and int(match[1]) + int(match[2]) == 6, out
+    assert re.search(r"restart: 8 frames, .studio/results.pt [\d.]+ MB", out), out
+    assert "(8 frames restored)" in out, out
+    match = re.search(r"on frame 4 after it: (\d+) frames tracked, (\d+) kept", out)
+    assert match and (int(match[1]), int(match[2])) == (4, 4), out  # batches of 4
     assert re.search(r"memory: after 40 frames RSS [\d.]+ GiB", out), out
     assert re.search(r"memory: growth from frame 20 to 40: [-+][\d.]+ MB per frame", out), out

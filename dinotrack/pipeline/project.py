@@ -204,7 +204,7 @@ class ProjectFile:
         self.results_path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "format": RESULTS_FORMAT,
-            "video": self._video(),
+            "video": {**self._video(), "content": video_content_key(self.info)},
             "tracker": fingerprint,
             "results": state,
         }
@@ -212,19 +212,29 @@ class ProjectFile:
         with atomic_output(self.results_path) as tmp:
             torch.save(data, tmp)
 
-    def read_results(self, fingerprint: str) -> dict[str, Any] | None:
+    @property
+    def has_results(self) -> bool:
+        """Whether results are kept (usable or not)."""
+        return self.results_path.is_file()
+
+    def read_results(self, fingerprint: str, device: Any = "cpu") -> dict[str, Any] | None:
         """The results :meth:`write_results` kept for this video and the tracker
-        ``fingerprint``, or None when none were kept.
+        ``fingerprint``, their tensors on ``device``; None when none were kept.
 
         Raises:
             UnusableResultsError: Results are kept but cannot be used (the message says why:
-                another model or settings, another video, a damaged file); they stay until
-                the next propagation replaces them.
+                another model or settings, another video or a changed one, an unreadable
+                file); they stay until a propagation or a reset replaces them.
         """
         if not self.results_path.is_file():
             return None
         try:
-            data = torch.load(self.results_path, map_location="cpu", weights_only=True)
+            data = torch.load(self.results_path, map_location=device, weights_only=True)
+        except OSError as error:
+            raise UnusableResultsError(
+                f"the kept results in {self.results_path} cannot be read "
+                f"({error.strerror or error}); propagate again"
+            ) from None
         except Exception as error:  # a truncated or foreign file: any unpickling error
             raise UnusableResultsError(
                 f"the kept results in {self.results_path} cannot be read (a damaged file: "
@@ -232,9 +242,15 @@ class ProjectFile:
             ) from None
         if not isinstance(data, dict) or data.get("format") != RESULTS_FORMAT:
             raise UnusableResultsError(f"{self.results_path} is not dinotrack's; propagate again")
-        if data.get("video") != self._video():
+        video = data.get("video") if isinstance(data.get("video"), dict) else {}
+        if {k: v for k, v in video.items() if k != "content"} != self._video():
             raise UnusableResultsError(
                 "the kept results were computed on another video and are not shown; propagate again"
+            )
+        if video.get("content") != video_content_key(self.info):
+            raise UnusableResultsError(
+                f"{self.info.path} has changed since the kept results were computed; they "
+                "are not shown; propagate again"
             )
         if data.get("tracker") != fingerprint:
             raise UnusableResultsError(
@@ -251,6 +267,21 @@ class ProjectFile:
             "width": self.info.width,
             "height": self.info.height,
         }
+
+
+def video_content_key(info: VideoInfo) -> list[Any]:
+    """What tells that a video file or frames folder changed in place: the file's size and
+    time, or each file's name, size and time."""
+    path = Path(info.path)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    key = []
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        key.append([file.name, stat.st_size, stat.st_mtime_ns])
+    return key
 
 
 class UnusableResultsError(InputError):

@@ -83,7 +83,7 @@ async function onProgress(job) {
     if (job.state === "done") {
       showStatus("propagation done");
       staleNote.hidden = !editedDuringJob;
-    } else {
+    } else if (store.results.size) {
       staleNote.hidden = false; // cancelled or failed: some frames are missing
     }
   }
@@ -260,6 +260,6 @@ export function setup(job, upToDate) {
     showProgress(job);
     resultsVersion = job.results_version;
     if (job.state === "running") startPolling();
-    else if (job.state === "idle" && store.results.size) staleNote.hidden = upToDate;
+    else if (store.results.size) staleNote.hidden = upToDate;
   }
 }

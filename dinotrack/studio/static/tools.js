@@ -103,7 +103,7 @@ async function save(frame, labels, before) {
   if (frame === store.frame) await showFrame();
 }
 
-/** Undoes the last brush, eraser or polygon edit (the prompt goes back to what it was). */
+/** Undoes the last edit of a prompt (stroke, polygon, clicks, loaded file, deletion). */
 export function undo() {
   return serial(undoLast);
 }
