@@ -94,6 +94,9 @@ class TrackerConfig:
             on different frames form different groups): the background is the ``"min"`` or
             the ``"product"`` of the groups' backgrounds; object channels are kept as they are.
         compile: Compile the backbone's blocks with ``torch.compile`` (speed only).
+        redetect: Look for an object again in the whole frame once propagation has lost it,
+            among the regions that look like it and moved, nearest to where its motion puts
+            it (:mod:`dinotrack.tracking.redetect`); off in the DINO protocol.
 
     Raises:
         TypeError: A count (``n_last_frames``, ``radius``, ``topk``, ``short_side``,
@@ -116,6 +119,7 @@ class TrackerConfig:
     max_prompt_frames: int = 4
     group_merge: str = "min"
     compile: bool = False
+    redetect: bool = False
 
     def __post_init__(self) -> None:
         # Numbers are stored as plain Python ints and floats (numpy scalars are accepted),
@@ -140,8 +144,9 @@ class TrackerConfig:
             raise InputError(f"pos_embed must be 'dino', 'timm' or None, got {self.pos_embed!r}")
         if self.group_merge not in GROUP_MERGES:
             raise InputError(f"group_merge must be one of {GROUP_MERGES}, got {self.group_merge!r}")
-        if not isinstance(self.compile, bool):
-            raise TypeError(f"compile must be True or False, got {self.compile!r}")
+        for name in ("compile", "redetect"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 

@@ -279,6 +279,34 @@ def test_results_survive_a_restart_and_resume_after_a_correction(
     assert InteractiveSession(tracker, folder, out=out).result_frames == []
 
 
+def test_kept_results_of_a_changed_video_are_not_shown_and_a_failed_save_is_said(
+    tracker, clip, tmp_path
+):
+    folder, masks = clip
+    out = tmp_path / "studio"
+    session = InteractiveSession(tracker, folder, out=out)
+    session.set_prompt(0, masks[0])
+    list(session.propagate())
+    # A frame rewritten in place (same size, same count): the masks are another video's.
+    frame = sorted(folder.iterdir())[5]
+    pixels = np.asarray(Image.open(frame))
+    Image.fromarray(255 - pixels).save(frame)
+    with pytest.warns(UserWarning, match="has changed since the kept results"):
+        again = InteractiveSession(tracker, folder, out=out)
+    assert again.result_frames == [] and "has changed" in again.notices[0]
+    list(again.propagate())  # new results replace them: the notice is past
+    assert again.notices == [] and again.up_to_date()
+    # Results that cannot be written (here a folder in the file's place) are said so, kept
+    # in memory, and still exported.
+    (out / ".studio" / "results.pt").unlink()
+    (out / ".studio" / "results.pt").mkdir()
+    again.set_prompt(3, only(masks[3], 7))
+    with pytest.warns(UserWarning, match="could not be kept"):
+        list(again.propagate())
+    assert again.notices[0].startswith("warning: the results could not be kept")
+    assert again.up_to_date() and again.export(["png"])
+
+
 def test_results_are_saved_during_a_propagation(tracker, clip, tmp_path):
     """A propagation that never ends (a crash, a killed process) loses at most `save_every`
     seconds of work: a new session on the folder finds the frames saved so far."""

@@ -277,6 +277,13 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
         "the groups' (default %(default)s)",
     )
     algo.add_argument(
+        "--redetect",
+        action="store_true",
+        help="look for an object again once propagation has lost it: in the whole frame, "
+        "among regions that look like it and moved, nearest to where its motion puts it "
+        "(off in the DINO protocol; not in the studio yet)",
+    )
+    algo.add_argument(
         "--pos-embed",
         default=None,
         choices=("dino", "timm"),
@@ -340,6 +347,7 @@ def tracker_config_from_args(
         max_prompt_frames=args.max_prompt_frames,
         group_merge=args.group_merge,
         compile=args.compile,
+        redetect=args.redetect,
     )
 
 

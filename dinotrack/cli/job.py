@@ -185,6 +185,7 @@ RUN_SETTINGS = (
     "resize_rule",
     "max_prompt_frames",
     "group_merge",
+    "redetect",
     "pos_embed",
     "precision",
     "start_frame",

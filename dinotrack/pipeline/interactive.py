@@ -40,9 +40,9 @@ Frames are decoded on demand into a small LRU cache (:class:`dinotrack.io.frame_
 results are kept compressed (a few kB per frame), with the soft labels of each frame (``K x
 h/p x w/p`` floats) that resuming needs: memory does not hold frames, whatever the video's
 length. With ``out``, objects, prompts and settings are saved to a project file there as they
-change (:mod:`dinotrack.pipeline.project`), and opening the same video with the same ``out``
-restores
-them.
+change (:mod:`dinotrack.pipeline.project`), the results with their snapshots during and after
+each propagation, and opening the same video with the same ``out`` (and, for the results, the
+same :meth:`dinotrack.Tracker.fingerprint`) restores them.
 """
 
 from __future__ import annotations
@@ -138,6 +138,14 @@ class InteractiveSession:
         save_every: float = 30.0,
     ) -> None:
         self.tracker = tracker
+        if tracker.config.redetect:
+            raise InputError(
+                "redetect is not available in the interactive engine yet (its resumed "
+                "propagations do not carry the re-detection's state); track without it",
+                parameter="redetect",
+            )
+        if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
+            raise InputError(f"save_every must be a number of seconds, got {save_every!r}")
         if not save_every >= 0:  # also refuses NaN
             raise InputError(f"save_every must be a number of seconds >= 0, got {save_every}")
         self.save_every = float(save_every)
@@ -641,16 +649,20 @@ class InteractiveSession:
     def _restore_results(self) -> None:
         """Take back the results a session of the same video, tracker and settings kept."""
         assert self._project is not None
+        if not self._project.has_results:
+            return
         try:
-            kept = self._project.read_results(self.tracker.fingerprint())
+            kept = self._project.read_results(self.tracker.fingerprint(), self.tracker.device)
             if kept is None:
                 return
             try:
                 start, end = (int(v) for v in kept["range"])
+                if not 0 <= start < end <= self.num_frames:
+                    raise ValueError(f"frames {start} to {end - 1} of {self.num_frames}")
                 self._tracking.load_state_dict(kept["passes"])
             except (KeyError, TypeError, ValueError) as error:
                 raise UnusableResultsError(
-                    f"the kept results are not used ({error}); propagate again"
+                    f"the kept results are not used: {error}; propagate again"
                 ) from None
         except UnusableResultsError as error:
             self.notices.append(f"warning: {error}")
@@ -668,10 +680,15 @@ class InteractiveSession:
         try:
             self._project.write_results(self.tracker.fingerprint(), kept)
         except Exception as error:  # any, also at interpreter exit: never lose the results
-            warnings.warn(
-                f"the results could not be kept in {self._project.results_path}: {error}",
-                stacklevel=2,
+            message = (
+                f"the results could not be kept in {self._project.results_path} "
+                f"({getattr(error, 'strerror', None) or error}); they are here until the "
+                "studio stops: export them"
             )
+            self.notices = [f"warning: {message}"]
+            warnings.warn(message, stacklevel=2)
+        else:
+            self.notices = []  # what they said of earlier results is past
 
     # -- results ----------------------------------------------------------------------------
 

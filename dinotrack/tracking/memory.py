@@ -32,6 +32,7 @@ from dinotrack.tracking.propagation import (
     one_hot_labels,
     propagate_labels,
 )
+from dinotrack.tracking.redetect import Redetector
 
 
 class LabelPropagator:
@@ -55,6 +56,8 @@ class LabelPropagator:
         tile: Block size of the windowed computation (speed only), >= 1; ``None``:
             :func:`~dinotrack.config.cpu_tile` of the radius.
         max_permanent: Most frames the permanent memory holds, >= 1.
+        redetect: Find lost objects again (:class:`~dinotrack.tracking.redetect.Redetector`,
+            watching every frame this memory propagates to).
 
     Raises:
         ValueError, TypeError: As :func:`propagate_labels`, for a bad setting or
@@ -72,6 +75,7 @@ class LabelPropagator:
         temperature: float = TEMPERATURE,
         tile: int | None = None,
         max_permanent: int = 1,
+        redetect: bool = False,
     ) -> None:
         check_int("n_last_frames", n_last_frames, minimum=0)
         self.max_permanent = check_int("max_permanent", max_permanent, minimum=1)
@@ -83,6 +87,7 @@ class LabelPropagator:
         self.n_last_frames = n_last_frames
         self.kwargs = dict(radius=radius, topk=topk, temperature=temperature, tile=tile)
         self.add_permanent(first_feats, first_labels)
+        self.redetector = Redetector(*self.permanent[0]) if redetect else None
 
     @classmethod
     def from_config(
@@ -99,6 +104,7 @@ class LabelPropagator:
             temperature=config.temperature,
             tile=tile,
             max_permanent=config.max_prompt_frames,
+            redetect=config.redetect,
         )
 
     @property
@@ -137,13 +143,14 @@ class LabelPropagator:
 
     def _propagate(self, feats: Tensor) -> Tensor:
         context = [*self.permanent, *self.recent]
-        return propagate_labels(
+        labels = propagate_labels(
             feats,
             torch.stack([f for f, _ in context]),
             torch.stack([lab for _, lab in context]),
             normalized=True,
             **self.kwargs,
         )
+        return labels if self.redetector is None else self.redetector(feats, labels)
 
     def step(self, feats: Tensor) -> Tensor:
         """Propagate to the next frame and remember it among the last frames.

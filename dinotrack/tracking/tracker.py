@@ -4,7 +4,7 @@
 starts :class:`~dinotrack.tracking.session.TrackingSession` objects, and runs whole videos
 through them in one or two passes (:meth:`Tracker.track`), streaming frames from files.
 
-At about 450 lines this module is still one idea, the one class users hold; its frame-by-frame
+At about 490 lines this module is still one idea, the one class users hold; its frame-by-frame
 state lives in :mod:`dinotrack.tracking.session`, object ids in
 :mod:`dinotrack.tracking.objects`, the memory in :mod:`dinotrack.tracking.memory`.
 """
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dinotrack import __version__
 from dinotrack.config import (
     CUDA_TILE,
     DIRECTIONS,
@@ -128,9 +129,11 @@ class Tracker:
         return int(self.extractor.net.blocks[-1].attn.num_heads)
 
     def fingerprint(self) -> str:
-        """A SHA-256 of everything that makes this tracker's results: the backbone's name and
-        parameters, the settings, the device type and the feature precision. Results kept
-        under one fingerprint (e.g. a studio project's) are reused only under the same."""
+        """A SHA-256 of what makes this tracker's results: the backbone's name and parameters,
+        the settings, the device type, the feature precision, and the dinotrack and torch
+        versions. Results kept under one fingerprint (e.g. a studio project's) are reused
+        only under the same; they are byte-identical to a new run on the same machine (other
+        hardware may round differently)."""
         if self._weights_digest is None:  # the parameters are hashed once
             digest = hashlib.sha256()
             for name, tensor in self.extractor.net.state_dict().items():
@@ -145,6 +148,8 @@ class Tracker:
             asdict(self.config),
             self.device.type,
             str(self.extractor.dtype),
+            __version__,
+            torch.__version__,
         ]
         return hashlib.sha256(json.dumps(setup, sort_keys=True, default=str).encode()).hexdigest()
 
