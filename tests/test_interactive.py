@@ -480,3 +480,44 @@ def test_export_of_a_range_with_an_overlay(tracker, clip, tmp_path):
     with pytest.raises(FileExistsError):
         session.export(["png", "overlay"])
     assert (out / "overlay.mp4").read_bytes() == b"the user's video"
+
+
+def test_a_tracker_with_redetect_resumes_byte_identically(tiny_tracker, tmp_path):
+    """With `redetect`, the snapshots carry the re-detection's state (an object lost and
+    searched for): a correction after it, and a restart, resume as a full run computes."""
+    from PIL import Image
+    from synthetic_clips import moving_square_video
+
+    frames, masks = moving_square_video(n=13)
+    background = np.random.default_rng(0).integers(0, 255, frames[0].shape, dtype=np.uint8)
+    folder = tmp_path / "hidden"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        if 4 <= i <= 9:  # object 3 hidden for six frames: the background shows
+            frame = np.where((masks[i] == 3)[..., None], background, frame)
+        Image.fromarray(frame).save(folder / f"{i:05d}.png")
+    tracker = tiny_tracker(short_side=128, batch_size=BATCH, redetect=True)
+    session = tracker.start(np.asarray(Image.open(folder / "00000.png")), masks[0])
+    lost = []
+    for i in range(1, 13):
+        session.step(np.asarray(Image.open(folder / f"{i:05d}.png")))
+        lost.append(max(e[4] for e in session.state.groups[0].propagator.redetector.state()))
+    # Lost from frame 4, still searched for at frame 8 (where the passes below resume), found
+    # again when it shows at frame 10: the resumed passes need that state.
+    assert lost[3] > 0 and lost[7] > 0 and lost[9] == 0, lost
+
+    out = tmp_path / "studio"
+    studio = InteractiveSession(tracker, folder, out=out)
+    studio.set_prompt(0, masks[0])
+    assert_same_run(list(studio.propagate()), list(tracker.track(folder, prompts={0: masks[0]})))
+    prompts = {0: masks[0], 9: only(masks[9], 7)}
+    studio.set_prompt(9, prompts[9])
+    got = list(studio.propagate())
+    assert studio.stats.reused == 9
+    assert_same_run(got, list(tracker.track(folder, prompts=prompts)))
+    again = InteractiveSession(tracker, folder, out=out)  # a restart, then a correction
+    again.set_prompt(10, only(masks[10], 3))
+    prompts[10] = only(masks[10], 3)
+    got = list(again.propagate())
+    assert again.stats.reused == 9
+    assert_same_run(got, list(tracker.track(folder, prompts=prompts)))

@@ -63,6 +63,8 @@ def test_carries_the_preset_it_was_measured_at():
     assert tracker.config.short_side == preset["short_side"]
     assert tracker.config.n_last_frames == preset["n_last_frames"]
     assert tracker.config.radius == preset["radius"] == 8  # 128 px at 640: DINO's 96 at 480
+    assert tracker.config.redetect  # lost objects are looked for again (docs/benchmarks.md)
+    assert not Tracker.from_pretrained(OFFLINE_MODEL, device="cpu", redetect=False).config.redetect
 
 
 def test_a_retired_model_name_says_what_replaced_it():

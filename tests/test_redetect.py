@@ -3,6 +3,8 @@ hand-made patch features where the answer is known, then through the command lin
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from cli_support import run_cli, tiny_flags
 from synthetic_clips import moving_square_folder
 
-from dinotrack.config import TrackerConfig
+from dinotrack.config import TrackerConfig, preset_config
 from dinotrack.tracking.redetect import Redetector
 
 H, W, C = 16, 24, 16
@@ -80,13 +82,14 @@ def test_a_followed_object_is_never_touched():
         assert redetector(scene((8, 2 + step)), labels) is labels
 
 
-def test_off_by_default_and_checked():
-    assert TrackerConfig().redetect is False
+def test_off_in_the_dino_protocol_on_in_the_offline_preset_and_checked():
+    assert TrackerConfig().redetect is False and preset_config("dino").redetect is False
+    assert preset_config("offline").redetect is True
     with pytest.raises(TypeError, match="redetect must be True or False"):
         TrackerConfig(redetect="yes")
 
 
-def test_segment_with_redetect_and_the_studio_refuses_it(tmp_path, capsys):
+def test_segment_with_redetect(tmp_path, capsys):
     folder = tmp_path / "clip"
     masks = moving_square_folder(folder, n=6)
     mask = tmp_path / "first.png"
@@ -99,9 +102,12 @@ def test_segment_with_redetect_and_the_studio_refuses_it(tmp_path, capsys):
     )  # fmt: skip
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png"))[-1] == "00005.png"
+    record = json.loads((tmp_path / "out" / ".dinotrack-output").read_text())
+    assert record["run"]["settings"]["redetect"] is True  # part of what made the result
     code, _, err = run_cli(
-        ["studio", folder, "--out", tmp_path / "studio", "--no-browser", "--redetect",
-         *tiny_flags(64)], capsys,
+        ["segment", folder, "--mask", mask, "--out", tmp_path / "off", "--no-redetect",
+         "--preset", "offline", *tiny_flags(64)], capsys,
     )  # fmt: skip
-    assert code == 2 and "redetect is not available in the interactive engine" in err, err
-    assert len(err.strip().splitlines()) == 1
+    assert code == 0, err
+    record = json.loads((tmp_path / "off" / ".dinotrack-output").read_text())
+    assert record["run"]["settings"]["redetect"] is False

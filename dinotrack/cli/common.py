@@ -278,10 +278,11 @@ def add_tracker_arguments(parser: argparse.ArgumentParser) -> None:
     )
     algo.add_argument(
         "--redetect",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="look for an object again once propagation has lost it: in the whole frame, "
         "among regions that look like it and moved, nearest to where its motion puts it "
-        "(off in the DINO protocol; not in the studio yet)",
+        "(default: the preset's; on in offline, off in the DINO protocol)",
     )
     algo.add_argument(
         "--pos-embed",
@@ -347,7 +348,6 @@ def tracker_config_from_args(
         max_prompt_frames=args.max_prompt_frames,
         group_merge=args.group_merge,
         compile=args.compile,
-        redetect=args.redetect,
     )
 
 

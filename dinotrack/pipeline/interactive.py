@@ -138,12 +138,6 @@ class InteractiveSession:
         save_every: float = 30.0,
     ) -> None:
         self.tracker = tracker
-        if tracker.config.redetect:
-            raise InputError(
-                "redetect is not available in the interactive engine yet (its resumed "
-                "propagations do not carry the re-detection's state); track without it",
-                parameter="redetect",
-            )
         if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
             raise InputError(f"save_every must be a number of seconds, got {save_every!r}")
         if not save_every >= 0:  # also refuses NaN

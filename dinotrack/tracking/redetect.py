@@ -38,6 +38,10 @@ __all__ = ["Redetector"]
 HISTORY = 10
 """Frames of an object's area and centre kept to tell when it is lost and where it goes."""
 
+LONG_LOST, LONG_LOST_EVERY = 24, 4
+"""Lost for more than ``LONG_LOST`` frames, an object is looked for on every
+``LONG_LOST_EVERY``-th frame only (the search costs a nearest-neighbour pass over the frame)."""
+
 NEIGHBOURS = 5
 """Nearest patches whose mean similarity scores a candidate patch (against object and rest)."""
 
@@ -98,6 +102,10 @@ class Redetector:
                 if area < self.lost_share * float(np.median(followed.areas)):
                     self._lose(followed)
             if followed.lost_for:
+                # An object lost for long (gone from the scene) is looked for less often.
+                if followed.lost_for > LONG_LOST and followed.lost_for % LONG_LOST_EVERY:
+                    followed.lost_for += 1
+                    continue
                 found = self._search(unit, channel, followed)
                 if found is None:
                     followed.lost_for += 1
@@ -112,6 +120,40 @@ class Redetector:
                 followed.good = (unit, labels)
         return labels
 
+    def state(self) -> list[tuple]:
+        """What it knows, as plain values and tensors (for snapshots), one tuple per object
+        channel: ``(channel, good_labels, areas, centres, lost_for, area, velocity)``, where
+        ``good_labels`` are the labels of the object's last followed frame (None before one)
+        and the features of that frame are left out (see :meth:`restore`)."""
+        return [
+            (
+                channel,
+                None if o.good is None else o.good[1],
+                tuple(o.areas),
+                tuple(tuple(float(v) for v in c) for c in o.centres),
+                o.lost_for,
+                o.area,
+                tuple(float(v) for v in o.velocity),
+            )
+            for channel, o in self.objects.items()
+        ]
+
+    def restore(self, state: list[tuple], good_units: list[Tensor | None]) -> None:
+        """Take back a :meth:`state`, with the L2-normalised features of each object's last
+        followed frame (``good_units``, in the same order; None where it had none)."""
+        self.objects = {}
+        for (channel, labels, areas, centres, lost_for, area, velocity), unit in zip(
+            state, good_units, strict=True
+        ):
+            self.objects[int(channel)] = _Followed(
+                deque((float(a) for a in areas), maxlen=HISTORY),
+                deque((np.array(c, dtype=float) for c in centres), maxlen=HISTORY),
+                None if labels is None else (unit, labels),
+                int(lost_for),
+                float(area),
+                np.array(velocity, dtype=float),
+            )
+
     def _lose(self, followed: _Followed) -> None:
         centres = list(followed.centres)
         steps = min(3, len(centres) - 1)
@@ -125,18 +167,24 @@ class Redetector:
         if followed.good is None:
             return None
         height, width = unit.shape[-2:]
-        patches = unit.reshape(unit.shape[0], -1)
         inside = self.reference_labels == channel
         if not inside.any() or inside.all():
             return None
-        like_object = _nearest_mean(self.reference[:, inside], patches)
-        like_rest = _nearest_mean(self.reference[:, ~inside], patches)
-        candidates = (like_object > like_rest).reshape(height, width)
         good_unit, good_labels = followed.good
         unchanged = (_similarity_nearby(unit, good_unit) > self.static_similarity) & (
             good_labels.argmax(0) != channel
         )
-        candidates = (candidates & ~unchanged).cpu().numpy()
+        # Only the patches that changed can hold the moved object (and they are few: the
+        # nearest-neighbour scores below are the costly part).
+        changed = torch.nonzero(~unchanged.reshape(-1)).squeeze(1)
+        if len(changed) == 0:
+            return None
+        patches = unit.reshape(unit.shape[0], -1)[:, changed]
+        like_object = _nearest_mean(self.reference[:, inside], patches)
+        like_rest = _nearest_mean(self.reference[:, ~inside], patches)
+        candidates = torch.zeros(height * width, dtype=torch.bool, device=unit.device)
+        candidates[changed] = like_object > like_rest
+        candidates = candidates.reshape(height, width).cpu().numpy()
         regions, count = ndimage.label(candidates)
         predicted = followed.centres[-1] + followed.velocity * followed.lost_for
         low, high = self.size_range

@@ -63,12 +63,15 @@ Entry = tuple[int, Tensor]
 
 @dataclass(frozen=True)
 class GroupMemory:
-    """One object group's memory after a frame: its prompted and its last frames."""
+    """One object group's memory after a frame: its prompted and its last frames, and with
+    ``redetect`` what its :class:`~dinotrack.tracking.redetect.Redetector` knows (per object:
+    the frame of its last followed frame, then :meth:`Redetector.state`'s tuple)."""
 
     object_ids: tuple[int, ...]
     first_frame: int
     permanent: tuple[Entry, ...]
     recent: tuple[Entry, ...]
+    redetect: tuple[tuple, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,8 @@ class Snapshot:
 
     def frames(self) -> set[int]:
         """The frames whose features the memory holds."""
-        return {f for g in self.groups for f, _ in (*g.permanent, *g.recent)}
+        frames = {f for g in self.groups for f, _ in (*g.permanent, *g.recent)}
+        return frames | {e[0] for g in self.groups for e in g.redetect if e[0] is not None}
 
 
 def snapshot(session: TrackingSession, frame: int, previous: Snapshot | None) -> Snapshot:
@@ -93,9 +97,18 @@ def snapshot(session: TrackingSession, frame: int, previous: Snapshot | None) ->
     known = {}
     if previous is not None:
         known = {id(labels): f for g in previous.groups for f, labels in (*g.permanent, *g.recent)}
+        known |= {id(e[2]): e[0] for g in previous.groups for e in g.redetect if e[0] is not None}
 
     def entries(pairs) -> tuple[Entry, ...]:
         return tuple((known.get(id(labels), frame), labels) for _, labels in pairs)
+
+    def redetect(propagator) -> tuple[tuple, ...]:
+        if propagator.redetector is None:
+            return ()
+        return tuple(
+            (None if e[1] is None else known.get(id(e[1]), frame), *e)
+            for e in propagator.redetector.state()
+        )
 
     groups = tuple(
         GroupMemory(
@@ -103,6 +116,7 @@ def snapshot(session: TrackingSession, frame: int, previous: Snapshot | None) ->
             g.first_frame,
             entries(g.propagator.permanent),
             entries(g.propagator.recent),
+            redetect(g.propagator),
         )
         for g in session.state.groups
     )
@@ -135,6 +149,11 @@ def rebuild_session(
                 propagator.add_permanent(units[f], labels, normalized=True)
             for f, labels in memory.recent:
                 propagator.remember(units[f], labels, normalized=True)
+            if propagator.redetector is not None and memory.redetect:
+                propagator.redetector.restore(
+                    [e[1:] for e in memory.redetect],
+                    [None if e[0] is None else units[e[0]] for e in memory.redetect],
+                )
             groups.append(ObjectGroup(memory.object_ids, memory.first_frame, propagator))
     session_state = SessionState(
         state.object_ids, frame_size, input_size, groups, frame_index=state.frame_index
@@ -417,7 +436,7 @@ def _record_to_dict(record: PassRecord) -> dict[str, Any]:
 
 
 def _group_to_tuple(group: GroupMemory) -> tuple:
-    return (group.object_ids, group.first_frame, group.permanent, group.recent)
+    return (group.object_ids, group.first_frame, group.permanent, group.recent, group.redetect)
 
 
 def _record_from_dict(kind: str, data: Mapping[str, Any]) -> PassRecord:
@@ -434,8 +453,14 @@ def _record_from_dict(kind: str, data: Mapping[str, Any]) -> PassRecord:
             tuple(int(i) for i in object_ids),
             int(frame_index),
             tuple(
-                GroupMemory(tuple(int(i) for i in ids), int(first), _entries(perm), _entries(rec))
-                for ids, first, perm, rec in groups
+                GroupMemory(
+                    tuple(int(i) for i in ids),
+                    int(first),
+                    _entries(perm),
+                    _entries(rec),
+                    tuple(tuple(e) for e in redetect),
+                )
+                for ids, first, perm, rec, redetect in groups
             ),
         )
     if not prompts or set(frames) != set(masks) or set(frames) != set(snapshots):

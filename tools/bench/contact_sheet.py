@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=None, help="a backbone.pth instead")
     parser.add_argument("--frames", default="0,15,30,45,60", help="comma-separated indices")
     parser.add_argument("--short-side", type=int, default=None, help="default: the preset's")
+    parser.add_argument(
+        "--redetect", action="store_true", help="find lost objects again (TrackerConfig.redetect)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
     try:
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     from dinotrack.models.registry import OFFLINE_MODEL
 
     overrides = {} if args.short_side is None else {"short_side": args.short_side}
+    if args.redetect:
+        overrides["redetect"] = True
     model = args.model or (None if args.weights else OFFLINE_MODEL)
     tracker = Tracker.from_pretrained(model, weights=args.weights, device="cpu", **overrides)
     first = read_mask(args.mask)

@@ -49,6 +49,8 @@ def measure(args: argparse.Namespace) -> dict:
     overrides = {"precision": args.precision, "batch_size": args.batch_size}
     if args.short_side is not None:
         overrides["short_side"] = args.short_side
+    if getattr(args, "redetect", None) is not None:
+        overrides["redetect"] = args.redetect
     tracker = Tracker(net, spec, replace(config, **overrides), device=args.device)
     device = tracker.device
     frames = list(iter_frames(args.video, stop=args.frames))
@@ -108,6 +110,12 @@ def main() -> None:
         "--preset", choices=sorted(PRESETS), default=None, help="default: the backbone's"
     )
     parser.add_argument("--short-side", type=int, default=None, help="default: the preset's")
+    parser.add_argument(
+        "--redetect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="re-detection of lost objects (default: the preset's)",
+    )
     parser.add_argument("--batch-size", type=int, default=TrackerConfig().batch_size)
     parser.add_argument("--frames", type=int, default=200, help="frames of the video to track")
     parser.add_argument("--warmup", type=int, default=8, help="first frames left out of the rate")
