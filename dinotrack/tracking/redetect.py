@@ -42,6 +42,10 @@ LONG_LOST, LONG_LOST_EVERY = 24, 4
 """Lost for more than ``LONG_LOST`` frames, an object is looked for on every
 ``LONG_LOST_EVERY``-th frame only (the search costs a nearest-neighbour pass over the frame)."""
 
+MAX_REST = 1024
+"""Most patches of the first prompt's frame outside the object that candidates are compared
+with."""
+
 NEIGHBOURS = 5
 """Nearest patches whose mean similarity scores a candidate patch (against object and rest)."""
 
@@ -88,6 +92,9 @@ class Redetector:
         channels = first_feats.shape[0]
         self.reference = first_feats.reshape(channels, -1)
         self.reference_labels = first_labels.argmax(0).reshape(-1)
+        # The rest of the first prompt's frame, evenly thinned to at most MAX_REST patches:
+        # enough to tell what looks like the object from what does not, at a bounded cost.
+        self.rest_every = max(1, -(-self.reference.shape[1] // MAX_REST))
         self.objects: dict[int, _Followed] = {}
 
     def __call__(self, unit: Tensor, labels: Tensor) -> Tensor:
@@ -181,7 +188,8 @@ class Redetector:
             return None
         patches = unit.reshape(unit.shape[0], -1)[:, changed]
         like_object = _nearest_mean(self.reference[:, inside], patches)
-        like_rest = _nearest_mean(self.reference[:, ~inside], patches)
+        rest = self.reference[:, ~inside][:, :: self.rest_every]
+        like_rest = _nearest_mean(rest, patches)
         candidates = torch.zeros(height * width, dtype=torch.bool, device=unit.device)
         candidates[changed] = like_object > like_rest
         candidates = candidates.reshape(height, width).cpu().numpy()
