@@ -99,17 +99,13 @@ class ProjectFile:
                 f"{self.path} is not a dinotrack studio project, and is not replaced; name "
                 "another --out directory"
             )
-        video = data.get("video", {})
-        if video.get("path") != str(os.path.realpath(self.info.path)):
+        video, expected = data.get("video", {}), self._video()
+        if video.get("path") != expected["path"]:
             raise InputError(
                 f"{self.path} is the project of {video.get('path')}, not of {self.info.path}; "
                 "open that video, or name another --out directory"
             )
-        if (video.get("frames"), video.get("width"), video.get("height")) != (
-            self.info.num_frames,
-            self.info.width,
-            self.info.height,
-        ):
+        if any(video.get(key) != expected[key] for key in ("frames", "width", "height")):
             raise InputError(
                 f"{self.info.path} has changed since {self.path} was saved (it had "
                 f"{video.get('frames')} frames of {video.get('width')}x{video.get('height')}); "

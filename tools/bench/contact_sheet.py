@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", default="0,15,30,45,60", help="comma-separated indices")
     parser.add_argument("--short-side", type=int, default=None, help="default: the preset's")
     parser.add_argument(
-        "--redetect", action="store_true", help="find lost objects again (TrackerConfig.redetect)"
+        "--redetect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="find lost objects again (TrackerConfig.redetect; default: the preset's)",
     )
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
@@ -68,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     from dinotrack.models.registry import OFFLINE_MODEL
 
     overrides = {} if args.short_side is None else {"short_side": args.short_side}
-    if args.redetect:
-        overrides["redetect"] = True
+    if args.redetect is not None:
+        overrides["redetect"] = args.redetect
     model = args.model or (None if args.weights else OFFLINE_MODEL)
     tracker = Tracker.from_pretrained(model, weights=args.weights, device="cpu", **overrides)
     first = read_mask(args.mask)
